@@ -1,0 +1,20 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   install, then train and evaluate on the bundled spoken-digits corpus
+#   make test   install, then run the test suite
+.PHONY: install demo test lint clean
+
+install:
+	bash tools/install.sh dev,lm
+
+demo: install
+	bash recipes/digits/run.sh
+
+test: install
+	.venv/bin/ruff check asr tests tools recipes
+	.venv/bin/python -m pytest -q -x --durations=15
+
+lint: install
+	.venv/bin/ruff check asr tests tools recipes
+
+clean:
+	rm -rf exp .pytest_cache .ruff_cache

@@ -1,0 +1,86 @@
+"""Reading audio: soundfile for decoding (any format it reads), torchaudio for resampling."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+SAMPLE_RATE = 16000  # the toolkit's working rate
+
+
+class AudioError(RuntimeError):
+    """An audio file that is missing, unreadable, empty or holds non-finite samples."""
+
+
+def resample(wav: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
+    """Resample a 1-D float32 array with torchaudio's windowed-sinc resampler."""
+    if orig_sr == new_sr:
+        return wav
+    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wav)), orig_sr, new_sr)
+    return out.numpy()
+
+
+def audio_info(path: str | Path) -> tuple[float, int, int]:
+    """(duration seconds, sample rate, channels) from the header, without decoding."""
+    try:
+        info = sf.info(str(path))
+    except Exception as e:  # soundfile raises several types
+        raise AudioError(f"{path}: cannot read audio header ({_reason(e)})") from None
+    if info.samplerate <= 0:
+        raise AudioError(f"{path}: invalid sample rate {info.samplerate}")
+    return info.frames / info.samplerate, info.samplerate, info.channels
+
+
+def _reason(e: Exception) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return msg
+
+
+def load_audio(
+    path: str | Path | bytes,
+    sample_rate: int = SAMPLE_RATE,
+    offset: float = 0.0,
+    duration: float | None = None,
+) -> np.ndarray:
+    """Read audio as mono float32 at ``sample_rate``.
+
+    Args:
+        path: file path (any format soundfile reads), or the bytes of such a file.
+        sample_rate: target rate; the file is resampled if it differs.
+        offset: start reading this many seconds in (only that segment is decoded).
+        duration: seconds to read; None reads to the end.
+
+    Returns:
+        float32 array of shape (samples,), values in [-1, 1].
+
+    Raises:
+        AudioError: missing, unreadable, empty, or non-finite audio; the message names the file.
+    """
+    name = "<bytes>" if isinstance(path, (bytes, bytearray)) else str(path)
+    if not isinstance(path, (bytes, bytearray)) and not Path(path).is_file():
+        raise AudioError(f"{name}: file does not exist")
+    src = io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else str(path)
+    try:
+        with sf.SoundFile(src) as f:
+            sr = f.samplerate
+            start = int(round(offset * sr))
+            if start:
+                f.seek(min(start, f.frames))
+            frames = -1 if duration is None else int(round(duration * sr))
+            data = f.read(frames=frames, dtype="float32", always_2d=True)
+    except AudioError:
+        raise
+    except Exception as e:
+        raise AudioError(f"{name}: cannot decode audio ({_reason(e)})") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{name}: audio is empty (0 samples)")
+    wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if not np.isfinite(wav).all():
+        raise AudioError(f"{name}: audio contains NaN or infinite samples")
+    wav = resample(wav, sr, sample_rate)
+    return np.ascontiguousarray(wav, dtype=np.float32)

@@ -1,0 +1,131 @@
+"""Self-describing checkpoints: one file holds config, tokenizer, frontend, weights and run state.
+
+Written atomically (temp file in the same folder, fsync, rename) so a kill during
+the write leaves the previous file intact. Read with ``weights_only=True``: a
+checkpoint can never run code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from asr.config import Config, from_dict, to_dict
+from asr.features import Frontend
+from asr.model import ASRModel, CTCModel
+from asr.text import Tokenizer, tokenizer_from_dict
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, truncated, corrupt, unsafe or of an unknown format."""
+
+
+def atomic_torch_save(obj: dict, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_model(cfg: Config, vocab_size: int) -> ASRModel:
+    frontend = Frontend(cfg.feature)
+    return ASRModel(frontend, CTCModel(cfg.model, frontend.dim, vocab_size))
+
+
+def save_checkpoint(
+    path: str | Path,
+    cfg: Config,
+    tokenizer: Tokenizer,
+    model: ASRModel,
+    optimizer=None,
+    scheduler=None,
+    state: dict | None = None,
+) -> None:
+    """Write everything needed to transcribe (and to resume training) into one file."""
+    obj = {
+        "format_version": FORMAT_VERSION,
+        "config": to_dict(cfg),
+        "tokenizer": tokenizer.to_dict(),
+        "frontend": model.frontend.state_dict(),
+        "model": model.ctc.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "state": state or {},
+    }
+    atomic_torch_save(obj, path)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load the raw checkpoint dict safely, with a clear error for every way it can be bad."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refused to load: the file holds objects other than tensors and plain data "
+            f"(it may be unsafe or not an asr checkpoint): {str(e).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not isinstance(obj, dict) or "format_version" not in obj:
+        raise CheckpointError(f"{path}: not an asr checkpoint (no format_version)")
+    if obj["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format version {obj['format_version']} is newer than this asr "
+            f"understands ({FORMAT_VERSION}); upgrade asr"
+        )
+    return obj
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Config, Tokenizer, ASRModel, dict]:
+    """Rebuild (config, tokenizer, model in eval mode, raw checkpoint dict) from a file."""
+    obj = read_checkpoint(path)
+    try:
+        cfg = from_dict(Config, obj["config"])
+        tokenizer = tokenizer_from_dict(obj["tokenizer"])
+        model = build_model(cfg, len(tokenizer))
+        model.frontend.load_state_dict(obj["frontend"])
+        model.ctc.load_state_dict(obj["model"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: checkpoint contents do not match its config: {e}") from None
+    model.to(device).eval()
+    return cfg, tokenizer, model, obj
+
+
+def average_checkpoints(paths: list[str | Path], out: str | Path) -> None:
+    """Average model weights of several checkpoints of the same config into ``out``."""
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
+    objs = [read_checkpoint(p) for p in paths]
+    avg = {}
+    for key, val in objs[0]["model"].items():
+        if val.is_floating_point():
+            avg[key] = sum(o["model"][key].double() for o in objs).div(len(objs)).to(val.dtype)
+        else:
+            avg[key] = val
+    result = dict(objs[0])
+    result["model"] = avg
+    result["optimizer"] = None
+    result["scheduler"] = None
+    result["state"] = dict(objs[0].get("state", {}), averaged_from=[str(p) for p in paths])
+    atomic_torch_save(result, out)

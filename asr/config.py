@@ -1,0 +1,265 @@
+"""Typed, frozen configuration: dataclasses, YAML loading and checked dotted overrides.
+
+A config file holds values only. ``load_config("conf/digits.yaml", ["train.lr=1e-3"])``
+reads the YAML, applies the overrides, and checks every key against the dataclass
+fields, so a typo is an error that lists the valid keys instead of a silent no-op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not match the config dataclasses."""
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    kind: str = "fbank"  # "fbank" (log-mel filterbank) or "mfcc"
+    sample_rate: int = 16000  # audio is resampled to this rate before features
+    n_mels: int = 80  # mel bands (fbank output size; MFCC's filterbank size)
+    n_mfcc: int = 40  # cepstra kept when kind == "mfcc"
+    win_ms: float = 25.0  # analysis window length
+    hop_ms: float = 10.0  # frame shift
+    f_min: float = 20.0  # lowest mel band edge in Hz
+    f_max: float = 0.0  # highest mel band edge in Hz; 0 means sample_rate / 2
+    level_norm: bool = True  # scale each utterance to unit RMS so recording level does not matter
+    cmvn: str = "global"  # "global" (training-set stats stored in the model), "utterance" or "none"
+
+
+@dataclass(frozen=True)
+class SpecAugmentConfig:
+    freq_masks: int = 2  # number of frequency masks per utterance
+    freq_width: int = 15  # maximum width of a frequency mask in bins
+    time_masks: int = 2  # number of time masks per utterance
+    time_width: int = 40  # maximum width of a time mask in frames
+    time_width_ratio: float = 0.1  # time masks never exceed this fraction of the utterance
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    specaugment: bool = True  # apply SpecAugment in training (never at evaluation)
+    spec: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    speed_perturb: tuple[float, ...] = ()  # e.g. (0.9, 1.0, 1.1); empty disables
+    noise_prob: float = 0.0  # probability of adding noise to a training utterance
+    noise_snr_db: tuple[float, float] = (10.0, 30.0)  # SNR range for added noise
+    noise_manifest: str = ""  # manifest of noise recordings; empty means generated noise
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    rnn_type: str = "lstm"  # "lstm", "gru" or "lstm_peephole" (custom cell, slower)
+    num_layers: int = 4  # stacked recurrent layers
+    hidden_size: int = 320  # units per direction
+    bidirectional: bool = True  # run a backward direction too
+    proj_size: int = 0  # LSTMP-style projection of each layer's output; 0 disables
+    dropout: float = 0.1  # dropout between recurrent layers
+    layer_norm: bool = False  # layer norm on each layer's output
+    subsampling: str = "stack3"  # "none", "stack2", "stack3", "conv2" or "conv4"
+    conv_channels: int = 32  # channels of the Conv2d subsampling front-end
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    kind: str = "char"  # "char" or "sentencepiece"
+    vocab_size: int = 256  # SentencePiece vocabulary size
+    sp_model_type: str = "unigram"  # SentencePiece "bpe" or "unigram"
+    lowercase: bool = True  # normalise text to lower case
+    keep_chars: str = "'"  # punctuation kept by normalisation (letters, digits, space always kept)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train_manifest: str = ""  # JSONL manifest of training utterances
+    dev_manifest: str = ""  # JSONL manifest used for validation and best-checkpoint selection
+    max_batch_seconds: float = 120.0  # total audio seconds per batch (dynamic batch size)
+    max_batch_size: int = 64  # hard cap on utterances per batch
+    num_buckets: int = 10  # duration buckets for batching
+    min_duration: float = 0.05  # shorter utterances are skipped with a warning
+    max_duration: float = 30.0  # longer utterances are skipped with a warning
+    num_workers: int = 0  # DataLoader worker processes (each uses one torch thread)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10  # passes over the training data
+    optimizer: str = "adam"  # "adam", "adamw" or "sgd"
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 0.0  # L2 (adam/sgd) or decoupled (adamw) weight decay
+    scheduler: str = "cosine"  # "constant", "cosine", "noam" or "plateau"
+    warmup_steps: int = 200  # linear warm-up steps before the schedule
+    min_lr_ratio: float = 0.05  # cosine floor as a fraction of lr
+    grad_clip: float = 5.0  # max global gradient norm
+    accum_steps: int = 1  # gradient accumulation steps per optimizer update
+    seed: int = 1234  # seeds python, numpy and torch
+    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
+    amp: str = "auto"  # "auto" (bf16/fp16 on CUDA, off on CPU), "off", "bf16" or "fp16"
+    threads: int = 0  # CPU threads for torch; 0 means all cores
+    keep_last: int = 3  # epoch checkpoints kept
+    keep_best: int = 3  # best-by-dev-WER checkpoints kept
+    patience: int = 0  # stop after this many epochs without dev WER improvement; 0 disables
+    log_every: int = 20  # steps between log lines
+    max_bad_steps: int = 20  # stop after this many consecutive non-finite losses
+    average_last: int = 0  # average the best N checkpoints into model.pt at the end; 0 disables
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    method: str = "greedy"  # "greedy" or "beam"
+    beam_size: int = 8  # beam width for "beam"
+    token_topk: int = 0  # only extend with the k most likely tokens per frame; 0 = all
+    token_min_logp: float = -12.0  # skip tokens less likely than this per frame
+    lm_path: str = ""  # ARPA word n-gram for shallow fusion; empty disables
+    lm_weight: float = 0.5  # alpha
+    word_bonus: float = 1.0  # beta, added per word
+    lexicon: str = ""  # file of allowed words (one per line); empty disables
+    nbest: int = 1  # hypotheses returned per utterance
+
+
+@dataclass(frozen=True)
+class Config:
+    run_dir: str = "runs/default"  # where checkpoints, logs and reports are written
+    feature: FeatureConfig = field(default_factory=FeatureConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML/override value to the annotated type, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip() else []
+        if value is None:
+            value = []
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        args = typing.get_args(tp)
+        item_tp = args[0] if args else Any
+        return tuple(_coerce(v, item_tp, where) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+        if f != int(f):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        return "" if value is None else str(value)
+    return value
+
+
+def from_dict(cls: type, data: dict, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys."""
+    types_ = _field_types(cls)
+    unknown = sorted(set(data) - set(types_))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; valid keys are: {', '.join(types_)}"
+        )
+    kwargs = {k: _coerce(v, types_[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    """Nested plain dict (tuples become lists) suitable for YAML or a checkpoint."""
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (tuple, list)):
+            return [conv(x) for x in v]
+        return v
+
+    return conv(cfg)
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` overrides; values are parsed as YAML scalars."""
+    data = to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node: Any = data
+        cls: Any = Config
+        for i, part in enumerate(parts):
+            valid = _field_types(cls)
+            if part not in valid:
+                prefix = ".".join(parts[:i]) or "config"
+                raise ConfigError(
+                    f"override {item!r}: unknown key {part!r} in {prefix}; "
+                    f"valid keys are: {', '.join(valid)}"
+                )
+            if i == len(parts) - 1:
+                if dataclasses.is_dataclass(valid[part]):
+                    raise ConfigError(f"override {item!r}: {key} is a section, set one of its keys")
+                node[part] = yaml.safe_load(raw) if raw.strip() else ""
+            else:
+                if not dataclasses.is_dataclass(valid[part]):
+                    raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])} is not a section")
+                node = node[part]
+                cls = valid[part]
+    return from_dict(Config, data)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of sections")
+    try:
+        cfg = from_dict(Config, data, where=str(path) if path else "config")
+    except ConfigError:
+        raise
+    return apply_overrides(cfg, overrides or [])
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

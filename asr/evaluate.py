@@ -1,0 +1,85 @@
+"""Run a model over a manifest and score it: per-utterance results and corpus WER/CER."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from asr.audio import AudioError, load_audio
+from asr.data import BucketBatchSampler, Utterance
+from asr.metrics import ErrorCounts, char_errors, word_errors
+from asr.transcribe import Model
+
+log = logging.getLogger("asr.evaluate")
+
+
+@dataclass
+class UttResult:
+    id: str
+    speaker: str
+    duration: float
+    ref: str  # normalised reference
+    hyp: str
+    wer: dict  # word ErrorCounts.to_dict()
+    cer: dict  # char ErrorCounts.to_dict()
+
+
+@dataclass
+class EvalResult:
+    utts: list[UttResult] = field(default_factory=list)
+    words: ErrorCounts = field(default_factory=ErrorCounts)
+    chars: ErrorCounts = field(default_factory=ErrorCounts)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (utterance id, reason)
+    audio_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+    @property
+    def wer(self) -> float:
+        return self.words.rate
+
+    @property
+    def cer(self) -> float:
+        return self.chars.rate
+
+
+def evaluate(model: Model, utts: list[Utterance], max_batch_seconds: float = 120.0, progress: bool = True) -> EvalResult:
+    """Transcribe every utterance (batched by duration) and accumulate error counts.
+
+    An utterance whose audio cannot be read is reported, counted in ``failed`` and skipped.
+    """
+    res = EvalResult()
+    sampler = BucketBatchSampler([u.duration for u in utts], max_batch_seconds, 64, 10, shuffle=False)
+    bar = tqdm(total=sum(u.duration for u in utts), unit="audio-s", desc="evaluate", disable=not progress or None,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}, {rate_fmt}]")
+    t0 = time.time()
+    for idx in sampler:
+        batch_utts, wavs = [], []
+        for i in idx:
+            u = utts[i]
+            try:
+                wavs.append(load_audio(u.audio, model.sample_rate, u.offset, u.duration if u.offset else None))
+                batch_utts.append(u)
+            except AudioError as e:
+                log.warning("skipping utterance %s: %s", u.id, e)
+                res.failed.append((u.id, str(e)))
+            bar.update(u.duration)
+        if not wavs:
+            continue
+        with torch.no_grad():
+            outs = model.transcribe_batch(wavs)
+        for u, out, w in zip(batch_utts, outs, wavs):
+            ref = model.tokenizer.normalize(u.text)
+            we, ce = word_errors(ref, out.text), char_errors(ref, out.text)
+            res.words += we
+            res.chars += ce
+            res.audio_seconds += w.size / model.sample_rate
+            res.utts.append(UttResult(u.id, u.speaker, u.duration, ref, out.text, we.to_dict(), ce.to_dict()))
+    bar.close()
+    res.decode_seconds = time.time() - t0
+    order = {u.id: i for i, u in enumerate(utts)}
+    res.utts.sort(key=lambda r: order[r.id])
+    return res

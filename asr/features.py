@@ -1,0 +1,170 @@
+"""The feature frontend: waveforms in, normalised log-mel (or MFCC) frames out.
+
+``Frontend`` is an ``nn.Module`` saved inside the model, together with its CMVN
+statistics, so training and inference cannot disagree about features. It runs on
+whatever device the model is on.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchaudio
+from torch import nn
+
+from asr.config import FeatureConfig, SpecAugmentConfig
+
+LOG_FLOOR = 1e-6  # keeps log() finite on digital silence
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B,) lengths -> (B, max_len) bool mask, True inside each sequence."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class Frontend(nn.Module):
+    """Waveform -> features, with optional level normalisation and CMVN.
+
+    forward(wavs (B, S), wav_lens (B,)) -> feats (B, T, F), feat_lens (B,)
+    """
+
+    def __init__(self, cfg: FeatureConfig):
+        super().__init__()
+        self.cfg = cfg
+        sr = cfg.sample_rate
+        self.win_length = int(round(sr * cfg.win_ms / 1000))
+        self.hop_length = int(round(sr * cfg.hop_ms / 1000))
+        n_fft = 1 << (self.win_length - 1).bit_length()
+        mel_kwargs = dict(
+            sample_rate=sr,
+            n_fft=n_fft,
+            win_length=self.win_length,
+            hop_length=self.hop_length,
+            f_min=cfg.f_min,
+            f_max=cfg.f_max or sr / 2,
+            n_mels=cfg.n_mels,
+            center=False,
+            power=2.0,
+        )
+        if cfg.kind == "fbank":
+            self.mel = torchaudio.transforms.MelSpectrogram(**mel_kwargs)
+            self.dim = cfg.n_mels
+        elif cfg.kind == "mfcc":
+            self.mel = torchaudio.transforms.MFCC(
+                sample_rate=sr, n_mfcc=cfg.n_mfcc, log_mels=True, melkwargs=mel_kwargs
+            )
+            self.dim = cfg.n_mfcc
+        else:
+            raise ValueError(f"feature.kind must be 'fbank' or 'mfcc', got {cfg.kind!r}")
+        if cfg.cmvn not in ("global", "utterance", "none"):
+            raise ValueError(f"feature.cmvn must be global, utterance or none, got {cfg.cmvn!r}")
+        self.register_buffer("cmvn_mean", torch.zeros(self.dim))
+        self.register_buffer("cmvn_std", torch.ones(self.dim))
+
+    def num_frames(self, wav_lens: torch.Tensor) -> torch.Tensor:
+        """Frames produced for waveforms of these lengths (center=False framing)."""
+        n = torch.div(wav_lens - self.win_length, self.hop_length, rounding_mode="floor") + 1
+        return n.clamp(min=0)
+
+    def raw_features(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features before CMVN: (B, S) -> (B, T, F), lengths (B,)."""
+        wavs = wavs.float()
+        if wavs.shape[1] < self.win_length:  # pad so every utterance yields at least one frame
+            wavs = nn.functional.pad(wavs, (0, self.win_length - wavs.shape[1]))
+        wav_lens = wav_lens.clamp(min=self.win_length)
+        mask = lengths_to_mask(wav_lens, wavs.shape[1])
+        wavs = wavs * mask
+        if self.cfg.level_norm:
+            # Unit RMS within each utterance's own length, so the recording level does not matter.
+            energy = (wavs**2).sum(1) / wav_lens.clamp(min=1)
+            wavs = wavs / energy.clamp(min=1e-10).sqrt()[:, None]
+        with torch.autocast(device_type=wavs.device.type, enabled=False):
+            spec = self.mel(wavs)  # (B, F, T)
+            if self.cfg.kind == "fbank":
+                spec = torch.log(spec + LOG_FLOOR)
+        feats = spec.transpose(1, 2)  # (B, F, T) -> (B, T, F)
+        feat_lens = self.num_frames(wav_lens).clamp(max=feats.shape[1])
+        feats = feats * lengths_to_mask(feat_lens, feats.shape[1])[..., None]
+        return feats, feat_lens
+
+    def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats, feat_lens = self.raw_features(wavs, wav_lens)
+        mask = lengths_to_mask(feat_lens, feats.shape[1])[..., None]
+        if self.cfg.cmvn == "global":
+            feats = (feats - self.cmvn_mean) / self.cmvn_std
+        elif self.cfg.cmvn == "utterance":
+            n = feat_lens.clamp(min=1)[:, None].float()
+            mean = (feats * mask).sum(1) / n
+            var = (((feats - mean[:, None]) * mask) ** 2).sum(1) / n
+            feats = (feats - mean[:, None]) / var.clamp(min=1e-8).sqrt()[:, None]
+        return feats * mask, feat_lens
+
+    @torch.no_grad()
+    def set_cmvn(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.cmvn_mean.copy_(mean)
+        self.cmvn_std.copy_(std.clamp(min=1e-3))
+
+
+class CMVNAccumulator:
+    """Streaming mean/std of raw features over many batches (one pass, float64 sums)."""
+
+    def __init__(self, dim: int):
+        self.n = 0
+        self.sum = torch.zeros(dim, dtype=torch.float64)
+        self.sumsq = torch.zeros(dim, dtype=torch.float64)
+
+    def update(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> None:
+        mask = lengths_to_mask(feat_lens, feats.shape[1])
+        valid = feats[mask].double().cpu()  # (N, F)
+        self.n += valid.shape[0]
+        self.sum += valid.sum(0)
+        self.sumsq += (valid**2).sum(0)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.n == 0:
+            raise ValueError("no frames seen: cannot compute CMVN statistics")
+        mean = self.sum / self.n
+        var = (self.sumsq / self.n - mean**2).clamp(min=1e-8)
+        return mean.float(), var.sqrt().float()
+
+
+def spec_augment(
+    feats: torch.Tensor, feat_lens: torch.Tensor, cfg: SpecAugmentConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Frequency and time masking (Park et al. 2019), in place of a copy.
+
+    Args:
+        feats: (B, T, F) normalised features (masked values are set to 0, the mean).
+        feat_lens: (B,) valid frames.
+        cfg: mask counts and widths.
+        generator: torch RNG for reproducible masks.
+
+    Returns:
+        (B, T, F) masked copy.
+    """
+    feats = feats.clone()
+    B, T, F = feats.shape
+    dev = feats.device
+
+    def rand_int(high: torch.Tensor) -> torch.Tensor:  # uniform in [0, high] per element
+        r = torch.rand(high.shape, generator=generator)
+        return (r * (high.float().cpu() + 1)).floor().long().to(dev)
+
+    if cfg.freq_masks > 0 and cfg.freq_width > 0:
+        for _ in range(cfg.freq_masks):
+            w = rand_int(torch.full((B,), min(cfg.freq_width, F)))
+            f0 = rand_int((F - w).clamp(min=0).cpu())
+            bins = torch.arange(F, device=dev)[None, :]
+            m = (bins >= f0[:, None]) & (bins < (f0 + w)[:, None])  # (B, F)
+            feats.masked_fill_(m[:, None, :], 0.0)
+    if cfg.time_masks > 0 and cfg.time_width > 0:
+        for _ in range(cfg.time_masks):
+            maxw = torch.minimum(
+                torch.full_like(feat_lens, cfg.time_width),
+                (feat_lens.float() * cfg.time_width_ratio).long(),
+            ).cpu()
+            w = rand_int(maxw)
+            t0 = rand_int((feat_lens.cpu() - w).clamp(min=0))
+            frames = torch.arange(T, device=dev)[None, :]
+            m = (frames >= t0[:, None]) & (frames < (t0 + w)[:, None])  # (B, T)
+            feats.masked_fill_(m[:, :, None], 0.0)
+    return feats

@@ -1,0 +1,214 @@
+"""The acoustic model: subsampling -> deep (bi)directional RNN -> linear CTC head.
+
+``CTCModel.forward(feats, feat_lens) -> (log_probs, out_lens)`` is a plain module;
+loss, optimiser and decoding live elsewhere.
+
+Padding never changes a result. Each direction of each layer is its own
+unidirectional RNN; the backward direction reads every sequence reversed *within
+its own length*, so it never sees padding first. On CUDA the sequences are packed
+(cuDNN handles that well); on the CPU the same weights run on the padded batch with
+per-sequence reversal, which gives the packed result at the padded speed (about 9x
+faster to train than packing there, see PERFORMANCE.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from asr.config import ModelConfig
+from asr.features import lengths_to_mask
+
+
+def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence's first ``lengths[b]`` steps; padding stays at the end.
+
+    Args:
+        x: (B, T, D)
+        lengths: (B,)
+    Returns:
+        (B, T, D) with x[b, L-1-t] at position t for t < L.
+    """
+    B, T = x.shape[:2]
+    t = torch.arange(T, device=x.device)[None, :]  # (1, T)
+    L = lengths.to(x.device)[:, None]  # (B, 1)
+    idx = torch.where(t < L, L - 1 - t, t)  # (B, T)
+    return x.gather(1, idx[..., None].expand(-1, -1, x.shape[2]))
+
+
+class PeepholeLSTM(nn.Module):
+    """Single-direction LSTM with peephole connections (Gers & Schmidhuber 2000).
+
+    A Python-level recurrence: exact but much slower than cuDNN/oneDNN ``nn.LSTM``;
+    it is here for comparison (see tools/bench_train.py).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.ih = nn.Linear(input_size, 4 * hidden_size)
+        self.hh = nn.Linear(hidden_size, 4 * hidden_size, bias=False)
+        self.peep_i = nn.Parameter(torch.zeros(hidden_size))
+        self.peep_f = nn.Parameter(torch.zeros(hidden_size))
+        self.peep_o = nn.Parameter(torch.zeros(hidden_size))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """x: (B, T, D) -> (B, T, H)."""
+        B, T, _ = x.shape
+        gates_x = self.ih(x)  # (B, T, 4H)
+        h = x.new_zeros(B, self.hidden_size)
+        c = x.new_zeros(B, self.hidden_size)
+        outs = []
+        for t in range(T):
+            g = gates_x[:, t] + self.hh(h)
+            i, f, z, o = g.chunk(4, dim=1)
+            i = torch.sigmoid(i + self.peep_i * c)
+            f = torch.sigmoid(f + self.peep_f * c)
+            c = f * c + i * torch.tanh(z)
+            o = torch.sigmoid(o + self.peep_o * c)
+            h = o * torch.tanh(c)
+            outs.append(h)
+        return torch.stack(outs, 1), None
+
+
+def _make_rnn(cfg: ModelConfig, input_size: int) -> nn.Module:
+    if cfg.rnn_type == "lstm":
+        return nn.LSTM(input_size, cfg.hidden_size, batch_first=True, proj_size=cfg.proj_size)
+    if cfg.rnn_type == "gru":
+        return nn.GRU(input_size, cfg.hidden_size, batch_first=True)
+    if cfg.rnn_type == "lstm_peephole":
+        return PeepholeLSTM(input_size, cfg.hidden_size)
+    raise ValueError(f"model.rnn_type must be lstm, gru or lstm_peephole, got {cfg.rnn_type!r}")
+
+
+class RNNLayer(nn.Module):
+    """One (bi)directional recurrent layer over padded input with exact length handling."""
+
+    def __init__(self, cfg: ModelConfig, input_size: int):
+        super().__init__()
+        self.fwd = _make_rnn(cfg, input_size)
+        self.bwd = _make_rnn(cfg, input_size) if cfg.bidirectional else None
+        unit = cfg.proj_size if (cfg.proj_size and cfg.rnn_type == "lstm") else cfg.hidden_size
+        self.output_size = unit * (2 if cfg.bidirectional else 1)
+        self.norm = nn.LayerNorm(self.output_size) if cfg.layer_norm else None
+        self.packed = cfg.rnn_type != "lstm_peephole"
+
+    def _run(self, rnn: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda and self.packed:
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out, _ = rnn(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+            return out
+        out, _ = rnn(x)  # forward recurrence: padding comes after every valid step
+        return out
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, D), lengths: (B,) -> (B, T, output_size), zero beyond lengths."""
+        out = self._run(self.fwd, x, lengths)
+        if self.bwd is not None:
+            rev = self._run(self.bwd, reverse_within_lengths(x, lengths), lengths)
+            out = torch.cat([out, reverse_within_lengths(rev, lengths)], dim=2)
+        if self.norm is not None:
+            out = self.norm(out)
+        return out * lengths_to_mask(lengths.to(x.device), x.shape[1])[..., None]
+
+
+class Subsampling(nn.Module):
+    """Reduce the frame rate: frame stacking (x2, x3) or strided Conv2d (x2, x4)."""
+
+    def __init__(self, kind: str, input_size: int, channels: int = 32):
+        super().__init__()
+        self.kind = kind
+        if kind == "none":
+            self.factor, self.output_size = 1, input_size
+        elif kind in ("stack2", "stack3"):
+            self.factor = int(kind[-1])
+            self.output_size = input_size * self.factor
+        elif kind in ("conv2", "conv4"):
+            self.factor = int(kind[-1])
+            n = 1 if kind == "conv2" else 2
+            layers: list[nn.Module] = []
+            ch_in, f = 1, input_size
+            for _ in range(n):
+                layers.append(nn.Conv2d(ch_in, channels, 3, stride=2, padding=1))
+                ch_in, f = channels, (f - 1) // 2 + 1
+            self.convs = nn.ModuleList(layers)
+            self.output_size = channels * f
+        else:
+            raise ValueError(f"model.subsampling must be none, stack2, stack3, conv2 or conv4, got {kind!r}")
+
+    def out_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        if self.kind.startswith("stack"):
+            return torch.div(lengths, self.factor, rounding_mode="floor")
+        if self.kind.startswith("conv"):
+            for _ in self.convs:
+                lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1
+            return lengths
+        return lengths
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, T, F) -> (B, T', F'), lengths (B,) -> (B,)."""
+        if self.kind.startswith("stack"):
+            k = self.factor
+            T = x.shape[1] // k * k
+            x = x[:, :T].reshape(x.shape[0], T // k, x.shape[2] * k)  # (B, T, F) -> (B, T/k, k*F)
+            return x, self.out_lengths(lengths)
+        if self.kind.startswith("conv"):
+            y = x[:, None]  # (B, 1, T, F)
+            lens = lengths
+            for conv in self.convs:
+                y = torch.relu(conv(y))  # (B, C, T', F')
+                lens = torch.div(lens - 1, 2, rounding_mode="floor") + 1
+                y = y * lengths_to_mask(lens.to(y.device), y.shape[2])[:, None, :, None]
+            B, C, T, F = y.shape
+            return y.permute(0, 2, 1, 3).reshape(B, T, C * F), lens  # (B, C, T, F) -> (B, T, C*F)
+        return x, lengths
+
+
+class CTCModel(nn.Module):
+    """Features -> per-frame log-probabilities over the vocabulary (index 0 = blank).
+
+    forward(feats (B, T, F), feat_lens (B,)) -> log_probs (B, T', V), out_lens (B,)
+    """
+
+    def __init__(self, cfg: ModelConfig, input_size: int, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.subsample = Subsampling(cfg.subsampling, input_size, cfg.conv_channels)
+        layers = []
+        size = self.subsample.output_size
+        for _ in range(cfg.num_layers):
+            layer = RNNLayer(cfg, size)
+            layers.append(layer)
+            size = layer.output_size
+        self.layers = nn.ModuleList(layers)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(size, vocab_size)
+
+    def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, lens = self.subsample(feats, feat_lens)
+        lens = lens.clamp(min=1, max=x.shape[1]) if x.shape[1] > 0 else lens
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                x = self.dropout(x)
+            x = layer(x, lens)
+        logits = self.head(self.dropout(x))  # (B, T', V)
+        return torch.log_softmax(logits.float(), dim=-1), lens
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class ASRModel(nn.Module):
+    """Frontend + CTCModel: waveforms in, log-probs out. What a checkpoint holds."""
+
+    def __init__(self, frontend: nn.Module, ctc: CTCModel):
+        super().__init__()
+        self.frontend = frontend
+        self.ctc = ctc
+
+    def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats, feat_lens = self.frontend(wavs, wav_lens)
+        return self.ctc(feats, feat_lens)

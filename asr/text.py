@@ -1,0 +1,206 @@
+"""Text normalisation and tokenizers (characters, SentencePiece) behind one interface.
+
+Every tokenizer reserves id 0 for the CTC blank and serialises to a plain dict
+(strings, lists and bytes only) so it can live inside a checkpoint that is loaded
+with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+
+BLANK = "<blank>"
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_text(text: str, lowercase: bool = True, keep_chars: str = "'") -> str:
+    """Unicode-normalise, case-fold, drop punctuation not in ``keep_chars``, squeeze spaces.
+
+    >>> normalize_text("Hello,  World! It's   OK.")
+    "hello world it's ok"
+    """
+    text = unicodedata.normalize("NFKC", text)
+    if lowercase:
+        text = text.lower()
+    out = []
+    for ch in text:
+        if ch.isalnum() or ch in keep_chars:
+            out.append(ch)
+        else:
+            out.append(" ")
+    return _SPACES.sub(" ", "".join(out)).strip()
+
+
+class TokenizerError(ValueError):
+    """Text the tokenizer cannot encode."""
+
+
+class CharTokenizer:
+    """Characters, with id 0 = blank; the space is the word separator ``|``-free plain ' '."""
+
+    kind = "char"
+
+    def __init__(self, chars: Iterable[str], lowercase: bool = True, keep_chars: str = "'"):
+        chars = sorted(set(chars) - {BLANK})
+        self.vocab = [BLANK] + chars
+        self.index = {c: i for i, c in enumerate(self.vocab)}
+        self.lowercase = lowercase
+        self.keep_chars = keep_chars
+
+    @classmethod
+    def train(cls, texts: Iterable[str], lowercase: bool = True, keep_chars: str = "'") -> CharTokenizer:
+        chars: set[str] = set()
+        for t in texts:
+            chars.update(normalize_text(t, lowercase, keep_chars))
+        chars.add(" ")
+        return cls(chars, lowercase, keep_chars)
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def normalize(self, text: str) -> str:
+        return normalize_text(text, self.lowercase, self.keep_chars)
+
+    def unknown_chars(self, text: str) -> set[str]:
+        return {c for c in self.normalize(text) if c not in self.index}
+
+    def encode(self, text: str) -> list[int]:
+        norm = self.normalize(text)
+        try:
+            return [self.index[c] for c in norm]
+        except KeyError:
+            bad = "".join(sorted(self.unknown_chars(text)))
+            raise TokenizerError(f"characters not in the vocabulary: {bad!r}") from None
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return _SPACES.sub(" ", "".join(self.vocab[i] for i in ids if i != 0)).strip()
+
+    def token_strings(self) -> list[str]:
+        return list(self.vocab)
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "vocab": list(self.vocab),
+            "lowercase": self.lowercase,
+            "keep_chars": self.keep_chars,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CharTokenizer:
+        return cls(d["vocab"][1:], d["lowercase"], d["keep_chars"])
+
+
+class SentencePieceTokenizer:
+    """SentencePiece (BPE or unigram). Id 0 is the CTC blank; SentencePiece id i maps to i+1."""
+
+    kind = "sentencepiece"
+
+    def __init__(self, model_proto: bytes, lowercase: bool = True, keep_chars: str = "'"):
+        import sentencepiece as spm
+
+        self.model_proto = bytes(model_proto)
+        self.sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
+        self.lowercase = lowercase
+        self.keep_chars = keep_chars
+        self.vocab = [BLANK] + [self.sp.id_to_piece(i) for i in range(self.sp.get_piece_size())]
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        model_type: str = "unigram",
+        lowercase: bool = True,
+        keep_chars: str = "'",
+    ) -> SentencePieceTokenizer:
+        import sentencepiece as spm
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "text.txt"
+            with open(path, "w") as f:
+                for t in texts:
+                    n = normalize_text(t, lowercase, keep_chars)
+                    if n:
+                        f.write(n + "\n")
+            prefix = str(Path(tmp) / "sp")
+            spm.SentencePieceTrainer.train(
+                input=str(path),
+                model_prefix=prefix,
+                vocab_size=vocab_size,
+                model_type=model_type,
+                character_coverage=1.0,
+                unk_id=0,
+                bos_id=-1,
+                eos_id=-1,
+                pad_id=-1,
+                hard_vocab_limit=False,
+                minloglevel=2,
+            )
+            proto = Path(prefix + ".model").read_bytes()
+        return cls(proto, lowercase, keep_chars)
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def normalize(self, text: str) -> str:
+        return normalize_text(text, self.lowercase, self.keep_chars)
+
+    def unknown_chars(self, text: str) -> set[str]:
+        norm = self.normalize(text)
+        bad = set()
+        for ch in set(norm) - {" "}:
+            if self.sp.piece_to_id(ch) == self.sp.unk_id() and ch not in "".join(self.vocab[1:]):
+                bad.add(ch)
+        return bad
+
+    def encode(self, text: str) -> list[int]:
+        ids = self.sp.encode(self.normalize(text))
+        if self.sp.unk_id() in ids:
+            bad = "".join(sorted(self.unknown_chars(text))) or "?"
+            raise TokenizerError(f"characters not in the vocabulary: {bad!r}")
+        return [i + 1 for i in ids]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.sp.decode([i - 1 for i in ids if i != 0]).strip()
+
+    def token_strings(self) -> list[str]:
+        return list(self.vocab)
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "model_proto": self.model_proto,
+            "lowercase": self.lowercase,
+            "keep_chars": self.keep_chars,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SentencePieceTokenizer:
+        return cls(d["model_proto"], d["lowercase"], d["keep_chars"])
+
+
+Tokenizer = CharTokenizer | SentencePieceTokenizer
+
+
+def tokenizer_from_dict(d: dict) -> Tokenizer:
+    if d.get("kind") == "char":
+        return CharTokenizer.from_dict(d)
+    if d.get("kind") == "sentencepiece":
+        return SentencePieceTokenizer.from_dict(d)
+    raise ValueError(f"unknown tokenizer kind {d.get('kind')!r}")
+
+
+def train_tokenizer(texts: list[str], cfg) -> Tokenizer:
+    """Train the tokenizer named by a ``TokenizerConfig`` on raw transcripts."""
+    if cfg.kind == "char":
+        return CharTokenizer.train(texts, cfg.lowercase, cfg.keep_chars)
+    if cfg.kind == "sentencepiece":
+        return SentencePieceTokenizer.train(
+            texts, cfg.vocab_size, cfg.sp_model_type, cfg.lowercase, cfg.keep_chars
+        )
+    raise ValueError(f"tokenizer.kind must be 'char' or 'sentencepiece', got {cfg.kind!r}")
