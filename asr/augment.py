@@ -6,10 +6,14 @@ reproducible (and identical after a resume). Nothing here runs at evaluation.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
-from asr.audio import load_audio, resample
+from asr.audio import AudioError, audio_info, load_audio, resample
 from asr.config import AugmentConfig
+
+log = logging.getLogger("asr.augment")
 
 
 def speed_perturb(wav: np.ndarray, factor: float, sample_rate: int = 16000) -> np.ndarray:
@@ -45,27 +49,65 @@ def generated_noise(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 class WaveAugment:
-    """Callable ``(wav, rng) -> wav`` applying the configured waveform augmentations."""
+    """Callable ``(wav, rng) -> wav`` applying the configured waveform augmentations.
+
+    Noise comes from ``noise_files`` (or the audio of ``cfg.noise_manifest``): a random
+    stretch as long as the utterance is read from a random file (looped when shorter), and
+    mixed at an SNR drawn uniformly from ``cfg.noise_snr_db``. Without noise files, white
+    or pink noise is generated. A noise file that cannot be read is reported once and
+    generated noise is used instead, so augmentation never drops an utterance.
+    """
 
     def __init__(self, cfg: AugmentConfig, sample_rate: int = 16000, noise_files: list[str] | None = None):
         self.cfg = cfg
         self.sample_rate = sample_rate
-        self.noise_files = noise_files or []
+        if noise_files is None and cfg.noise_manifest:
+            from asr.data import read_manifest
+
+            noise_files = [u.audio for u in read_manifest(cfg.noise_manifest, strict=False)]
+            if not noise_files:
+                raise ValueError(f"augment.noise_manifest {cfg.noise_manifest} lists no audio")
+        self.noise_files = list(noise_files or [])
+        self._durations: dict[str, float] = {}
+        self._bad: set[str] = set()
 
     @property
     def active(self) -> bool:
         return bool(self.cfg.speed_perturb) or self.cfg.noise_prob > 0
 
+    def _noise(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` samples of noise: a random stretch of a noise file, or generated noise."""
+        good = [f for f in self.noise_files if f not in self._bad]
+        if not good:
+            return generated_noise(n, rng)
+        path = good[int(rng.integers(len(good)))]
+        try:
+            if path not in self._durations:
+                self._durations[path] = audio_info(path)[0]
+            total = self._durations[path]
+            seconds = n / self.sample_rate
+            offset = float(rng.uniform(0.0, total - seconds)) if total > seconds else 0.0
+            return load_audio(path, self.sample_rate, offset, seconds)
+        except AudioError as e:
+            log.warning("noise file unusable, generating noise instead: %s", e)
+            self._bad.add(path)
+            return generated_noise(n, rng)
+
     def __call__(self, wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Augment one utterance.
+
+        Args:
+            wav: float32 (samples,) at ``sample_rate``.
+            rng: seeded generator (same seed, same result).
+
+        Returns:
+            float32 (samples',) where samples' differs from samples under speed perturbation.
+        """
         if self.cfg.speed_perturb:
             factor = float(rng.choice(self.cfg.speed_perturb))
             wav = speed_perturb(wav, factor, self.sample_rate)
         if self.cfg.noise_prob > 0 and rng.random() < self.cfg.noise_prob:
             lo, hi = self.cfg.noise_snr_db
             snr = float(rng.uniform(lo, hi))
-            if self.noise_files:
-                noise = load_audio(self.noise_files[int(rng.integers(len(self.noise_files)))], self.sample_rate)
-            else:
-                noise = generated_noise(wav.size, rng)
-            wav = add_noise(wav, noise, snr)
+            wav = add_noise(wav, self._noise(wav.size, rng), snr)
         return wav

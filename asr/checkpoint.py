@@ -7,12 +7,15 @@ checkpoint can never run code.
 
 from __future__ import annotations
 
+import ast
 import os
 import pickle
+import random
 import tempfile
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from asr.config import Config, from_dict, to_dict
@@ -28,6 +31,7 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_torch_save(obj: dict, path: str | Path) -> None:
+    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -45,7 +49,38 @@ def atomic_torch_save(obj: dict, path: str | Path) -> None:
         raise
 
 
+def get_rng_state() -> dict:
+    """Python, NumPy, torch (and CUDA) RNG states as tensors and plain strings.
+
+    Plain data only, so a checkpoint stays loadable with ``weights_only=True``.
+    """
+    np_state = np.random.get_state()
+    st = {
+        "python": repr(random.getstate()),
+        "numpy": repr([np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    """Restore what ``get_rng_state`` saved."""
+
+    def tuples(x):
+        return tuple(tuples(i) for i in x) if isinstance(x, (list, tuple)) else x
+
+    random.setstate(tuples(ast.literal_eval(st["python"])))
+    keys, pos, has_gauss, gauss = ast.literal_eval(st["numpy"])
+    np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
 def build_model(cfg: Config, vocab_size: int) -> ASRModel:
+    """A fresh (untrained) frontend + CTC model for ``cfg``."""
     frontend = Frontend(cfg.feature)
     return ASRModel(frontend, CTCModel(cfg.model, frontend.dim, vocab_size))
 
@@ -98,7 +133,14 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Config, Tokenizer, ASRModel, dict]:
-    """Rebuild (config, tokenizer, model in eval mode, raw checkpoint dict) from a file."""
+    """Rebuild a model from a checkpoint file alone.
+
+    Args:
+        path: checkpoint written by ``save_checkpoint`` (or ``average_checkpoints``).
+        device: where to put the model.
+    Returns:
+        (config, tokenizer, model in eval mode, raw checkpoint dict)
+    """
     obj = read_checkpoint(path)
     try:
         cfg = from_dict(Config, obj["config"])
@@ -113,19 +155,37 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
 
 def average_checkpoints(paths: list[str | Path], out: str | Path) -> None:
-    """Average model weights of several checkpoints of the same config into ``out``."""
+    """Average the model weights of checkpoints of one model config into ``out``.
+
+    Floating-point weights are averaged in float64; everything else (config, tokenizer,
+    frontend with its CMVN statistics) is taken from the first checkpoint. The result
+    holds no optimizer state: it is for inference (or fine-tuning from scratch state).
+
+    Args:
+        paths: two or more checkpoint files (one is copied as is).
+        out: the averaged checkpoint, written atomically.
+    """
     if not paths:
         raise CheckpointError("no checkpoints to average")
     objs = [read_checkpoint(p) for p in paths]
+    first = objs[0]
+    for p, o in zip(paths[1:], objs[1:]):
+        if o["config"].get("model") != first["config"].get("model") or o["tokenizer"] != first["tokenizer"]:
+            raise CheckpointError(f"{p}: model config or tokenizer differs from {paths[0]}; "
+                                  "only checkpoints of the same run can be averaged")
+        if set(o["model"]) != set(first["model"]) or any(
+                o["model"][k].shape != v.shape for k, v in first["model"].items()):
+            raise CheckpointError(f"{p}: weight names or shapes differ from {paths[0]}")
     avg = {}
-    for key, val in objs[0]["model"].items():
+    for key, val in first["model"].items():
         if val.is_floating_point():
             avg[key] = sum(o["model"][key].double() for o in objs).div(len(objs)).to(val.dtype)
         else:
             avg[key] = val
-    result = dict(objs[0])
+    result = dict(first)
     result["model"] = avg
     result["optimizer"] = None
     result["scheduler"] = None
-    result["state"] = dict(objs[0].get("state", {}), averaged_from=[str(p) for p in paths])
+    state = {k: v for k, v in first.get("state", {}).items() if k not in ("rng", "scaler")}
+    result["state"] = dict(state, averaged_from=[str(p) for p in paths])
     atomic_torch_save(result, out)

@@ -66,6 +66,20 @@ class ModelConfig:
     subsampling: str = "stack3"  # "none", "stack2", "stack3", "conv2" or "conv4"
     conv_channels: int = 32  # channels of the Conv2d subsampling front-end
 
+    def __post_init__(self) -> None:
+        _check_choice("model.rnn_type", self.rnn_type, ("lstm", "gru", "lstm_peephole"))
+        _check_choice("model.subsampling", self.subsampling, ("none", "stack2", "stack3", "conv2", "conv4"))
+        _check_range("model.num_layers", self.num_layers, 1)
+        _check_range("model.hidden_size", self.hidden_size, 1)
+        _check_range("model.conv_channels", self.conv_channels, 1)
+        _check_range("model.dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        if self.proj_size < 0 or (self.proj_size and self.proj_size >= self.hidden_size):
+            raise ConfigError(f"model.proj_size must be 0 (off) or below hidden_size "
+                              f"({self.hidden_size}), got {self.proj_size}")
+        if self.proj_size and self.rnn_type != "lstm":
+            raise ConfigError(f"model.proj_size is only supported with rnn_type=lstm, "
+                              f"not {self.rnn_type!r}; set model.proj_size=0")
+
 
 @dataclass(frozen=True)
 class TokenizerConfig:
@@ -74,6 +88,7 @@ class TokenizerConfig:
     sp_model_type: str = "unigram"  # SentencePiece "bpe" or "unigram"
     lowercase: bool = True  # normalise text to lower case
     keep_chars: str = "'"  # punctuation kept by normalisation (letters, digits, space always kept)
+    path: str = ""  # tokenizer file from `asr tokenizer train`; when set, used instead of training one
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,23 @@ class TrainConfig:
     log_every: int = 20  # steps between log lines
     max_bad_steps: int = 20  # stop after this many consecutive non-finite losses
     average_last: int = 0  # average the best N checkpoints into model.pt at the end; 0 disables
+    eval_every: int = 0  # also compute dev loss/WER every N updates (logged); 0 = epoch ends only
+
+    def __post_init__(self) -> None:
+        _check_choice("train.optimizer", self.optimizer, ("adam", "adamw", "sgd"))
+        _check_choice("train.scheduler", self.scheduler, ("constant", "cosine", "noam", "plateau"))
+        _check_choice("train.amp", self.amp, ("auto", "off", "bf16", "fp16"))
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _check_range("train.epochs", self.epochs, 1)
+        _check_range("train.lr", self.lr, 0.0, hi_open=True, lo_open=True)
+        _check_range("train.accum_steps", self.accum_steps, 1)
+        _check_range("train.log_every", self.log_every, 1)
+        for name in ("warmup_steps", "threads", "keep_last", "keep_best", "patience", "eval_every",
+                     "average_last", "max_bad_steps"):
+            _check_range(f"train.{name}", getattr(self, name), 0)
+        _check_range("train.grad_clip", self.grad_clip, 0.0)
+        _check_range("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -134,6 +166,22 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_range(name: str, value: float, lo: float, hi: float | None = None,
+                 lo_open: bool = False, hi_open: bool = False) -> None:
+    bad = value <= lo if lo_open else value < lo
+    if hi is not None:
+        bad = bad or (value >= hi if hi_open else value > hi)
+    if bad:
+        lo_s = f"> {lo}" if lo_open else f">= {lo}"
+        hi_s = "" if hi is None else (f" and < {hi}" if hi_open else f" and <= {hi}")
+        raise ConfigError(f"{name} must be {lo_s}{hi_s}; got {value!r}")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -262,4 +310,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config (every field, defaults included) as YAML."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -42,10 +42,11 @@ class Utterance:
     text: str = ""  # transcript (empty for unlabelled audio)
     speaker: str = ""  # speaker id, for speaker-disjoint splits and per-speaker WER
     offset: float = 0.0  # start of the segment within the file, seconds
+    segment: bool = False  # a segment of a longer file (its manifest line has "offset", maybe 0)
 
     def to_json(self) -> str:
         d = asdict(self)
-        if not d["offset"]:
+        if not (d.pop("segment") or d["offset"]):
             del d["offset"]
         return json.dumps(d, ensure_ascii=False)
 
@@ -74,7 +75,7 @@ def parse_manifest_line(line: str, base: Path, where: str) -> Utterance:
     text = d.get("text", "")
     if not isinstance(text, str):
         raise ManifestError(f"{where}: 'text' must be a string")
-    return Utterance(uid, str(path), duration, text, str(d.get("speaker", "")), offset)
+    return Utterance(uid, str(path), duration, text, str(d.get("speaker", "")), offset, "offset" in d)
 
 
 def read_manifest(path: str | Path, strict: bool = True) -> list[Utterance]:
@@ -136,8 +137,32 @@ def filter_by_duration(utts: list[Utterance], min_s: float, max_s: float) -> lis
     return keep
 
 
+def load_utterance(u: Utterance, sample_rate: int = 16000) -> np.ndarray:
+    """Read an utterance's audio: its segment (``offset``, ``duration``) of the file.
+
+    At most ``duration`` seconds are decoded (the manifest is the truth that batching
+    relied on), so a segment that starts at 0 s of a long recording is not read whole.
+
+    Args:
+        u: the utterance.
+        sample_rate: target rate.
+
+    Returns:
+        float32 array of shape (samples,).
+
+    Raises:
+        AudioError: missing, unreadable, empty or non-finite audio (the message names the file).
+    """
+    return load_audio(u.audio, sample_rate, u.offset, u.duration if u.duration > 0 else None)
+
+
 class AudioDataset(Dataset):
-    """Loads an utterance's audio and token ids; a bad item yields None (reported, skipped)."""
+    """Loads an utterance's audio and token ids; a bad item yields None (reported, skipped).
+
+    ``failures`` lists ``(id, reason)`` of the items that failed in this process (with
+    DataLoader workers each worker keeps its own; the batches' ``skipped`` counts are the
+    reliable total).
+    """
 
     def __init__(self, utts: list[Utterance], tokenizer=None, sample_rate: int = 16000, augment=None):
         self.utts = utts
@@ -146,6 +171,7 @@ class AudioDataset(Dataset):
         self.augment = augment  # callable(wav np.ndarray, rng) -> wav, or None
         self.epoch = 0  # set by the training loop so augmentation differs per epoch, reproducibly
         self.seed = 0
+        self.failures: list[tuple[str, str]] = []
 
     def __len__(self) -> int:
         return len(self.utts)
@@ -153,14 +179,16 @@ class AudioDataset(Dataset):
     def __getitem__(self, i: int):
         u = self.utts[i]
         try:
-            wav = load_audio(u.audio, self.sample_rate, u.offset, u.duration if u.offset else None)
+            wav = load_utterance(u, self.sample_rate)
             tokens = self.tokenizer.encode(u.text) if self.tokenizer is not None else []
-        except (AudioError, ValueError) as e:
-            log.warning("skipping utterance %s: %s", u.id, e)
+            if self.augment is not None:
+                rng = np.random.default_rng([zlib.crc32(u.id.encode()), self.epoch, self.seed])
+                wav = self.augment(wav, rng)
+        except (AudioError, ValueError, RuntimeError, MemoryError) as e:
+            # One bad utterance must never stop an epoch: report it with its id, count it, skip it.
+            log.warning("skipping utterance %s (%s): %s", u.id, u.audio, e)
+            self.failures.append((u.id, str(e)))
             return None
-        if self.augment is not None:
-            rng = np.random.default_rng([zlib.crc32(u.id.encode()), self.epoch, self.seed])
-            wav = self.augment(wav, rng)
         return {"id": u.id, "wav": torch.from_numpy(wav), "tokens": torch.tensor(tokens, dtype=torch.long)}
 
 

@@ -34,6 +34,8 @@ class Frontend(nn.Module):
         self.win_length = int(round(sr * cfg.win_ms / 1000))
         self.hop_length = int(round(sr * cfg.hop_ms / 1000))
         n_fft = 1 << (self.win_length - 1).bit_length()
+        # torch.stft centres the window in n_fft samples: every frame spans n_fft samples.
+        self.n_fft = n_fft
         mel_kwargs = dict(
             sample_rate=sr,
             n_fft=n_fft,
@@ -49,8 +51,9 @@ class Frontend(nn.Module):
             self.mel = torchaudio.transforms.MelSpectrogram(**mel_kwargs)
             self.dim = cfg.n_mels
         elif cfg.kind == "mfcc":
+            mfcc_mel = {k: v for k, v in mel_kwargs.items() if k != "sample_rate"}  # MFCC passes it
             self.mel = torchaudio.transforms.MFCC(
-                sample_rate=sr, n_mfcc=cfg.n_mfcc, log_mels=True, melkwargs=mel_kwargs
+                sample_rate=sr, n_mfcc=cfg.n_mfcc, log_mels=True, melkwargs=mfcc_mel
             )
             self.dim = cfg.n_mfcc
         else:
@@ -61,16 +64,21 @@ class Frontend(nn.Module):
         self.register_buffer("cmvn_std", torch.ones(self.dim))
 
     def num_frames(self, wav_lens: torch.Tensor) -> torch.Tensor:
-        """Frames produced for waveforms of these lengths (center=False framing)."""
-        n = torch.div(wav_lens - self.win_length, self.hop_length, rounding_mode="floor") + 1
+        """Frames produced for waveforms of these lengths (center=False framing).
+
+        Counted with n_fft (the span torch.stft reads per frame), not win_length: a frame
+        counted with win_length would read past the end of a shorter utterance into the
+        batch's padding, so padding would change the result.
+        """
+        n = torch.div(wav_lens - self.n_fft, self.hop_length, rounding_mode="floor") + 1
         return n.clamp(min=0)
 
     def raw_features(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features before CMVN: (B, S) -> (B, T, F), lengths (B,)."""
         wavs = wavs.float()
-        if wavs.shape[1] < self.win_length:  # pad so every utterance yields at least one frame
-            wavs = nn.functional.pad(wavs, (0, self.win_length - wavs.shape[1]))
-        wav_lens = wav_lens.clamp(min=self.win_length)
+        if wavs.shape[1] < self.n_fft:  # pad so every utterance yields at least one frame
+            wavs = nn.functional.pad(wavs, (0, self.n_fft - wavs.shape[1]))
+        wav_lens = wav_lens.clamp(min=self.n_fft)
         mask = lengths_to_mask(wav_lens, wavs.shape[1])
         wavs = wavs * mask
         if self.cfg.level_norm:

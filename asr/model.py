@@ -9,6 +9,17 @@ its own length*, so it never sees padding first. On CUDA the sequences are packe
 (cuDNN handles that well); on the CPU the same weights run on the padded batch with
 per-sequence reversal, which gives the packed result at the padded speed (about 9x
 faster to train than packing there, see PERFORMANCE.md).
+
+Recurrent units (``model.rnn_type``):
+
+- ``lstm``: ``nn.LSTM`` (cuDNN / oneDNN kernels), optionally with an LSTMP-style
+  projection of each direction's output (``proj_size``, Sak et al. 2014).
+- ``gru``: ``nn.GRU``, the gated recurrent unit of Cho et al. (2014) in the formulation
+  every fast kernel implements (cuDNN): the reset gate multiplies ``W_hn h + b_hn``
+  rather than ``h`` before the product. Both have the same parameters and capacity.
+- ``lstm_peephole``: an LSTM with peephole connections (Gers & Schmidhuber 2000) as a
+  custom cell in Python, for comparison only: it runs one step at a time and is much
+  slower than ``lstm`` (tools/bench_train.py measures it; see tools/README.md).
 """
 
 from __future__ import annotations
@@ -40,8 +51,11 @@ def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
 class PeepholeLSTM(nn.Module):
     """Single-direction LSTM with peephole connections (Gers & Schmidhuber 2000).
 
-    A Python-level recurrence: exact but much slower than cuDNN/oneDNN ``nn.LSTM``;
-    it is here for comparison (see tools/bench_train.py).
+    The input, forget and output gates also see the cell state through diagonal
+    ("peephole") weights: i and f see c[t-1], o sees c[t]. With the peephole weights at
+    zero it computes exactly what ``nn.LSTM`` computes. A Python-level recurrence:
+    exact but much slower than the cuDNN/oneDNN ``nn.LSTM`` kernels; it is here for
+    comparison (see tools/bench_train.py).
     """
 
     def __init__(self, input_size: int, hidden_size: int):
@@ -54,7 +68,13 @@ class PeepholeLSTM(nn.Module):
         self.peep_o = nn.Parameter(torch.zeros(hidden_size))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        """x: (B, T, D) -> (B, T, H)."""
+        """Run the recurrence from zero state.
+
+        Args:
+            x: (B, T, D) input frames.
+        Returns:
+            ((B, T, H) hidden states, None).
+        """
         B, T, _ = x.shape
         gates_x = self.ih(x)  # (B, T, 4H)
         h = x.new_zeros(B, self.hidden_size)
@@ -73,6 +93,8 @@ class PeepholeLSTM(nn.Module):
 
 
 def _make_rnn(cfg: ModelConfig, input_size: int) -> nn.Module:
+    if cfg.proj_size and cfg.rnn_type != "lstm":
+        raise ValueError(f"model.proj_size is only supported with rnn_type=lstm, not {cfg.rnn_type!r}")
     if cfg.rnn_type == "lstm":
         return nn.LSTM(input_size, cfg.hidden_size, batch_first=True, proj_size=cfg.proj_size)
     if cfg.rnn_type == "gru":
@@ -155,6 +177,9 @@ class Subsampling(nn.Module):
             x = x[:, :T].reshape(x.shape[0], T // k, x.shape[2] * k)  # (B, T, F) -> (B, T/k, k*F)
             return x, self.out_lengths(lengths)
         if self.kind.startswith("conv"):
+            # Zero the padding first: the last valid output frame's kernel reaches one frame
+            # past the end, which must read the same zero a lone utterance is padded with.
+            x = x * lengths_to_mask(lengths.to(x.device), x.shape[1])[..., None]
             y = x[:, None]  # (B, 1, T, F)
             lens = lengths
             for conv in self.convs:
@@ -198,6 +223,7 @@ class CTCModel(nn.Module):
 
 
 def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

@@ -7,6 +7,8 @@ with ``weights_only=True``.
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import tempfile
 import unicodedata
@@ -188,6 +190,7 @@ Tokenizer = CharTokenizer | SentencePieceTokenizer
 
 
 def tokenizer_from_dict(d: dict) -> Tokenizer:
+    """Rebuild a tokenizer from ``Tokenizer.to_dict()`` (as stored in checkpoints)."""
     if d.get("kind") == "char":
         return CharTokenizer.from_dict(d)
     if d.get("kind") == "sentencepiece":
@@ -195,8 +198,50 @@ def tokenizer_from_dict(d: dict) -> Tokenizer:
     raise ValueError(f"unknown tokenizer kind {d.get('kind')!r}")
 
 
+def save_tokenizer(tok: Tokenizer, path: str | Path) -> None:
+    """Write a tokenizer as JSON (a SentencePiece model travels base64-encoded inside it)."""
+    d = dict(tok.to_dict())
+    if isinstance(d.get("model_proto"), (bytes, bytearray)):
+        d["model_proto"] = base64.b64encode(d["model_proto"]).decode("ascii")
+    d["format"] = "asr-tokenizer-1"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(d, ensure_ascii=False, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """Read a tokenizer written by ``save_tokenizer`` (or ``asr tokenizer train``).
+
+    Raises:
+        TokenizerError: the file is missing or is not a tokenizer file.
+    """
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TokenizerError(f"tokenizer file {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TokenizerError(f"{path}: not a tokenizer file ({e})") from None
+    if not isinstance(d, dict) or d.get("format") != "asr-tokenizer-1":
+        raise TokenizerError(f"{path}: not a tokenizer file written by `asr tokenizer train`")
+    if isinstance(d.get("model_proto"), str):
+        d["model_proto"] = base64.b64decode(d["model_proto"])
+    try:
+        return tokenizer_from_dict(d)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise TokenizerError(f"{path}: broken tokenizer file ({e})") from None
+
+
 def train_tokenizer(texts: list[str], cfg) -> Tokenizer:
-    """Train the tokenizer named by a ``TokenizerConfig`` on raw transcripts."""
+    """Train the tokenizer named by a ``TokenizerConfig`` on raw transcripts.
+
+    When the config names a tokenizer file (``tokenizer.path``, written by
+    ``asr tokenizer train``), that tokenizer is loaded instead and ``texts`` are unused.
+    """
+    if getattr(cfg, "path", ""):
+        return load_tokenizer(cfg.path)
     if cfg.kind == "char":
         return CharTokenizer.train(texts, cfg.lowercase, cfg.keep_chars)
     if cfg.kind == "sentencepiece":

@@ -5,15 +5,25 @@
       ├─ data: manifests -> tokenizer -> datasets -> bucketed loaders
       ├─ model: frontend (+ CMVN statistics) + CTC model, optimizer, LR schedule
       ├─ resume from <run>/checkpoints/last.pt if it exists
-      └─ for each epoch: train_one_epoch -> validate -> save_checkpoints (-> early stop)
+      └─ for each epoch: train_one_epoch (train_step per update) -> validate -> save (-> early stop)
 
 Works on CPU (tested) and CUDA (AMP, pinned memory, packed RNNs); DDP through
 ``torchrun --nproc_per_node N -m asr train ...``.
+
+Exactness. An update is the mean CTC loss over every utterance of its global batch
+(``accum_steps`` micro-batches on each of ``world`` ranks), whatever the micro-batch
+sizes: so N ranks give the same update as one process with ``accum_steps x N``. Dropout
+and SpecAugment draw from a generator seeded by (seed, step, micro-batch index), and the
+DataLoader uses its own generator, so a resumed run (model, optimizer, scheduler,
+scaler, sampler position and RNG states restored) repeats the uninterrupted one step
+for step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -32,7 +42,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asr.augment import WaveAugment
-from asr.checkpoint import average_checkpoints, build_model, read_checkpoint, save_checkpoint
+from asr.checkpoint import (
+    average_checkpoints,
+    build_model,
+    get_rng_state,
+    read_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from asr.config import Config, save_config, to_dict
 from asr.data import AudioDataset, BucketBatchSampler, collate, filter_by_duration, read_manifest
 from asr.decode import greedy_search
@@ -45,7 +62,7 @@ log = logging.getLogger("asr.train")
 
 
 class TrainingError(RuntimeError):
-    pass
+    """A training run that cannot start or go on; the message says what to change."""
 
 
 @dataclass
@@ -54,28 +71,33 @@ class TrainState:
 
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer updates done
-    batch_in_epoch: int = 0  # batches of the current epoch already consumed
+    batch_in_epoch: int = 0  # batches of the current epoch already consumed (on each rank)
     best_wer: float = math.inf  # best dev WER so far
     bad_epochs: int = 0  # epochs since the best dev WER (early stopping)
     plateau_scale: float = 1.0  # LR factor from reduce-on-plateau
     history: list = field(default_factory=list)  # per-epoch metrics
     best: list = field(default_factory=list)  # [(wer, path)] of kept best checkpoints
-    audio_seconds: float = 0.0  # audio trained on so far
+    audio_seconds: float = 0.0  # audio trained on so far (all ranks)
 
 
 # ---------------------------------------------------------------- setup
 
 
 def select_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; under torchrun each rank takes cuda:LOCAL_RANK."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"train.device={name} but CUDA is not available; use train.device=cpu")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingError(f"train.device={name} but CUDA is not available; use train.device=cpu")
+        if dev.index is None:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return dev
 
 
 def amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else fp16 (with a gradient scaler); None on CPU or when off."""
     mode = cfg.train.amp
     if device.type != "cuda" or mode == "off":
         return None
@@ -90,11 +112,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def micro_batch_seed(seed: int, step: int, micro: int) -> int:
+    """Seed for the dropout and SpecAugment of one micro-batch of one update.
+
+    ``micro`` is the micro-batch's index within the global batch (rank * accum_steps + j),
+    so the same data gets the same masks with any split over ranks and accumulation.
+    """
+    return (seed * 1_000_003 + step * 10_007 + micro) % (2**62)
+
+
 def setup_logging(run_dir: Path, rank: int) -> None:
+    """Log to <run>/train.log (rank 0) and stderr (warnings only on other ranks)."""
     root = logging.getLogger("asr")
     root.setLevel(logging.INFO)
     for h in list(root.handlers):
         root.removeHandler(h)
+        h.close()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
     if rank == 0:
         fh = logging.FileHandler(run_dir / "train.log")
@@ -113,8 +146,38 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     if world <= 1:
         return 0, 1
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
     return dist.get_rank(), dist.get_world_size()
+
+
+class MetricsLog:
+    """Per-update and per-evaluation metrics as JSON Lines in <run>/metrics.jsonl.
+
+    On resume, records past the resumed step (written before a crash) are dropped, so the
+    file always reads as one uninterrupted run.
+    """
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path = path
+        self.enabled = enabled
+
+    def truncate_after(self, step: int) -> None:
+        if not self.enabled or not self.path.is_file():
+            return
+        keep = [ln for ln in self.path.read_text().splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(ln + "\n" for ln in keep))
+        tmp.replace(self.path)
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
 
 
 # ---------------------------------------------------------------- data
@@ -126,10 +189,12 @@ def min_frames_for(tokens: list[int]) -> int:
 
 
 def output_frames(duration: float, cfg: Config) -> int:
+    """Model output frames for an utterance of ``duration`` seconds (after subsampling)."""
     sr = cfg.feature.sample_rate
     win = int(round(sr * cfg.feature.win_ms / 1000))
+    n_fft = 1 << (win - 1).bit_length()  # as asr.features.Frontend: each frame spans n_fft samples
     hop = int(round(sr * cfg.feature.hop_ms / 1000))
-    frames = max(1, (int(duration * sr) - win) // hop + 1)
+    frames = max(1, (int(round(duration * sr)) - n_fft) // hop + 1)
     sub = cfg.model.subsampling
     if sub.startswith("stack"):
         return frames // int(sub[-1])
@@ -140,7 +205,16 @@ def output_frames(duration: float, cfg: Config) -> int:
 
 
 def filter_trainable(utts, tokenizer, cfg: Config, name: str):
-    """Drop utterances the tokenizer cannot encode or whose targets cannot fit CTC's frames."""
+    """Drop utterances the tokenizer cannot encode or whose targets cannot fit CTC's frames.
+
+    Args:
+        utts: list of Utterance.
+        tokenizer: encodes text to ids (blank = 0 is never produced).
+        cfg: feature and subsampling settings decide the output frame count.
+        name: "train" or "dev", for the warning.
+    Returns:
+        the usable utterances; each kind of skip is logged once with a count and an example.
+    """
     keep, bad_text, too_long = [], [], []
     for u in utts:
         try:
@@ -156,12 +230,15 @@ def filter_trainable(utts, tokenizer, cfg: Config, name: str):
         log.warning("%s: skipped %d utterances with text the tokenizer cannot encode (e.g. %s: %s)",
                     name, len(bad_text), *bad_text[0])
     if too_long:
-        log.warning("%s: skipped %d utterances with empty text or more tokens than output frames (e.g. %s)",
-                    name, len(too_long), too_long[0])
+        log.warning("%s: skipped %d utterances with empty text or more CTC targets than output "
+                    "frames after %s subsampling (e.g. %s); use less subsampling or a smaller "
+                    "token inventory to keep them", name, len(too_long), cfg.model.subsampling,
+                    too_long[0])
     return keep
 
 
 def make_loader(utts, tokenizer, cfg: Config, train: bool, rank=0, world=1, augment=None, pin=False):
+    """DataLoader over duration buckets; the training one is sharded over DDP ranks."""
     ds = AudioDataset(utts, tokenizer, cfg.feature.sample_rate, augment=augment)
     ds.seed = cfg.train.seed
     sampler = BucketBatchSampler(
@@ -174,16 +251,17 @@ def make_loader(utts, tokenizer, cfg: Config, train: bool, rank=0, world=1, augm
         num_replicas=world if train else 1,
         rank=rank if train else 0,
     )
-    loader = DataLoader(
+    return DataLoader(
         ds,
         batch_sampler=sampler,
         collate_fn=collate,
         num_workers=cfg.data.num_workers,
         worker_init_fn=_worker_init,
         pin_memory=pin,
-        persistent_workers=False,
+        # Its own generator: iterating must not draw from the global torch RNG, or a resumed
+        # epoch (a new iterator) would shift every later random draw.
+        generator=torch.Generator().manual_seed(cfg.train.seed),
     )
-    return loader
 
 
 def _worker_init(_: int) -> None:
@@ -194,22 +272,21 @@ def _worker_init(_: int) -> None:
 
 
 class LRSchedule:
-    """Linear warm-up, then constant, cosine, Noam or reduce-on-plateau."""
+    """Linear warm-up, then constant, cosine, Noam or reduce-on-plateau (halving)."""
 
     def __init__(self, optimizer, cfg: Config, total_steps: int, state: TrainState):
         self.opt, self.cfg, self.total, self.state = optimizer, cfg.train, max(1, total_steps), state
 
     def factor(self, step: int) -> float:
+        """LR multiplier for update ``step`` (0-based)."""
         c = self.cfg
         warm = max(1, c.warmup_steps)
         if c.scheduler == "noam":
-            return min((step + 1) / warm, math.sqrt(warm / (step + 1)))
+            return min((step + 1) / warm, math.sqrt(warm / (step + 1))) * self.state.plateau_scale
         f = min(1.0, (step + 1) / warm)
         if c.scheduler == "cosine" and step >= warm:
             p = min(1.0, (step - warm) / max(1, self.total - warm))
             f = c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
-        elif c.scheduler not in ("cosine", "constant", "plateau"):
-            raise TrainingError(f"train.scheduler must be constant, cosine, noam or plateau, got {c.scheduler!r}")
         return f * self.state.plateau_scale
 
     def step(self, step: int) -> float:
@@ -235,29 +312,44 @@ def make_optimizer(params, cfg: Config):
         return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
     if c.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
-    if c.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=c.lr, momentum=0.9, nesterov=True, weight_decay=c.weight_decay)
-    raise TrainingError(f"train.optimizer must be adam, adamw or sgd, got {c.optimizer!r}")
+    return torch.optim.SGD(params, lr=c.lr, momentum=0.9, nesterov=True, weight_decay=c.weight_decay)
 
 
 @torch.no_grad()
-def compute_cmvn(model, loader, device) -> None:
-    """One streaming pass over the training data for global mean/std of raw features."""
+def compute_cmvn(model, utts, tokenizer, cfg: Config, device, rank: int = 0, world: int = 1) -> None:
+    """Global mean/std of raw features over the training set; DDP ranks each take a shard."""
     acc = CMVNAccumulator(model.frontend.dim)
-    for batch in tqdm(loader, desc="cmvn", unit="batch", leave=False, disable=None):
+    loader = make_loader(utts[rank::world], tokenizer, cfg, False)
+    for batch in tqdm(loader, desc="cmvn", unit="batch", leave=False, disable=rank != 0 or None):
         if batch is None:
             continue
         feats, lens = model.frontend.raw_features(batch["wavs"].to(device), batch["wav_lens"].to(device))
         acc.update(feats, lens)
+    if world > 1:
+        sums = torch.cat([torch.tensor([float(acc.n)], dtype=torch.float64), acc.sum, acc.sumsq])
+        sums = sums.to(device)
+        dist.all_reduce(sums)
+        sums = sums.cpu()
+        d = model.frontend.dim
+        acc.n, acc.sum, acc.sumsq = int(sums[0]), sums[1 : 1 + d], sums[1 + d :]
     mean, std = acc.result()
     model.frontend.set_cmvn(mean.to(device), std.to(device))
 
 
-def compute_loss(model, ctc_module, batch, device, cfg: Config, amp: torch.dtype | None, generator=None):
-    """Forward one batch and return (mean CTC loss per utterance, batch size).
+def compute_loss(model, ctc_module, batch, device, cfg: Config, amp: torch.dtype | None,
+                 generator: torch.Generator | None = None):
+    """Forward one batch: summed CTC loss (blank 0, zero_infinity) and the model output.
 
     Features are computed in fp32; the RNN runs under autocast when AMP is on; the CTC
     loss is always fp32 (log_probs are returned in fp32).
+
+    Args:
+        model: ASRModel (its frontend is used directly).
+        ctc_module: model.ctc or its DDP wrapper.
+        batch: collated batch (see asr.data.collate).
+        generator: SpecAugment's RNG (training only).
+    Returns:
+        (loss summed over the batch's utterances (scalar), log_probs (B, T', V), out_lens (B,))
     """
     wavs = batch["wavs"].to(device, non_blocking=True)
     wav_lens = batch["wav_lens"].to(device, non_blocking=True)
@@ -275,60 +367,33 @@ def compute_loss(model, ctc_module, batch, device, cfg: Config, amp: torch.dtype
         reduction="sum",
         zero_infinity=True,
     )
-    return loss / len(batch["ids"]), len(batch["ids"])
-
-
-# ---------------------------------------------------------------- loop
+    return loss, log_probs, out_lens
 
 
 @torch.no_grad()
 def validate(model, loader, tokenizer, device, cfg: Config, amp) -> dict:
-    """Dev loss and greedy WER/CER."""
+    """Dev loss (mean per utterance) and greedy WER/CER over a loader."""
+    was_training = model.training
     model.eval()
     wer, cer = ErrorCounts(), ErrorCounts()
     total_loss, n = 0.0, 0
     for batch in loader:
         if batch is None:
             continue
-        loss, bs = compute_loss(model, model.ctc, batch, device, cfg, amp)
+        loss, log_probs, out_lens = compute_loss(model, model.ctc, batch, device, cfg, amp)
         if torch.isfinite(loss):
-            total_loss += float(loss) * bs
-            n += bs
-        feats, feat_lens = model.frontend(batch["wavs"].to(device), batch["wav_lens"].to(device))
-        log_probs, out_lens = model.ctc(feats, feat_lens)
-        hyps = greedy_search(log_probs, out_lens)
-        for i, ids in enumerate(hyps):
+            total_loss += float(loss)
+            n += len(batch["ids"])
+        for i, ids in enumerate(greedy_search(log_probs, out_lens)):
             ref = tokenizer.decode(batch["tokens"][i, : batch["token_lens"][i]].tolist())
             hyp = tokenizer.decode(ids)
             wer += word_errors(ref, hyp)
             cer += char_errors(ref, hyp)
-    model.train()
+    model.train(was_training)
     return {"dev_loss": total_loss / max(1, n), "dev_wer": wer.rate, "dev_cer": cer.rate, "dev_utts": n}
 
 
-def _rng_state() -> dict:
-    st = {
-        "python": repr(random.getstate()),
-        "numpy": repr(np.random.get_state()[1].tolist()),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(st: dict) -> None:
-    import ast
-
-    random.setstate(_tuple_deep(ast.literal_eval(st["python"])))
-    np.random.set_state(("MT19937", np.array(ast.literal_eval(st["numpy"]), dtype=np.uint32), 624, 0, 0.0))
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
-def _tuple_deep(x):
-    return tuple(_tuple_deep(i) for i in x) if isinstance(x, (list, tuple)) else x
+# ---------------------------------------------------------------- the trainer
 
 
 class Trainer:
@@ -337,17 +402,15 @@ class Trainer:
     def __init__(self, cfg: Config, resume: bool = True, max_steps: int = 0, save_every_steps: int = 0):
         self.cfg = cfg
         self.max_steps = max_steps  # stop after this many updates (tests, benchmarks); 0 = no limit
-        self.save_every_steps = save_every_steps  # mid-epoch checkpoints for exact resume
+        self.save_every_steps = save_every_steps  # mid-epoch last.pt for exact resume after a crash
         self.run_dir = Path(cfg.run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.device = select_device(cfg.train.device)
         self.rank, self.world = init_distributed(self.device)
-        if self.device.type == "cuda" and self.world > 1:
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(self.device)
         self.is_main = self.rank == 0
         if self.device.type == "cpu":
-            torch.set_num_threads(cfg.train.threads or (os.cpu_count() or 1))
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            torch.set_num_threads(cfg.train.threads or max(1, (os.cpu_count() or 1) // local_world))
             torch.set_flush_denormal(True)  # denormal CTC gradients make the backward pass 4x slower
         self.amp = amp_dtype(cfg, self.device)
         seed_everything(cfg.train.seed)
@@ -355,13 +418,17 @@ class Trainer:
         self.ckpt_dir.mkdir(exist_ok=True)
         setup_logging(self.run_dir, self.rank)
         self.state = TrainState()
+        self.bad_updates = 0  # consecutive updates with a non-finite loss or gradient
         self.writer = None
         if self.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "tb"))
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.is_main)
         last = self.ckpt_dir / "last.pt"
         self.resume_obj = read_checkpoint(last) if (resume and last.is_file()) else None
+        if self.resume_obj is None and self.is_main:
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh file
         self._setup_data_and_model()
 
     # -- setup
@@ -394,16 +461,19 @@ class Trainer:
 
         self.model = build_model(cfg, len(self.tokenizer)).to(self.device)
         n_params = count_parameters(self.model)
-        log.info("model: %s %dx%d%s, %s subsampling, %.2fM parameters, vocab %d, device %s%s",
+        log.info("model: %s %dx%d%s%s, %s subsampling, %s parameters (%.2fM), vocab %d, device %s%s%s",
                  cfg.model.rnn_type, cfg.model.num_layers, cfg.model.hidden_size,
+                 f" proj {cfg.model.proj_size}" if cfg.model.proj_size else "",
                  " bidirectional" if cfg.model.bidirectional else "", cfg.model.subsampling,
-                 n_params / 1e6, len(self.tokenizer), self.device,
-                 f", AMP {self.amp}" if self.amp else "")
+                 f"{n_params:,}", n_params / 1e6, len(self.tokenizer), self.device,
+                 f", AMP {self.amp}" if self.amp else "",
+                 f", DDP world {self.world}" if self.world > 1 else "")
         log.info("data: %d training utterances (%.2f h), %d dev", len(train_utts),
                  self.train_seconds / 3600, len(dev_utts))
         self.ctc_module = self.model.ctc
         if self.world > 1:
-            self.ctc_module = DDP(self.model.ctc, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.ctc_module = DDP(self.model.ctc,
+                                  device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer = make_optimizer(self.model.ctc.parameters(), cfg)
         steps_per_epoch = math.ceil(len(self.train_loader.batch_sampler) / cfg.train.accum_steps)
         self.schedule = LRSchedule(self.optimizer, cfg, steps_per_epoch * cfg.train.epochs, self.state)
@@ -411,35 +481,64 @@ class Trainer:
 
         if self.resume_obj is not None:
             self._restore(self.resume_obj)
-        else:
-            stats_loader = make_loader(train_utts, self.tokenizer, cfg, False)
-            if cfg.feature.cmvn == "global":
-                compute_cmvn(self.model, stats_loader, self.device)
-            if self.is_main:
-                save_config(cfg, self.run_dir / "config.yaml")
+        elif cfg.feature.cmvn == "global":
+            compute_cmvn(self.model, train_utts, self.tokenizer, cfg, self.device, self.rank, self.world)
+        if self.is_main:
+            save_config(cfg, self.run_dir / "config.yaml")
 
     def _restore(self, obj: dict) -> None:
-        self.model.frontend.load_state_dict(obj["frontend"])
-        self.model.ctc.load_state_dict(obj["model"])
-        self.optimizer.load_state_dict(obj["optimizer"])
+        try:
+            self.model.frontend.load_state_dict(obj["frontend"])
+            self.model.ctc.load_state_dict(obj["model"])
+            self.optimizer.load_state_dict(obj["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise TrainingError(
+                f"{self.ckpt_dir / 'last.pt'} does not match this config ({str(e).splitlines()[0]}); "
+                "use the config it was trained with, --no-resume, or a new run_dir") from None
         self.schedule.load_state_dict(obj["scheduler"] or {})
         st = obj["state"]
-        fields = {f.name for f in dataclasses.fields(TrainState)}
+        names = {f.name for f in dataclasses.fields(TrainState)}
         for k, v in st["train_state"].items():
-            if k in fields:
+            if k in names:
                 setattr(self.state, k, v)
-        if st.get("scaler"):
+        if st.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(st["scaler"])
-        _set_rng_state(st["rng"])
+        set_rng_state(st["rng"])
+        self.metrics.truncate_after(self.state.step)
         log.info("resumed from %s: epoch %d, batch %d, step %d", self.ckpt_dir / "last.pt",
-                 self.state.epoch, self.state.batch_in_epoch, self.state.step)
+                 self.state.epoch + 1, self.state.batch_in_epoch, self.state.step)
+
+    # -- distributed helpers
+
+    def _all_reduce(self, values: list[float]) -> list[float]:
+        """Sum a few numbers over ranks (identity without DDP)."""
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def _broadcast(self, obj):
+        """Rank 0's value of ``obj`` on every rank (identity without DDP)."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def _dummy_loss(self) -> torch.Tensor:
+        """A zero loss through the DDP module, for a rank whose micro-batches all failed to load:
+        it still takes part in the gradient all-reduce, so the other ranks do not hang."""
+        feats = torch.zeros(1, 8, self.model.frontend.dim, device=self.device)
+        log_probs, _ = self.ctc_module(feats, torch.tensor([8], device=self.device))
+        return log_probs.sum() * 0.0
 
     # -- checkpoints
 
     def _save(self, path: Path) -> None:
         save_checkpoint(path, self.cfg, self.tokenizer, self.model, self.optimizer, self.schedule, {
             "train_state": dataclasses.asdict(self.state),
-            "rng": _rng_state(),
+            "rng": get_rng_state(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
         })
 
@@ -455,20 +554,17 @@ class Trainer:
         ep = self.state.epoch
         path = self.ckpt_dir / f"epoch-{ep}.pt"
         self._save(path)
-        epochs = sorted(self.ckpt_dir.glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-        best_paths = {b[1] for b in self.state.best}
-        if wer is not None:
+        if wer is not None and c.keep_best > 0:
             best_path = self.ckpt_dir / f"best-epoch-{ep}.pt"
             shutil.copyfile(path, best_path)
             self.state.best.append([wer, str(best_path)])
-            self.state.best.sort(key=lambda b: b[0])
+            self.state.best.sort(key=lambda b: b[0])  # stable: the earlier epoch wins a tie
             for _, p in self.state.best[c.keep_best:]:
                 Path(p).unlink(missing_ok=True)
             self.state.best = self.state.best[: c.keep_best]
-            best_paths = {b[1] for b in self.state.best}
+        epochs = sorted(self.ckpt_dir.glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
         for p in epochs[: -c.keep_last] if c.keep_last > 0 else epochs:
-            if str(p) not in best_paths:
-                p.unlink(missing_ok=True)
+            p.unlink(missing_ok=True)
         self._save(self.ckpt_dir / "last.pt")
 
     def export_final(self) -> Path:
@@ -487,68 +583,112 @@ class Trainer:
 
     # -- the loop
 
+    def train_step(self, batches: list[dict]) -> dict | None:
+        """One optimizer update over this rank's micro-batches (None entries failed to load).
+
+        Returns:
+            {"loss": mean loss per utterance of the global batch, "utts", "audio_seconds",
+             "grad_norm", "lr", "finite"}, or None when no rank had any utterance.
+        """
+        cfg, st = self.cfg, self.state
+        batches = [b for b in batches if b is not None]
+        # 1. size of the global batch, so the update is the mean over all its utterances
+        n_local = sum(len(b["ids"]) for b in batches)
+        (n_global,) = self._all_reduce([float(n_local)])
+        if n_global == 0:
+            return None
+        # DDP averages gradients over ranks; multiplying by world undoes that, so each
+        # rank's summed loss is weighted 1/n_global exactly as in a single process.
+        weight = self.world / n_global
+        loss_sum, secs, bad_ids = 0.0, 0.0, []
+        micro_batches: list[dict | None] = list(batches) or [None]
+        for j, batch in enumerate(micro_batches):
+            # 2. dropout and SpecAugment seeded by (step, micro-batch) for exact resume and DDP
+            seed = micro_batch_seed(cfg.train.seed, st.step, self.rank * cfg.train.accum_steps + j)
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed)
+            last = j == len(micro_batches) - 1
+            sync = self.ctc_module.no_sync() if (self.world > 1 and not last) else contextlib.nullcontext()
+            with sync:
+                # 3. forward + loss (AMP inside compute_loss), backward (scaled for fp16)
+                if batch is None:
+                    loss = self._dummy_loss()
+                else:
+                    loss, _, _ = compute_loss(self.model, self.ctc_module, batch, self.device, cfg,
+                                              self.amp, gen)
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        bad_ids += batch["ids"][:3]
+                    loss_sum += value
+                    secs += float(batch["wav_lens"].sum()) / cfg.feature.sample_rate
+                self.scaler.scale(loss * weight).backward()
+        # 4. unscale, clip, step: a non-finite gradient (all-reduced, so every rank agrees)
+        #    skips the update; the fp16 scaler then lowers its scale
+        self.scaler.unscale_(self.optimizer)
+        clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else math.inf
+        gnorm = float(torch.nn.utils.clip_grad_norm_(self.model.ctc.parameters(), clip))
+        lr = self.schedule.step(st.step)
+        finite = math.isfinite(gnorm)
+        if finite or self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        st.step += 1
+        loss_sum, secs = self._all_reduce([loss_sum, secs])
+        st.audio_seconds += secs
+        if finite:
+            self.bad_updates = 0
+        else:
+            self.bad_updates += 1
+            log.warning("non-finite loss or gradient at step %d%s; update skipped", st.step,
+                        f" (utterances {','.join(bad_ids)})" if bad_ids else "")
+            if self.bad_updates >= cfg.train.max_bad_steps:
+                raise TrainingError(f"{self.bad_updates} consecutive non-finite updates: stopping. Lower "
+                                    "train.lr, check the data with `asr data validate`, or disable AMP.")
+        return {"loss": loss_sum / n_global, "utts": int(n_global), "audio_seconds": secs,
+                "grad_norm": gnorm, "lr": lr, "finite": finite}
+
     def train_one_epoch(self) -> dict:
+        """Train until the epoch ends (or max_steps); returns epoch metrics."""
         cfg, st = self.cfg, self.state
         sampler: BucketBatchSampler = self.train_loader.batch_sampler
         sampler.set_epoch(st.epoch, st.batch_in_epoch)
         self.train_loader.dataset.epoch = st.epoch
         self.model.train()
-        total_batches = st.batch_in_epoch + len(sampler)
-        bar = tqdm(total=total_batches, initial=st.batch_in_epoch, desc=f"epoch {st.epoch + 1}/{cfg.train.epochs}",
-                   unit="batch", disable=not self.is_main or None, dynamic_ncols=True)
-        t0, secs, loss_sum, n_sum, bad = time.time(), 0.0, 0.0, 0, 0
+        bar = tqdm(total=st.batch_in_epoch + len(sampler), initial=st.batch_in_epoch,
+                   desc=f"epoch {st.epoch + 1}/{cfg.train.epochs}", unit="batch",
+                   disable=not self.is_main or None, dynamic_ncols=True)
+        t0, secs, loss_sum, n_sum, stopped = time.time(), 0.0, 0.0, 0, False
         self.optimizer.zero_grad(set_to_none=True)
-        accum, stopped = 0, False
-        for batch in self.train_loader:
-            st.batch_in_epoch += 1
-            bar.update(1)
-            if batch is None:
+        batches = iter(self.train_loader)
+        while group := list(itertools.islice(batches, cfg.train.accum_steps)):
+            st.batch_in_epoch += len(group)
+            bar.update(len(group))
+            out = self.train_step(group)
+            if out is None:
                 continue
-            # 1. forward + loss; SpecAugment masks are seeded by the step, so a resume repeats them
-            gen = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + st.step * 97 + accum)
-            loss, bs = compute_loss(self.model, self.ctc_module, batch, self.device, cfg, self.amp, gen)
-            # 2. a non-finite loss skips the batch; too many in a row stops the run
-            if not torch.isfinite(loss):
-                bad += 1
-                log.warning("non-finite loss at epoch %d batch %d (utterances %s); batch skipped",
-                            st.epoch + 1, st.batch_in_epoch, ",".join(batch["ids"][:3]))
-                self.optimizer.zero_grad(set_to_none=True)
-                accum = 0
-                if bad >= cfg.train.max_bad_steps:
-                    raise TrainingError(f"{bad} consecutive non-finite losses: stopping. "
-                                        "Lower train.lr, check the data with `asr data validate`, or disable AMP.")
-                continue
-            bad = 0
-            # 3. backward (scaled for fp16), accumulating over accum_steps batches
-            self.scaler.scale(loss / cfg.train.accum_steps).backward()
-            accum += 1
-            wav_secs = float(batch["wav_lens"].sum()) / cfg.feature.sample_rate
-            secs += wav_secs
-            st.audio_seconds += wav_secs
-            loss_sum += float(loss.detach()) * bs
-            n_sum += bs
-            if accum < cfg.train.accum_steps:
-                continue
-            # 4. clip, step, schedule
-            self.scaler.unscale_(self.optimizer)
-            gnorm = torch.nn.utils.clip_grad_norm_(self.model.ctc.parameters(), cfg.train.grad_clip)
-            lr = self.schedule.step(st.step)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            accum = 0
-            st.step += 1
-            # 5. log
+            secs += out["audio_seconds"]
+            if out["finite"]:
+                loss_sum += out["loss"] * out["utts"]
+                n_sum += out["utts"]
+            # 5. log: progress bar, TensorBoard, metrics.jsonl, train.log
             rate = secs / max(1e-9, time.time() - t0)
-            bar.set_postfix(loss=f"{loss_sum / max(1, n_sum):.3f}", lr=f"{lr:.2e}", audio_s_per_s=f"{rate:.0f}")
+            bar.set_postfix(loss=f"{loss_sum / max(1, n_sum):.3f}", lr=f"{out['lr']:.2e}",
+                            audio_s_per_s=f"{rate:.0f}")
+            self.metrics.write({"step": st.step, "epoch": st.epoch + 1, "batch": st.batch_in_epoch,
+                                **{k: out[k] for k in ("loss", "utts", "lr", "grad_norm", "audio_seconds")},
+                                "audio_s_per_s": rate})
             if self.writer is not None:
-                self.writer.add_scalar("train/loss", float(loss.detach()), st.step)
-                self.writer.add_scalar("train/lr", lr, st.step)
-                self.writer.add_scalar("train/grad_norm", float(gnorm), st.step)
+                self.writer.add_scalar("train/loss", out["loss"], st.step)
+                self.writer.add_scalar("train/lr", out["lr"], st.step)
+                self.writer.add_scalar("train/grad_norm", out["grad_norm"], st.step)
                 self.writer.add_scalar("train/audio_seconds_per_second", rate, st.step)
             if st.step % cfg.train.log_every == 0:
                 log.info("epoch %d step %d loss %.4f lr %.2e grad_norm %.2f %.0f audio-s/s",
-                         st.epoch + 1, st.step, loss_sum / max(1, n_sum), lr, float(gnorm), rate)
+                         st.epoch + 1, st.step, loss_sum / max(1, n_sum), out["lr"], out["grad_norm"], rate)
+            # 6. optional mid-epoch validation and checkpoint
+            if cfg.train.eval_every and st.step % cfg.train.eval_every == 0:
+                self.log_dev(self.run_validation(), st.epoch + 1)
             if self.save_every_steps and st.step % self.save_every_steps == 0:
                 self.save_last()
             if self.max_steps and st.step >= self.max_steps:
@@ -559,7 +699,29 @@ class Trainer:
         return {"train_loss": loss_sum / max(1, n_sum), "epoch_seconds": elapsed,
                 "audio_seconds_per_second": secs / max(1e-9, elapsed), "stopped": stopped}
 
+    def run_validation(self) -> dict:
+        """Dev metrics computed on rank 0 and shared with every rank ({} without a dev set)."""
+        metrics = {}
+        if self.dev_loader is not None and self.is_main:
+            metrics = validate(self.model, self.dev_loader, self.tokenizer, self.device, self.cfg, self.amp)
+        return self._broadcast(metrics)
+
+    def log_dev(self, metrics: dict, epoch: int) -> None:
+        """Log dev metrics of (1-based) ``epoch`` at the current step."""
+        if not metrics:
+            return
+        st = self.state
+        log.info("epoch %d step %d: dev loss %.4f, dev WER %.2f%%, CER %.2f%%", epoch, st.step,
+                 metrics["dev_loss"], 100 * metrics["dev_wer"], 100 * metrics["dev_cer"])
+        self.metrics.write({"step": st.step, "epoch": epoch, **metrics})
+        if self.writer is not None:
+            for k, v in metrics.items():
+                if k.startswith("dev_"):
+                    self.writer.add_scalar(f"dev/{k[4:]}", v, st.step)
+            self.writer.flush()
+
     def fit(self) -> Path:
+        """Train to the end (or early stop); returns <run>/model.pt (last.pt after max_steps)."""
         cfg, st = self.cfg, self.state
         log.info("run folder %s; config written to config.yaml", self.run_dir)
         while st.epoch < cfg.train.epochs:
@@ -570,9 +732,9 @@ class Trainer:
                 return self.ckpt_dir / "last.pt"
             st.epoch += 1
             st.batch_in_epoch = 0
-            if self.dev_loader is not None and self.is_main:
-                metrics.update(validate(self.model, self.dev_loader, self.tokenizer, self.device, cfg, self.amp))
-            wer = metrics.get("dev_wer")
+            dev = self.run_validation()
+            metrics.update(dev)
+            wer = dev.get("dev_wer")
             improved = wer is not None and wer < st.best_wer
             if improved:
                 st.best_wer, st.bad_epochs = wer, 0
@@ -581,17 +743,11 @@ class Trainer:
             self.schedule.epoch_end(improved or wer is None)
             metrics["epoch"] = st.epoch
             st.history.append(metrics)
-            msg = f"epoch {st.epoch}: train loss {metrics['train_loss']:.4f}, {metrics['audio_seconds_per_second']:.0f} audio-s/s"
-            if wer is not None:
-                msg += f", dev loss {metrics['dev_loss']:.4f}, dev WER {100 * wer:.2f}%, CER {100 * metrics['dev_cer']:.2f}%"
-            log.info(msg)
-            if self.writer is not None:
-                for k, v in metrics.items():
-                    if k.startswith("dev_"):
-                        self.writer.add_scalar(f"dev/{k[4:]}", v, st.step)
-                self.writer.flush()
+            log.info("epoch %d: train loss %.4f, %.0f audio-s/s", st.epoch, metrics["train_loss"],
+                     metrics["audio_seconds_per_second"])
+            self.log_dev(dev, st.epoch)
             self.save_epoch(wer)
-            if cfg.train.patience and st.bad_epochs >= cfg.train.patience:
+            if cfg.train.patience and wer is not None and st.bad_epochs >= cfg.train.patience:
                 log.info("early stop: dev WER has not improved for %d epochs", st.bad_epochs)
                 break
         if self.is_main:
@@ -604,9 +760,18 @@ class Trainer:
 
 
 def train(cfg: Config, resume: bool = True, max_steps: int = 0, save_every_steps: int = 0) -> Path:
-    """Train (or resume) a model as configured; returns the path of the final model file."""
-    trainer = Trainer(cfg, resume=resume, max_steps=max_steps, save_every_steps=save_every_steps)
+    """Train (or resume) a model as configured.
+
+    Args:
+        cfg: the resolved config; it is written to <run_dir>/config.yaml and every checkpoint.
+        resume: continue from <run_dir>/checkpoints/last.pt when it exists.
+        max_steps: stop (resumably) after this many updates in total; 0 = no limit.
+        save_every_steps: also write last.pt every N updates (exact mid-epoch resume).
+    Returns:
+        the final model file (<run_dir>/model.pt), or last.pt when stopped by max_steps.
+    """
     try:
+        trainer = Trainer(cfg, resume=resume, max_steps=max_steps, save_every_steps=save_every_steps)
         return trainer.fit()
     finally:
         if dist.is_initialized():

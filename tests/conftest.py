@@ -61,3 +61,91 @@ def digits_manifest(tmp_path: Path):
         return m
 
     return make
+
+
+TINY_DIGITS_OVERRIDES = [
+    "feature.n_mels=40", "feature.f_max=4000", "model.num_layers=2", "model.hidden_size=96",
+    "model.dropout=0.0", "augment.specaugment=false", "train.epochs=60", "train.lr=3e-3",
+    "train.warmup_steps=10", "train.threads=1", "train.log_every=1000", "data.max_batch_seconds=20",
+    "train.keep_last=1", "train.keep_best=1",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_digits_model(tmp_path_factory) -> Path:
+    """A small BiLSTM-CTC trained once per test session (~15-20 s on one thread) on 60 real
+    FSDD digit strings of speaker jackson; it transcribes its training utterances correctly.
+
+    Returns the path of its ``model.pt``; the manifest is ``model.pt``'s folder's
+    ``../train.jsonl``.
+    """
+    from asr.config import load_config
+    from asr.train import train
+
+    root = tmp_path_factory.mktemp("tiny_digits")
+    rng = random.Random(0)
+    lines = []
+    for i in range(60):
+        digits = [rng.randrange(10) for _ in range(rng.randint(1, 3))]
+        p = root / f"u{i:03d}.wav"
+        dur = make_digit_utterance(p, digits, "jackson", rng.randrange(5, 50))
+        lines.append({"id": f"u{i:03d}", "audio": str(p), "duration": dur,
+                      "text": " ".join(WORDS[d] for d in digits), "speaker": "jackson"})
+    manifest = root / "train.jsonl"
+    manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    cfg = load_config(None, [f"run_dir={root / 'run'}", f"data.train_manifest={manifest}",
+                             *TINY_DIGITS_OVERRIDES])
+    return train(cfg, resume=False)
+
+
+def write_digits_manifest(out: Path, n: int, name: str = "train", speakers=("jackson",),
+                          index_range=range(10, 50), seed: int = 0, min_digits: int = 2,
+                          max_digits: int = 4) -> Path:
+    """Write ``n`` real digit-string utterances under ``out`` and their manifest; returns its path."""
+    rng = random.Random(seed)
+    d = out / name
+    d.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n):
+        spk = speakers[i % len(speakers)]
+        digits = [rng.randrange(10) for _ in range(rng.randint(min_digits, max_digits))]
+        p = d / f"{name}-{i:03d}.wav"
+        dur = make_digit_utterance(p, digits, spk, rng.choice(list(index_range)))
+        lines.append({"id": f"{name}-{i:03d}", "audio": str(p), "duration": dur,
+                      "text": " ".join(WORDS[x] for x in digits), "speaker": spk})
+    m = out / f"{name}.jsonl"
+    m.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return m
+
+
+TINY_OVERRIDES = [
+    "feature.n_mels=40", "feature.f_max=4000", "model.num_layers=2", "model.hidden_size=96",
+    "model.subsampling=stack3", "model.dropout=0.0", "augment.specaugment=false",
+    "data.max_batch_seconds=30", "train.lr=3e-3", "train.warmup_steps=10", "train.threads=1",
+    "train.scheduler=constant", "train.log_every=1000",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_digits_model(tmp_path_factory) -> Path:
+    """A small digits model trained once per test session on real FSDD audio (speaker jackson).
+
+    It transcribes its own training utterances correctly (the fixture checks that), which makes
+    it a real model for transcription, export and level-invariance tests. Returns model.pt.
+    """
+    from asr.config import load_config
+    from asr.train import train
+    from asr.transcribe import load_model
+
+    root = tmp_path_factory.mktemp("tiny_digits")
+    train_m = write_digits_manifest(root, 24, "train", seed=1)
+    cfg = load_config(ROOT / "conf" / "digits.yaml", TINY_OVERRIDES + [
+        f"run_dir={root / 'run'}", f"data.train_manifest={train_m}", f"data.dev_manifest={train_m}",
+        "train.epochs=30", "train.patience=0",
+    ])
+    path = train(cfg, resume=False)
+    model = load_model(path)
+    lines = [json.loads(x) for x in train_m.read_text().splitlines()]
+    right = sum(model.transcribe(x["audio"]).text == x["text"] for x in lines)
+    assert right >= 20, f"tiny digits model only got {right}/24 training utterances right"
+    return path

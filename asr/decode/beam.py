@@ -1,35 +1,71 @@
-"""CTC prefix beam search with optional word n-gram shallow fusion and a lexicon.
+"""CTC prefix beam search with word n-gram shallow fusion, a lexicon and n-best lists.
 
-A pure function of ``(log_probs, lengths, options)``. Scores are natural logs.
-A hypothesis' total score is::
+A pure function of ``(log_probs, lengths, options)`` (plus the vocabulary, LM and lexicon
+it decodes with). Scores are natural logs; a hypothesis' score is::
 
-    log P_ctc(prefix) + lm_weight * log P_lm(words) + word_bonus * len(words)
+    log P_ctc(prefix) + lm_weight * ln P_lm(words) + word_bonus * len(words)
 
 Words are delimited by the space token for character vocabularies and by the
-SentencePiece word-start marker "▁" for subword vocabularies.
+SentencePiece word-start marker "▁" for subword vocabularies. The LM scores a word
+when it is completed (and ``</s>`` at the end).
+
+Implementation choice. The search runs in C++ (``_ctcdecode.cpp``), compiled by pip
+when the package is installed (setuptools ``ext_modules`` in setup.py). It needs only
+a C++ compiler and the Python C API: no pybind11, numpy headers or CUDA at build time,
+so ``pip install`` works on a fresh Linux/macOS machine. We chose it over
+
+- vectorised torch/numpy: a prefix beam search is a loop over frames of small,
+  data-dependent hash-map updates (prefix merging); vectorising it costs more in
+  bookkeeping than it saves;
+- numba (a dependency already, through librosa): fast loops, but its typed dicts are
+  slow, the LM and lexicon tries would have to live in numba structures too, and each
+  process pays seconds of JIT compilation on first use;
+
+The C++ search also owns the n-gram LM (an ARPA reader with KenLM's back-off and state
+minimisation) and the lexicon trie, so an utterance is decoded without returning to
+Python, with the GIL released: a batch is spread over ``num_workers`` threads.
+
+``reference.py`` holds the same algorithm in Python. It is used when the extension was
+not built (a warning says so), with a KenLM binary LM, or when
+``implementation="python"``; tests check that both give identical results.
 """
 
 from __future__ import annotations
 
-import math
+import logging
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-NEG_INF = -math.inf
-SP_SPACE = "\u2581"
+from asr.decode.reference import reference_search, token_kinds, words_of
+
+log = logging.getLogger("asr.decode")
+
+try:
+    from asr.decode import _ctcdecode
+except ImportError:  # not built (no compiler at install time): the Python reference search
+    _ctcdecode = None
+
+
+def native_available() -> bool:
+    """True when the C++ beam search was built at install time."""
+    return _ctcdecode is not None
 
 
 @dataclass(frozen=True)
 class BeamOptions:
     beam_size: int = 8  # hypotheses kept after each frame
     token_topk: int = 0  # extend each frame only with its k most likely tokens; 0 = all
-    token_min_logp: float = -12.0  # ...and only with tokens at least this likely
-    lm_weight: float = 0.5  # alpha: weight of the word LM log-probability
-    word_bonus: float = 1.0  # beta: added per emitted word (only used with an LM or lexicon)
+    token_min_logp: float = -12.0  # ...and only with tokens at least this likely (the best always)
+    lm_weight: float = 0.5  # alpha: weight of the word LM ln-probability
+    word_bonus: float = 1.0  # beta: added per word (only used with an LM or lexicon)
     nbest: int = 1  # hypotheses returned per utterance
     blank: int = 0  # blank token id
+    beam_threshold: float = 0.0  # also drop hypotheses this far below the best; 0 = off
+    num_workers: int = 1  # threads decoding utterances of a batch in parallel (C++ search)
+    implementation: str = "auto"  # "auto" (C++ when built), "native" (C++ or error), "python"
 
 
 @dataclass
@@ -37,62 +73,119 @@ class Hypothesis:
     tokens: list[int]  # token ids of the hypothesis
     score: float  # total score (CTC + alpha * LM + beta * words)
     ctc_score: float = 0.0  # log P_ctc(prefix)
-    lm_score: float = 0.0  # log P_lm(words), unweighted
-    words: list[str] = field(default_factory=list)
+    lm_score: float = 0.0  # ln P_lm(words), unweighted, including </s>
+    words: list[str] = field(default_factory=list)  # the words (when token strings were given)
 
 
-def _logaddexp(a: float, b: float) -> float:
-    if a == NEG_INF:
-        return b
-    if b == NEG_INF:
-        return a
-    if a > b:
-        return a + math.log1p(math.exp(b - a))
-    return b + math.log1p(math.exp(a - b))
+_WARNED = False
+_DECODERS: dict[tuple, tuple] = {}
 
 
-def _adder(nxt: dict):
-    """add(prefix, pb, pnb): log-add probabilities into the next frame's beam table."""
-
-    def add(prefix, pb, pnb):
-        cur = nxt.get(prefix)
-        if cur is None:
-            nxt[prefix] = [pb, pnb]
-        else:
-            cur[0] = _logaddexp(cur[0], pb)
-            cur[1] = _logaddexp(cur[1], pnb)
-
-    return add
-
-
-class _WordTracker:
-    """Incremental word bookkeeping for one prefix: LM state, LM score, partial word."""
-
-    __slots__ = ("lm_state", "lm_score", "n_words", "partial", "words", "valid")
-
-    def __init__(self, lm_state, lm_score, n_words, partial, words, valid=True):
-        self.lm_state = lm_state
-        self.lm_score = lm_score
-        self.n_words = n_words
-        self.partial = partial
-        self.words = words
-        self.valid = valid
+def _native_decoder(V: int, blank: int, tokens: list[str] | None, lm, lexicon):
+    """A C++ decoder for (vocabulary, LM, lexicon), cached: building tries costs time."""
+    key = (V, blank, tuple(tokens) if tokens is not None else None, id(lm), id(lexicon))
+    hit = _DECODERS.get(key)
+    if hit is not None and hit[1] is lm and hit[2] is lexicon:
+        return hit[0]
+    if tokens is not None:
+        kinds, chars = token_kinds(tokens, blank)
+    else:
+        kinds, chars = [0] * V, [""] * V
+    lex = sorted(lexicon) if lexicon is not None else None
+    dec = _ctcdecode.decoder_new([c.encode() for c in chars], kinds, blank,
+                                 lm.native if lm is not None else None, lex)
+    if len(_DECODERS) >= 8:
+        _DECODERS.pop(next(iter(_DECODERS)))
+    _DECODERS[key] = (dec, lm, lexicon)
+    return dec
 
 
-class _Vocab:
-    def __init__(self, tokens: list[str]):
-        self.tokens = tokens
-        self.space_id = tokens.index(" ") if " " in tokens else -1
-        self.subword = self.space_id < 0
+def _use_native(options: BeamOptions, lm) -> bool:
+    global _WARNED
+    if options.implementation == "python":
+        return False
+    if options.implementation not in ("auto", "native"):
+        raise ValueError(f"implementation must be auto, native or python, got {options.implementation!r}")
+    if _ctcdecode is None:
+        if options.implementation == "native":
+            raise RuntimeError("the C++ beam search was not built; reinstall with a C++ compiler "
+                               "(pip install -e .)")
+        if not _WARNED:
+            log.warning("the C++ beam search is not built; using the slow Python search "
+                        "(reinstall with a C++ compiler: pip install -e .)")
+            _WARNED = True
+        return False
+    if lm is not None and getattr(lm, "native", None) is None:
+        if options.implementation == "native":
+            raise ValueError("the C++ search reads ARPA models only; this LM is a KenLM binary")
+        return False
+    return True
 
-    def split(self, token_id: int) -> tuple[bool, str]:
-        """(starts a new word, characters it adds to the current word)."""
-        piece = self.tokens[token_id]
-        if not self.subword:
-            return (token_id == self.space_id, "" if token_id == self.space_id else piece)
-        if piece.startswith(SP_SPACE):
-            return True, piece[len(SP_SPACE) :]
-        return False, piece
+
+def _to_numpy(log_probs) -> np.ndarray:
+    if isinstance(log_probs, torch.Tensor):
+        log_probs = log_probs.detach().to("cpu", torch.float32).numpy()
+    return np.ascontiguousarray(log_probs, dtype=np.float32)
+
+
+def _check(lp: np.ndarray, lens: np.ndarray, tokens, lm, lexicon, blank: int) -> None:
+    if lp.ndim != 3:
+        raise ValueError(f"log_probs must be (B, T, V), got shape {tuple(lp.shape)}")
+    if lens.shape != (lp.shape[0],):
+        raise ValueError(f"lengths must be ({lp.shape[0]},), got {tuple(lens.shape)}")
+    if (lens < 0).any() or (lens > lp.shape[1]).any():
+        raise ValueError(f"lengths must lie in [0, {lp.shape[1]}], got {lens.tolist()}")
+    if tokens is not None and len(tokens) != lp.shape[2]:
+        raise ValueError(f"{len(tokens)} token strings for a vocabulary of {lp.shape[2]}")
+    if (lm is not None or lexicon is not None) and tokens is None:
+        raise ValueError("tokens are required for LM fusion or a lexicon")
+    if not 0 <= blank < lp.shape[2]:
+        raise ValueError(f"blank id {blank} is outside the vocabulary of {lp.shape[2]}")
+
+
+def beam_search(
+    log_probs: torch.Tensor | np.ndarray,
+    lengths: torch.Tensor | np.ndarray | list[int],
+    options: BeamOptions = BeamOptions(),
+    tokens: list[str] | None = None,
+    lm=None,
+    lexicon: set[str] | None = None,
+) -> list[list[Hypothesis]]:
+    """Decode a batch.
+
+    Args:
+        log_probs: (B, T, V) log-probabilities (torch or numpy; any device).
+        lengths: (B,) valid frames per utterance.
+        options: beam settings.
+        tokens: (V,) token strings; needed with an LM or lexicon, and to fill ``Hypothesis.words``.
+        lm: ``NGramLM`` (C++ search) or ``KenLMModel`` (Python search), or None.
+        lexicon: allowed words, or None for an open vocabulary.
+
+    Returns:
+        per utterance, up to ``options.nbest`` hypotheses, best first.
+
+    >>> lp = torch.log(torch.tensor([[[.1, .9, 0], [.1, .9, 0], [.8, .1, .1], [.1, .9, 0]]]))
+    >>> [h.tokens for h in beam_search(lp, [4], BeamOptions(beam_size=4))[0]]
+    [[1, 1]]
+    """
+    lp = _to_numpy(log_probs)
+    lens = np.asarray(lengths.cpu() if isinstance(lengths, torch.Tensor) else lengths, dtype=np.int64)
+    _check(lp, lens, tokens, lm, lexicon, options.blank)
+    if lp.shape[0] == 0:
+        return []
+    if _use_native(options, lm):
+        dec = _native_decoder(lp.shape[2], options.blank, tokens, lm, lexicon)
+        workers = options.num_workers if options.num_workers > 0 else (os.cpu_count() or 1)
+        raw = _ctcdecode.decode(dec, lp, np.ascontiguousarray(lens), options.beam_size, options.token_topk,
+                                options.token_min_logp, options.lm_weight, options.word_bonus, options.nbest,
+                                options.beam_threshold, workers)
+    else:
+        raw = [reference_search(lp[b], int(lens[b]), options, tokens, lm, lexicon) for b in range(lp.shape[0])]
+    return [
+        [Hypothesis(list(ids), score, ctc, lm_score, words_of(ids, tokens) if tokens is not None else [])
+         for ids, score, ctc, lm_score in hyps]
+        for hyps in raw
+    ]
 
 
 def prefix_beam_search(
@@ -109,141 +202,13 @@ def prefix_beam_search(
         log_probs: (T, V) log-probabilities.
         length: valid frames (default T).
         options: beam settings.
-        tokens: token strings (needed with an LM or lexicon to find words).
-        lm: an object with ``begin()``, ``score(state, word)``, ``final(state)`` (e.g. NGramLM).
-        lexicon: allowed words; prefixes that cannot become a word are pruned.
+        tokens: (V,) token strings (needed with an LM or lexicon).
+        lm: ``NGramLM``/``KenLMModel`` or None.
+        lexicon: allowed words; prefixes that cannot become one are pruned.
 
     Returns:
         up to ``options.nbest`` hypotheses, best first.
     """
-    lp = log_probs.detach().float().cpu().numpy() if isinstance(log_probs, torch.Tensor) else log_probs
+    lp = _to_numpy(log_probs)
     T = lp.shape[0] if length is None else int(length)
-    blank = options.blank
-    use_words = lm is not None or lexicon is not None
-    vocab = _Vocab(tokens) if use_words else None
-    if use_words and tokens is None:
-        raise ValueError("tokens are required for LM fusion or a lexicon")
-    lex_prefixes: set[str] | None = None
-    if lexicon is not None:
-        lex_prefixes = {w[:i] for w in lexicon for i in range(len(w) + 1)}
-
-    alpha, beta = options.lm_weight, options.word_bonus
-    # beams: prefix -> [p_blank, p_nonblank]; trackers: prefix -> _WordTracker
-    beams: dict[tuple[int, ...], list[float]] = {(): [0.0, NEG_INF]}
-    trackers: dict[tuple[int, ...], _WordTracker] = {}
-    if use_words:
-        trackers[()] = _WordTracker(lm.begin() if lm else None, 0.0, 0, "", ())
-
-    def extend_tracker(prefix: tuple[int, ...], tok: int) -> _WordTracker:
-        parent = trackers[prefix]
-        new_word, chars = vocab.split(tok)
-        lm_state, lm_score, n_words, partial, words = (
-            parent.lm_state, parent.lm_score, parent.n_words, parent.partial, parent.words)
-        valid = parent.valid
-        if new_word and partial:
-            if lexicon is not None and partial not in lexicon:
-                valid = False
-            if lm is not None:
-                s, lm_state = lm.score(lm_state, partial)
-                lm_score += s
-            n_words += 1
-            words = words + (partial,)
-            partial = ""
-        partial += chars
-        if lex_prefixes is not None and partial not in lex_prefixes:
-            valid = False
-        return _WordTracker(lm_state, lm_score, n_words, partial, words, valid)
-
-    def total(prefix: tuple[int, ...], pb: float, pnb: float) -> float:
-        s = _logaddexp(pb, pnb)
-        if use_words:
-            tr = trackers[prefix]
-            if not tr.valid:
-                return NEG_INF
-            s += alpha * tr.lm_score + beta * tr.n_words
-        return s
-
-    V = lp.shape[1]
-    k = options.token_topk if 0 < options.token_topk < V else V
-    for t in range(T):
-        frame = lp[t]
-        if k < V:
-            cand = np.argpartition(-frame, k - 1)[:k]
-        else:
-            cand = np.arange(V)
-        cand = [int(c) for c in cand if frame[c] >= options.token_min_logp or c == blank]
-        if not cand:
-            cand = [int(frame.argmax())]
-        p_blank = float(frame[blank])
-        nxt: dict[tuple[int, ...], list[float]] = {}
-
-        add = _adder(nxt)
-        for prefix, (pb, pnb) in beams.items():
-            p_tot = _logaddexp(pb, pnb)
-            # blank: prefix unchanged
-            add(prefix, p_tot + p_blank, NEG_INF)
-            last = prefix[-1] if prefix else None
-            for c in cand:
-                if c == blank:
-                    continue
-                pc = float(frame[c])
-                if c == last:
-                    # repeat without blank merges into the same prefix...
-                    add(prefix, NEG_INF, pnb + pc)
-                    # ...a repeat after a blank starts a new token
-                    new = prefix + (c,)
-                    if use_words and new not in trackers:
-                        trackers[new] = extend_tracker(prefix, c)
-                    add(new, NEG_INF, pb + pc)
-                else:
-                    new = prefix + (c,)
-                    if use_words and new not in trackers:
-                        trackers[new] = extend_tracker(prefix, c)
-                    add(new, NEG_INF, p_tot + pc)
-        ranked = sorted(nxt.items(), key=lambda kv: total(kv[0], *kv[1]), reverse=True)
-        beams = dict(ranked[: options.beam_size])
-
-    hyps = []
-    for prefix, (pb, pnb) in beams.items():
-        ctc = _logaddexp(pb, pnb)
-        if not use_words:
-            hyps.append(Hypothesis(list(prefix), ctc, ctc))
-            continue
-        tr = trackers[prefix]
-        words, lm_score, n_words, state = list(tr.words), tr.lm_score, tr.n_words, tr.lm_state
-        valid = tr.valid
-        if tr.partial:
-            if lexicon is not None and tr.partial not in lexicon:
-                valid = False
-            if lm is not None:
-                s, state = lm.score(state, tr.partial)
-                lm_score += s
-            words.append(tr.partial)
-            n_words += 1
-        if lm is not None:
-            lm_score += lm.final(state)
-        if not valid:
-            continue
-        score = ctc + alpha * lm_score + beta * n_words
-        hyps.append(Hypothesis(list(prefix), score, ctc, lm_score, words))
-    if not hyps:  # the lexicon rejected every hypothesis: fall back to the best CTC prefix
-        prefix, (pb, pnb) = max(beams.items(), key=lambda kv: _logaddexp(*kv[1]))
-        hyps = [Hypothesis(list(prefix), _logaddexp(pb, pnb), _logaddexp(pb, pnb))]
-    hyps.sort(key=lambda h: h.score, reverse=True)
-    return hyps[: max(1, options.nbest)]
-
-
-def beam_search(
-    log_probs: torch.Tensor,
-    lengths: torch.Tensor,
-    options: BeamOptions = BeamOptions(),
-    tokens: list[str] | None = None,
-    lm=None,
-    lexicon: set[str] | None = None,
-) -> list[list[Hypothesis]]:
-    """Batch wrapper: (B, T, V) log-probs and (B,) lengths -> n-best lists per utterance."""
-    lp = log_probs.detach().float().cpu().numpy()
-    return [
-        prefix_beam_search(lp[b], int(lengths[b]), options, tokens, lm, lexicon)
-        for b in range(lp.shape[0])
-    ]
+    return beam_search(lp[None], [T], options, tokens, lm, lexicon)[0]

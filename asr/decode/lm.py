@@ -1,7 +1,15 @@
-"""Word n-gram language models read from ARPA files, scored with back-off.
+"""Word n-gram language models: ARPA files (ours) and KenLM binaries (through kenlm).
 
-Scores are natural-log probabilities (ARPA stores log10; we convert on read), so
-they add directly to CTC log-probabilities in shallow fusion.
+Scores are natural-log probabilities (ARPA stores log10; we convert), so they add
+directly to CTC log-probabilities in shallow fusion. ``NGramLM`` answers the same
+as KenLM on the same ARPA file: back-off scoring, out-of-vocabulary words scored as
+``<unk>`` (log10 -100 when the file has none), and states trimmed to the longest
+context the model knows.
+
+Two representations of one model: the C++ one (``NGramLM.native``, used by the fast
+beam search; parsed in C++ straight from the file) and plain Python dicts
+(``NGramLM.ngrams``, used by the reference search and ``score``), each built on
+first use.
 """
 
 from __future__ import annotations
@@ -11,73 +19,159 @@ import math
 from pathlib import Path
 
 LN10 = math.log(10.0)
+SPECIAL = ("<s>", "</s>", "<unk>")
 
 
 class LMError(ValueError):
-    """An ARPA file that cannot be read."""
+    """A language model file that cannot be read."""
+
+
+def _native_module():
+    try:
+        from asr.decode import _ctcdecode
+    except ImportError:
+        return None
+    return _ctcdecode
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.is_file():
+        raise LMError(f"language model {path} does not exist")
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    return data
+
+
+def parse_arpa(text: str, source: str = "<text>") -> dict[int, dict[tuple[str, ...], tuple[float, float]]]:
+    """Parse ARPA text into ``{order: {words: (log10 prob, log10 backoff)}}``.
+
+    Args:
+        text: the whole ARPA file.
+        source: file name for error messages.
+
+    Returns:
+        n-gram tables by order.
+    """
+    ngrams: dict[int, dict] = {}
+    order = 0
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("ngram ") or line == "\\data\\":
+            continue
+        if line.startswith("\\") and line.endswith("-grams:"):
+            order = int(line[1:].split("-")[0])
+            ngrams[order] = {}
+            continue
+        if line == "\\end\\":
+            break
+        if order == 0:
+            continue
+        parts = line.split()
+        if len(parts) < order + 1:
+            raise LMError(f"{source}:{n}: expected {order} words after the probability")
+        try:
+            prob = float(parts[0])
+            bo = float(parts[1 + order]) if len(parts) > order + 1 else 0.0
+        except ValueError:
+            raise LMError(f"{source}:{n}: bad number in {line!r}") from None
+        ngrams[order][tuple(parts[1 : 1 + order])] = (prob, bo)
+    if 1 not in ngrams:
+        raise LMError(f"{source}: no \\1-grams: section; is this an ARPA file?")
+    return ngrams
+
+
+def arpa_text(ngrams: dict[int, dict[tuple[str, ...], tuple[float, float]]]) -> str:
+    """Write n-gram tables (as returned by ``parse_arpa``) as ARPA text."""
+    order = max(ngrams)
+    lines = ["", "\\data\\"]
+    lines += [f"ngram {n}={len(ngrams[n])}" for n in range(1, order + 1)]
+    for n in range(1, order + 1):
+        lines += ["", f"\\{n}-grams:"]
+        for words, (p, bo) in ngrams[n].items():
+            text = f"{p:.7g}\t{' '.join(words)}"
+            if n < order:
+                text += f"\t{bo:.7g}"
+            lines.append(text)
+    lines += ["", "\\end\\", ""]
+    return "\n".join(lines)
 
 
 class NGramLM:
     """Back-off n-gram LM.
 
-    State is the tuple of the last (order - 1) words. ``score(state, word)`` returns
-    (ln P(word | state), new_state); ``final(state)`` scores the end of sentence.
+    State is the tuple of the last (up to order - 1) words, trimmed to the longest one the
+    model lists. ``score(state, word)`` returns (ln P(word | state), new_state);
+    ``final(state)`` scores the end of the sentence.
 
     >>> lm = NGramLM({1: {("<s>",): (-99.0, -0.3), ("a",): (-0.5, 0.0), ("</s>",): (-0.5, 0.0)}})
     >>> round(lm.score(lm.begin(), "a")[0] / LN10, 3)
     -0.5
     """
 
-    def __init__(self, ngrams: dict[int, dict[tuple[str, ...], tuple[float, float]]]):
-        # ngrams[n][words] = (log10 prob, log10 backoff)
-        self.ngrams = ngrams
-        self.order = max(ngrams)
-        self.unk_log10 = ngrams[1].get(("<unk>",), (-100.0, 0.0))[0]
-        self.vocab = {w[0] for w in ngrams[1]}
+    def __init__(self, ngrams: dict | None = None, path: str | Path | None = None,
+                 data: bytes | None = None):
+        if ngrams is None and data is None:
+            raise ValueError("give the n-gram tables or the ARPA bytes")
+        self.path = Path(path) if path else None
+        self._ngrams = ngrams
+        self._data = data
+        self._native = None
         self._cache: dict[tuple[tuple[str, ...], str], tuple[float, tuple[str, ...]]] = {}
 
     @classmethod
     def from_arpa(cls, path: str | Path) -> NGramLM:
+        """Read an ARPA file (optionally gzipped); errors name the file and line."""
         path = Path(path)
-        if not path.is_file():
-            raise LMError(f"language model {path} does not exist")
-        opener = gzip.open if path.suffix == ".gz" else open
-        ngrams: dict[int, dict] = {}
-        order = 0
-        try:
-            with opener(path, "rt", encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
-                    line = line.strip()
-                    if not line or line.startswith("ngram ") or line == "\\data\\":
-                        continue
-                    if line.startswith("\\") and line.endswith("-grams:"):
-                        order = int(line[1:].split("-")[0])
-                        ngrams[order] = {}
-                        continue
-                    if line == "\\end\\":
-                        break
-                    if order == 0:
-                        continue
-                    parts = line.split()
-                    if len(parts) < order + 1:
-                        raise LMError(f"{path}:{n}: expected {order} words after the probability")
-                    prob = float(parts[0])
-                    words = tuple(parts[1 : 1 + order])
-                    bo = float(parts[1 + order]) if len(parts) > order + 1 else 0.0
-                    ngrams[order][words] = (prob, bo)
-        except (UnicodeDecodeError, ValueError) as e:
-            if isinstance(e, LMError):
-                raise
-            raise LMError(f"{path}: not an ARPA file ({e})") from None
-        if 1 not in ngrams:
-            raise LMError(f"{path}: no \\1-grams: section; is this an ARPA file?")
-        return cls(ngrams)
+        data = _read_bytes(path)
+        lm = cls(path=path, data=data)
+        if _native_module() is not None:
+            lm.native  # noqa: B018  (parse now so a bad file fails here, with its name)
+        else:
+            lm.ngrams  # noqa: B018
+        return lm
+
+    @property
+    def ngrams(self) -> dict[int, dict[tuple[str, ...], tuple[float, float]]]:
+        if self._ngrams is None:
+            try:
+                text = self._data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise LMError(f"{self.path}: not an ARPA text file ({e})") from None
+            self._ngrams = parse_arpa(text, str(self.path))
+        return self._ngrams
+
+    @property
+    def native(self):
+        """The C++ model (a capsule for ``asr.decode._ctcdecode``), or None without the extension."""
+        if self._native is None:
+            mod = _native_module()
+            if mod is None:
+                return None
+            data = self._data if self._data is not None else arpa_text(self._ngrams).encode()
+            try:
+                self._native = mod.lm_from_arpa(data)
+            except ValueError as e:
+                raise LMError(f"{self.path or 'ARPA text'}: {e}") from None
+        return self._native
+
+    @property
+    def order(self) -> int:
+        return max(self.ngrams)
+
+    @property
+    def vocab(self) -> set[str]:
+        return {w[0] for w in self.ngrams[1]}
+
+    @property
+    def unk_log10(self) -> float:
+        return self.ngrams[1].get(("<unk>",), (-100.0, 0.0))[0]
 
     def begin(self) -> tuple[str, ...]:
-        return ("<s>",)
+        return ("<s>",) if ("<s>",) in self.ngrams[1] else ()
 
     def _log10(self, context: tuple[str, ...], word: str) -> float:
-        # Standard back-off: P(w|ctx) = P*(w|ctx) if seen, else bo(ctx) + P(w|ctx[1:]).
+        # Back-off: P(w|ctx) = P*(w|ctx) if listed, else bo(ctx) + P(w|ctx[1:]).
         total = 0.0
         ctx = context[-(self.order - 1) :] if self.order > 1 else ()
         while True:
@@ -99,11 +193,19 @@ class NGramLM:
             state = state[1:]
         return state
 
+    def lm_word(self, word: str) -> str:
+        """The word the model scores: ``word`` if it is in the vocabulary, else ``<unk>``."""
+        if word in ("<s>", "</s>") or (word,) not in self.ngrams[1]:
+            return "<unk>"
+        return word
+
     def score(self, state: tuple[str, ...], word: str) -> tuple[float, tuple[str, ...]]:
+        """(ln P(word | state), next state); out-of-vocabulary words are scored as ``<unk>``."""
         key = (state, word)
         hit = self._cache.get(key)
         if hit is None:
-            hit = (self._log10(state, word) * LN10, self._next_state(state, word))
+            w = word if word == "</s>" else self.lm_word(word)
+            hit = (self._log10(state, w) * LN10, self._next_state(state, w))
             if len(self._cache) < 2_000_000:
                 self._cache[key] = hit
         return hit
@@ -111,9 +213,9 @@ class NGramLM:
     def final(self, state: tuple[str, ...]) -> float:
         return self.score(state, "</s>")[0]
 
-    def sentence_logprob(self, words: list[str], eos: bool = True) -> float:
-        """ln P(sentence) from <s>, including </s> when ``eos``."""
-        state, total = self.begin(), 0.0
+    def sentence_logprob(self, words: list[str], bos: bool = True, eos: bool = True) -> float:
+        """ln P(sentence), from ``<s>`` when ``bos``, including ``</s>`` when ``eos``."""
+        state, total = (self.begin() if bos else ()), 0.0
         for w in words:
             lp, state = self.score(state, w)
             total += lp
@@ -122,5 +224,59 @@ class NGramLM:
         return total
 
 
-def load_lm(path: str | Path) -> NGramLM:
+class KenLMModel:
+    """A KenLM model (ARPA or binary) through the ``kenlm`` package, with NGramLM's interface.
+
+    The C++ beam search cannot call into KenLM, so decoding with this model uses the Python
+    reference search (or the flashlight backend, which reads KenLM files itself).
+    """
+
+    native = None
+
+    def __init__(self, path: str | Path):
+        try:
+            import kenlm
+        except ImportError:
+            raise LMError(f"{path} is a KenLM binary; reading it needs `pip install kenlm`") from None
+        self.path = Path(path)
+        self._kenlm = kenlm
+        try:
+            self.model = kenlm.Model(str(path))
+        except (OSError, RuntimeError) as e:
+            raise LMError(f"{path}: kenlm cannot read it ({e})") from None
+        self.order = self.model.order
+        self._cache: dict = {}
+
+    def begin(self):
+        state = self._kenlm.State()
+        self.model.BeginSentenceWrite(state)
+        return state
+
+    def score(self, state, word: str):
+        out = self._kenlm.State()
+        return self.model.BaseScore(state, word, out) * LN10, out
+
+    def final(self, state) -> float:
+        return self.score(state, "</s>")[0]
+
+    def sentence_logprob(self, words: list[str], bos: bool = True, eos: bool = True) -> float:
+        return self.model.score(" ".join(words), bos=bos, eos=eos) * LN10
+
+
+def load_lm(path: str | Path) -> NGramLM | KenLMModel:
+    """Load an ARPA file (plain or gzipped) or a KenLM binary (needs the kenlm package).
+
+    Args:
+        path: the model file.
+
+    Returns:
+        ``NGramLM`` for ARPA text, ``KenLMModel`` for KenLM binaries.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LMError(f"language model {path} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head[:2] != b"\x1f\x8b" and b"\\data\\" not in head and head.startswith(b"mmap lm"):
+        return KenLMModel(path)
     return NGramLM.from_arpa(path)

@@ -1,0 +1,147 @@
+"""Word timestamps from CTC posteriors: forced alignment of a token sequence to the frames.
+
+Given an utterance's log-probabilities and the token ids of its transcript (the
+decoder's best hypothesis, or a reference), ``torchaudio.functional.forced_align``
+finds the most likely frame-level CTC path that spells exactly those tokens. Each
+token then owns a run of frames; a word runs from the first frame of its first
+token to the last frame of its last token. Frames are converted to seconds with the
+model's output frame shift (feature hop x subsampling factor).
+
+CTC posteriors are "peaky": a token usually fires on one or two frames, often a
+little after the sound starts, so times are accurate to a few output frames
+(tens of milliseconds), not to the phone boundary.
+
+>>> import torch
+>>> lp = torch.full((6, 4), -10.0)
+>>> for t, k in enumerate([0, 1, 3, 0, 2, 0]):  # blank, "a", " ", blank, "b", blank
+...     lp[t, k] = 0.0
+>>> [(w.word, w.start, w.end) for w in word_timestamps(lp, [1, 3, 2], ["-", "a", "b", " "], 0.5)]
+[('a', 0.5, 1.0), ('b', 2.0, 2.5)]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torchaudio.functional as AF
+
+SP_SPACE = "\u2581"  # SentencePiece word-start marker
+
+
+@dataclass
+class Word:
+    word: str  # the word's text
+    start: float  # seconds from the start of the audio
+    end: float  # seconds; end > start
+    confidence: float  # mean posterior of the word's tokens on their aligned frames, in [0, 1]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["start"], d["end"], d["confidence"] = round(self.start, 3), round(self.end, 3), round(self.confidence, 4)
+        return d
+
+
+def align_tokens(log_probs: torch.Tensor, tokens: list[int], blank: int = 0) -> list[tuple[int, int, float]]:
+    """Forced-align ``tokens`` to the frames of one utterance.
+
+    Args:
+        log_probs: (T, V) log-probabilities of the utterance's valid frames.
+        tokens: token ids (no blanks) to align, in order.
+        blank: blank id.
+
+    Returns:
+        one (first_frame, last_frame, mean_posterior) per token, frames inclusive and increasing.
+        Falls back to the best path's spans when the frames are too few for the tokens
+        (CTC needs one frame per token plus one between repeats).
+    """
+    T = log_probs.shape[0]
+    if not tokens or T == 0:
+        return []
+    lp = log_probs.detach().float().cpu()
+    repeats = sum(1 for a, b in zip(tokens, tokens[1:]) if a == b)
+    if len(tokens) + repeats > T:
+        return _best_path_spans(lp, len(tokens), blank)
+    targets = torch.tensor([tokens], dtype=torch.int32)
+    path, scores = AF.forced_align(lp[None], targets, blank=blank)  # (1, T), (1, T)
+    path, post = path[0].tolist(), scores[0].exp().tolist()
+    spans: list[tuple[int, int, float]] = []
+    prev = blank
+    for t, k in enumerate(path):
+        if k != blank and k != prev:
+            spans.append((t, t, post[t]))  # a new token starts here
+        elif k != blank:
+            s, _, p = spans[-1]  # the same token continues: extend it, keep the best posterior
+            spans[-1] = (s, t, max(p, post[t]))
+        prev = k
+    return spans
+
+
+def _best_path_spans(lp: torch.Tensor, n: int, blank: int) -> list[tuple[int, int, float]]:
+    """Token spans of the argmax path (used only when forced alignment is impossible)."""
+    best = lp.argmax(-1).tolist()
+    spans: list[tuple[int, int, float]] = []
+    prev = blank
+    for t, k in enumerate(best):
+        if k != blank and k != prev:
+            spans.append((t, t, math.exp(float(lp[t, k]))))
+        elif k != blank:
+            s, _, p = spans[-1]
+            spans[-1] = (s, t, max(p, math.exp(float(lp[t, k]))))
+        prev = k
+    T = lp.shape[0]
+    while len(spans) < n:  # pad so that every token gets a (possibly degenerate) span
+        spans.append((T - 1, T - 1, 0.0))
+    return spans[:n]
+
+
+def word_timestamps(
+    log_probs: torch.Tensor,
+    tokens: list[int],
+    token_strings: list[str],
+    frame_shift: float,
+    offset: float = 0.0,
+    blank: int = 0,
+    space_id: int | None = None,
+) -> list[Word]:
+    """Words of a token sequence with start/end times in seconds.
+
+    Args:
+        log_probs: (T, V) log-probabilities of one utterance (valid frames only).
+        tokens: the transcript's token ids (e.g. the best hypothesis).
+        token_strings: the vocabulary's strings (index = id); words are split at the space
+            token of a character vocabulary or at the SentencePiece marker "▁".
+        frame_shift: seconds per output frame (feature hop x subsampling).
+        offset: seconds added to every time (the segment's start in a long recording).
+        blank: blank id.
+        space_id: id of the word separator; default ``token_strings.index(" ")`` if present.
+
+    Returns:
+        the words in order, each with ``start < end`` within ``offset + T * frame_shift``.
+    """
+    if space_id is None:
+        space_id = token_strings.index(" ") if " " in token_strings else -1
+    spans = align_tokens(log_probs, tokens, blank)
+    words: list[Word] = []
+    cur: list[tuple[str, int, int, float]] = []  # (text, first frame, last frame, posterior)
+
+    def flush() -> None:
+        text = "".join(c[0] for c in cur)
+        if text:
+            start, end = cur[0][1] * frame_shift, (cur[-1][2] + 1) * frame_shift
+            conf = sum(c[3] for c in cur) / len(cur)
+            words.append(Word(text, offset + start, offset + end, min(1.0, conf)))
+        cur.clear()
+
+    for tok, (s, e, p) in zip(tokens, spans):
+        piece = token_strings[tok]
+        if tok == space_id:
+            flush()
+            continue
+        if piece.startswith(SP_SPACE):
+            flush()
+            piece = piece[len(SP_SPACE):]
+        cur.append((piece, s, e, p))
+    flush()
+    return words

@@ -1,0 +1,857 @@
+// CTC prefix beam search with word n-gram shallow fusion and a lexicon, in C++.
+//
+// Built by pip (setuptools ext_modules in setup.py) as asr.decode._ctcdecode; it uses only the
+// Python C API and the standard library, so nothing but a C++ compiler is needed at install time.
+// The algorithm is the same, operation for operation, as the pure-Python reference in
+// asr/decode/reference.py (tests check that both return the same n-best lists and scores).
+//
+// Python interface (wrapped by asr/decode/beam.py and asr/decode/lm.py):
+//   lm_from_arpa(data: bytes) -> capsule                       parse an ARPA text
+//   lm_order(lm) -> int
+//   lm_sentence(lm, words: list[str], bos: bool, eos: bool) -> float   log10 P(sentence)
+//   decoder_new(token_bytes: list[bytes], kinds: list[int], lm | None, lexicon: list[str] | None)
+//   decode(decoder, log_probs: buffer float32 (B, T, V), lengths: buffer int64 (B,),
+//          beam_size, token_topk, token_min_logp, alpha, beta, nbest, beam_threshold, threads)
+//       -> list (B) of lists of (token ids, score, ctc_score, lm_score)
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+const double NEG_INF = -std::numeric_limits<double>::infinity();
+const double LN10 = 2.302585092994046;  // math.log(10.0)
+
+inline double logaddexp(double a, double b) {
+    if (a == NEG_INF) return b;
+    if (b == NEG_INF) return a;
+    if (a > b) return a + std::log1p(std::exp(b - a));
+    return b + std::log1p(std::exp(a - b));
+}
+
+// Open-addressing hash map from uint64 keys to int32 values (linear probing).
+class U64Map {
+  public:
+    explicit U64Map(size_t capacity = 16) { reset(capacity); }
+
+    void reset(size_t capacity) {
+        size_t n = 16;
+        while (n < capacity * 2) n <<= 1;
+        keys_.assign(n, EMPTY);
+        vals_.assign(n, 0);
+        mask_ = n - 1;
+        count_ = 0;
+    }
+
+    int32_t get(uint64_t key) const {
+        size_t i = hash(key) & mask_;
+        while (true) {
+            const uint64_t k = keys_[i];
+            if (k == key) return vals_[i];
+            if (k == EMPTY) return -1;
+            i = (i + 1) & mask_;
+        }
+    }
+
+    void put(uint64_t key, int32_t value) {
+        if ((count_ + 1) * 2 > keys_.size()) grow();
+        insert(key, value);
+    }
+
+  private:
+    static constexpr uint64_t EMPTY = ~0ULL;
+
+    static inline uint64_t hash(uint64_t k) {
+        k ^= k >> 33;
+        k *= 0xff51afd7ed558ccdULL;
+        k ^= k >> 33;
+        k *= 0xc4ceb9fe1a85ec53ULL;
+        k ^= k >> 33;
+        return k;
+    }
+
+    void insert(uint64_t key, int32_t value) {
+        size_t i = hash(key) & mask_;
+        while (keys_[i] != EMPTY && keys_[i] != key) i = (i + 1) & mask_;
+        if (keys_[i] == EMPTY) ++count_;
+        keys_[i] = key;
+        vals_[i] = value;
+    }
+
+    void grow() {
+        std::vector<uint64_t> keys;
+        std::vector<int32_t> vals;
+        keys.swap(keys_);
+        vals.swap(vals_);
+        reset(keys.size());
+        for (size_t i = 0; i < keys.size(); ++i)
+            if (keys[i] != EMPTY) insert(keys[i], vals[i]);
+    }
+
+    std::vector<uint64_t> keys_;
+    std::vector<int32_t> vals_;
+    size_t mask_ = 0, count_ = 0;
+};
+
+inline uint64_t pair_key(int32_t a, int32_t b) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Back-off word n-gram model read from ARPA.
+//
+// A "state" is an n-gram of order 0..N-1 (id 0 = the empty context) holding its back-off weight
+// and the id of its suffix (the state without its first word). An entry (context state, word)
+// holds log10 P(word | context) and, for orders below N, the state of context+word. Scoring backs
+// off along suffixes; the new state is the longest suffix of context+word that is a state
+// (KenLM's state minimisation), so equal histories score equally.
+class NGramModel {
+  public:
+    int order = 0;
+    std::unordered_map<std::string, int32_t> word_id;
+    std::vector<std::string> words;
+    int32_t unk = -1, bos = -1, eos = -1;
+    double unk_log10 = -100.0;  // used when the ARPA has no <unk>, as KenLM does
+
+    std::vector<double> prob;         // entry -> log10 probability
+    std::vector<int32_t> entry_state;  // entry -> state id (order < N) or -1
+    std::vector<double> backoff;      // state -> log10 back-off
+    std::vector<int32_t> suffix;      // state -> suffix state
+    U64Map table{1024};               // (context state, word) -> entry
+
+    NGramModel() {
+        backoff.push_back(0.0);
+        suffix.push_back(0);
+    }
+
+    int32_t lookup_word(const std::string& w) const {
+        auto it = word_id.find(w);
+        return it == word_id.end() ? unk : it->second;
+    }
+
+    int32_t begin_state() const {
+        if (bos < 0) return 0;
+        int32_t e = table.get(pair_key(0, bos));
+        return e >= 0 && entry_state[e] >= 0 ? entry_state[e] : 0;
+    }
+
+    // log10 P(word | state); writes the next state.
+    double score(int32_t state, int32_t word, int32_t* next) const {
+        double total = 0.0;
+        int32_t s = state;
+        if (word < 0) {  // no <unk> in the model: back off to the root, then the fixed penalty
+            while (s != 0) {
+                total += backoff[s];
+                s = suffix[s];
+            }
+            *next = 0;
+            return total + unk_log10;
+        }
+        while (true) {
+            const int32_t e = table.get(pair_key(s, word));
+            if (e >= 0) {
+                int32_t ns = entry_state[e];
+                if (ns < 0) {  // a highest-order hit: keep the longest shorter suffix that is a state
+                    ns = 0;
+                    int32_t s2 = suffix[s];
+                    while (true) {
+                        const int32_t e2 = table.get(pair_key(s2, word));
+                        if (e2 >= 0 && entry_state[e2] >= 0) {
+                            ns = entry_state[e2];
+                            break;
+                        }
+                        if (s2 == 0) break;
+                        s2 = suffix[s2];
+                    }
+                }
+                *next = ns;
+                return total + prob[e];
+            }
+            if (s == 0) {
+                *next = 0;
+                return total + unk_log10;
+            }
+            total += backoff[s];
+            s = suffix[s];
+        }
+    }
+
+    // Parse an ARPA text. Throws std::runtime_error("line N: ...") on malformed input.
+    void load(const char* data, size_t size) {
+        int section = 0;  // current \N-grams: section, 0 before the first
+        size_t pos = 0;
+        long line_no = 0;
+        std::vector<int32_t> ids;
+        std::vector<const char*> tok_begin;
+        std::vector<size_t> tok_len;
+        bool seen_data = false, ended = false;
+        max_order = 0;
+        while (pos < size && !ended) {
+            size_t end = pos;
+            while (end < size && data[end] != '\n') ++end;
+            ++line_no;
+            const char* line = data + pos;
+            size_t len = end - pos;
+            pos = end + 1;
+            while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
+                --len;
+            size_t start = 0;
+            while (start < len && (line[start] == ' ' || line[start] == '\t')) ++start;
+            line += start;
+            len -= start;
+            if (len == 0) continue;
+            if (line[0] == '\\') {
+                std::string head(line, len);
+                if (head == "\\data\\") {
+                    seen_data = true;
+                } else if (head == "\\end\\") {
+                    ended = true;
+                } else if (head.size() > 8 && head.substr(head.size() - 7) == "-grams:") {
+                    section = std::atoi(head.c_str() + 1);
+                    if (section != order + 1)
+                        throw std::runtime_error("line " + std::to_string(line_no) +
+                                                 ": n-gram sections must come in order 1, 2, ...");
+                    order = section;
+                } else {
+                    throw std::runtime_error("line " + std::to_string(line_no) + ": unknown section " +
+                                             head);
+                }
+                continue;
+            }
+            if (section == 0) {  // the \data\ header: "ngram N=count"
+                std::string l(line, len);
+                if (l.compare(0, 6, "ngram ") == 0) max_order = std::max(max_order, std::atoi(l.c_str() + 6));
+                continue;
+            }
+            // split into fields
+            tok_begin.clear();
+            tok_len.clear();
+            size_t i = 0;
+            while (i < len) {
+                while (i < len && (line[i] == ' ' || line[i] == '\t')) ++i;
+                if (i >= len) break;
+                size_t j = i;
+                while (j < len && line[j] != ' ' && line[j] != '\t') ++j;
+                tok_begin.push_back(line + i);
+                tok_len.push_back(j - i);
+                i = j;
+            }
+            const int n = section;
+            if (static_cast<int>(tok_begin.size()) < n + 1)
+                throw std::runtime_error("line " + std::to_string(line_no) + ": expected " +
+                                         std::to_string(n) + " words after the probability");
+            char* parse_end = nullptr;
+            std::string num(tok_begin[0], tok_len[0]);
+            const double p = std::strtod(num.c_str(), &parse_end);
+            if (parse_end == num.c_str())
+                throw std::runtime_error("line " + std::to_string(line_no) + ": bad probability " + num);
+            double bo = 0.0;
+            if (static_cast<int>(tok_begin.size()) > n + 1) {
+                std::string b(tok_begin[n + 1], tok_len[n + 1]);
+                bo = std::strtod(b.c_str(), &parse_end);
+                if (parse_end == b.c_str())
+                    throw std::runtime_error("line " + std::to_string(line_no) + ": bad back-off " + b);
+            }
+            ids.clear();
+            for (int k = 1; k <= n; ++k) {
+                std::string w(tok_begin[k], tok_len[k]);
+                if (n == 1) {
+                    auto it = word_id.find(w);
+                    if (it == word_id.end()) {
+                        const int32_t id = static_cast<int32_t>(words.size());
+                        word_id.emplace(w, id);
+                        words.push_back(w);
+                        ids.push_back(id);
+                    } else {
+                        ids.push_back(it->second);
+                    }
+                } else {
+                    auto it = word_id.find(w);
+                    if (it == word_id.end())
+                        throw std::runtime_error("line " + std::to_string(line_no) + ": word '" + w +
+                                                 "' is not among the unigrams");
+                    ids.push_back(it->second);
+                }
+            }
+            add(ids, p, bo, line_no);
+        }
+        if (!seen_data || order == 0)
+            throw std::runtime_error("no \\data\\ or \\1-grams: section; not an ARPA file");
+        if (order != max_order)
+            throw std::runtime_error("the \\data\\ header announces " + std::to_string(max_order) +
+                                     "-grams but the file has sections up to " + std::to_string(order));
+        auto it = word_id.find("<unk>");
+        unk = it == word_id.end() ? -1 : it->second;
+        it = word_id.find("<s>");
+        bos = it == word_id.end() ? -1 : it->second;
+        it = word_id.find("</s>");
+        eos = it == word_id.end() ? -1 : it->second;
+    }
+
+  private:
+    // state id of the word sequence ids[from..to), or -1 if it is not a state
+    int32_t find_state(const std::vector<int32_t>& ids, size_t from, size_t to) const {
+        int32_t s = 0;
+        for (size_t k = from; k < to; ++k) {
+            const int32_t e = table.get(pair_key(s, ids[k]));
+            if (e < 0 || entry_state[e] < 0) return -1;
+            s = entry_state[e];
+        }
+        return s;
+    }
+
+    void add(const std::vector<int32_t>& ids, double p, double bo, long line_no) {
+        const size_t n = ids.size();
+        const int32_t ctx = find_state(ids, 0, n - 1);
+        if (ctx < 0)
+            throw std::runtime_error("line " + std::to_string(line_no) +
+                                     ": the n-gram's context is not listed among the lower orders");
+        const int32_t e = static_cast<int32_t>(prob.size());
+        prob.push_back(p);
+        int32_t st = -1;
+        if (static_cast<int>(n) < max_order) {  // highest-order n-grams are never contexts
+            st = static_cast<int32_t>(backoff.size());
+            backoff.push_back(bo);
+            int32_t suf = -1;
+            for (size_t from = 1; from <= n && suf < 0; ++from) suf = find_state(ids, from, n);
+            suffix.push_back(suf < 0 ? 0 : suf);
+        }
+        entry_state.push_back(st);
+        table.put(pair_key(ctx, ids[n - 1]), e);
+    }
+
+    int max_order = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Token kinds: how a token changes the current word.
+enum Kind : int { APPEND = 0, SEPARATOR = 1, WORD_START = 2, BLANK = 3 };
+
+struct Decoder {
+    int V = 0;
+    int blank = 0;
+    std::vector<int> kind;
+    std::vector<std::string> chars;  // UTF-8 characters a token adds to the current word
+    const NGramModel* lm = nullptr;
+    bool lexicon = false;
+    bool use_words = false;
+    // character trie over the lexicon's words (with a lexicon) or the LM's words (without)
+    std::vector<int32_t> trie_word;  // node -> LM word id (or unk) if a word ends here, else -2
+    U64Map trie_child{256};
+
+    int32_t trie_walk(int32_t node, const std::string& s) const {
+        for (unsigned char c : s) {
+            if (node < 0) return -1;
+            node = trie_child.get(pair_key(node, c));
+        }
+        return node;
+    }
+
+    void trie_add(const std::string& w, int32_t word) {
+        int32_t node = 0;
+        for (unsigned char c : w) {
+            int32_t child = trie_child.get(pair_key(node, c));
+            if (child < 0) {
+                child = static_cast<int32_t>(trie_word.size());
+                trie_word.push_back(-2);
+                trie_child.put(pair_key(node, c), child);
+            }
+            node = child;
+        }
+        trie_word[node] = word;
+    }
+
+    int32_t lm_word(const std::string& w) const { return lm ? lm->lookup_word(w) : -1; }
+};
+
+struct Options {
+    int beam_size = 8;
+    int token_topk = 0;
+    double token_min_logp = -12.0;
+    double alpha = 0.5;
+    double beta = 1.0;
+    int nbest = 1;
+    double beam_threshold = 0.0;
+};
+
+struct Result {
+    std::vector<int32_t> tokens;
+    double score, ctc, lm;
+};
+
+// One prefix of the search: a node of the prefix tree with its word bookkeeping.
+struct Node {
+    int32_t parent;
+    int32_t token;
+    int32_t lm_state;
+    int32_t trie;      // node in the word trie for the current partial word; -1 = off the trie
+    int32_t n_words;   // completed words
+    bool partial;      // the current word has characters
+    double lm_score;   // ln P_lm of the completed words
+    int32_t stamp;     // frame in which the node was last put into the next beam
+    int32_t slot;      // its position there
+};
+
+struct Beam {
+    int32_t node;
+    double pb, pnb;
+    double score;
+};
+
+class Search {
+  public:
+    Search(const Decoder& d, const Options& o) : d_(d), o_(o) {}
+
+    std::vector<Result> run(const float* lp, int T) {
+        nodes_.clear();
+        children_.reset(1024);
+        Node root{-1, -1, d_.lm ? d_.lm->begin_state() : 0, 0, 0, false, 0.0, -1, 0};
+        nodes_.push_back(root);
+        std::vector<Beam> beams{{0, 0.0, NEG_INF, 0.0}};
+        const int V = d_.V;
+        const int k = (o_.token_topk > 0 && o_.token_topk < V) ? o_.token_topk : V;
+        std::vector<int> cand, order(V);
+        std::vector<Beam> next;
+        std::vector<int32_t> rank;
+        for (int t = 0; t < T; ++t) {
+            const float* frame = lp + static_cast<size_t>(t) * V;
+            select_tokens(frame, k, order, cand);
+            const double p_blank = frame[d_.blank];
+            next.clear();
+            for (const Beam& b : beams) {
+                const double p_tot = logaddexp(b.pb, b.pnb);
+                add(next, t, b.node, p_tot + p_blank, NEG_INF);
+                const int32_t last = nodes_[b.node].token;
+                for (int c : cand) {
+                    const double pc = frame[c];
+                    if (c == last) {
+                        add(next, t, b.node, NEG_INF, b.pnb + pc);
+                        const int32_t child = extend(b.node, c);
+                        if (child >= 0) add(next, t, child, NEG_INF, b.pb + pc);
+                    } else {
+                        const int32_t child = extend(b.node, c);
+                        if (child >= 0) add(next, t, child, NEG_INF, p_tot + pc);
+                    }
+                }
+            }
+            for (Beam& b : next) b.score = total(b);
+            rank.resize(next.size());
+            for (size_t i = 0; i < next.size(); ++i) rank[i] = static_cast<int32_t>(i);
+            const size_t keep = std::min(next.size(), static_cast<size_t>(std::max(1, o_.beam_size)));
+            auto better = [&next](int32_t a, int32_t b) {
+                if (next[a].score != next[b].score) return next[a].score > next[b].score;
+                return a < b;
+            };
+            std::partial_sort(rank.begin(), rank.begin() + keep, rank.end(), better);
+            beams.clear();
+            const double floor = o_.beam_threshold > 0 ? next[rank[0]].score - o_.beam_threshold : NEG_INF;
+            for (size_t i = 0; i < keep; ++i) {
+                const Beam& b = next[rank[i]];
+                if (i > 0 && b.score < floor) break;
+                beams.push_back(b);
+            }
+        }
+        return finish(beams);
+    }
+
+  private:
+    void select_tokens(const float* frame, int k, std::vector<int>& order, std::vector<int>& cand) {
+        cand.clear();
+        const int V = d_.V;
+        int best = 0;
+        for (int c = 1; c < V; ++c)
+            if (frame[c] > frame[best]) best = c;
+        if (k < V) {
+            for (int c = 0; c < V; ++c) order[c] = c;
+            std::nth_element(order.begin(), order.begin() + (k - 1), order.end(),
+                             [frame](int a, int b) {
+                                 if (frame[a] != frame[b]) return frame[a] > frame[b];
+                                 return a < b;
+                             });
+            std::sort(order.begin(), order.begin() + k);
+            for (int i = 0; i < k; ++i) {
+                const int c = order[i];
+                if (c != d_.blank && (frame[c] >= o_.token_min_logp || c == best)) cand.push_back(c);
+            }
+        } else {
+            for (int c = 0; c < V; ++c)
+                if (c != d_.blank && (frame[c] >= o_.token_min_logp || c == best)) cand.push_back(c);
+        }
+    }
+
+    inline void add(std::vector<Beam>& next, int32_t t, int32_t node, double pb, double pnb) {
+        Node& n = nodes_[node];
+        if (n.stamp != t) {
+            n.stamp = t;
+            n.slot = static_cast<int32_t>(next.size());
+            next.push_back({node, pb, pnb, 0.0});
+        } else {
+            Beam& b = next[n.slot];
+            b.pb = logaddexp(b.pb, pb);
+            b.pnb = logaddexp(b.pnb, pnb);
+        }
+    }
+
+    inline double total(const Beam& b) const {
+        double s = logaddexp(b.pb, b.pnb);
+        if (d_.use_words) {
+            const Node& n = nodes_[b.node];
+            s += o_.alpha * n.lm_score + o_.beta * n.n_words;
+        }
+        return s;
+    }
+
+    // Completes the partial word of ``n`` (LM score, lexicon check). False if the lexicon rejects it.
+    bool complete_word(Node& n) const {
+        if (!n.partial) return true;
+        const int32_t word = n.trie >= 0 ? d_.trie_word[n.trie] : -2;
+        if (d_.lexicon && word == -2) return false;
+        if (d_.lm) {
+            int32_t ns;
+            const int32_t w = word == -2 ? d_.lm->unk : word;
+            n.lm_score += d_.lm->score(n.lm_state, w, &ns) * LN10;
+            n.lm_state = ns;
+        }
+        n.n_words += 1;
+        n.trie = 0;
+        n.partial = false;
+        return true;
+    }
+
+    // The child of ``parent`` by token ``c`` (created on first use); -1 if the lexicon forbids it.
+    int32_t extend(int32_t parent, int c) {
+        const uint64_t key = pair_key(parent, c);
+        const int32_t found = children_.get(key);
+        if (found != -1) return found < -1 ? -1 : found;
+        Node n = nodes_[parent];
+        n.parent = parent;
+        n.token = c;
+        n.stamp = -1;
+        n.slot = 0;
+        bool valid = true;
+        if (d_.use_words) {
+            const int kind = d_.kind[c];
+            if (kind == SEPARATOR || kind == WORD_START) valid = complete_word(n);
+            if (valid && kind != SEPARATOR) {
+                const std::string& s = d_.chars[c];
+                if (!s.empty()) {
+                    n.trie = d_.trie_walk(n.trie, s);
+                    n.partial = true;
+                }
+                if (d_.lexicon && n.trie < 0) valid = false;
+            }
+        }
+        if (!valid) {
+            children_.put(key, -2);
+            return -1;
+        }
+        const int32_t id = static_cast<int32_t>(nodes_.size());
+        nodes_.push_back(n);
+        children_.put(key, id);
+        return id;
+    }
+
+    std::vector<Result> finish(const std::vector<Beam>& beams) {
+        std::vector<Result> hyps;
+        std::vector<double> order_key;
+        for (const Beam& b : beams) {
+            const double ctc = logaddexp(b.pb, b.pnb);
+            Result r;
+            tokens_of(b.node, r.tokens);
+            if (!d_.use_words) {
+                r.score = ctc;
+                r.ctc = ctc;
+                r.lm = 0.0;
+                hyps.push_back(std::move(r));
+                continue;
+            }
+            Node n = nodes_[b.node];
+            if (!complete_word(n)) continue;
+            if (d_.lm) {
+                int32_t ns;
+                n.lm_score += d_.lm->score(n.lm_state, d_.lm->eos, &ns) * LN10;
+            }
+            r.ctc = ctc;
+            r.lm = n.lm_score;
+            r.score = ctc + (o_.alpha * n.lm_score + o_.beta * n.n_words);
+            hyps.push_back(std::move(r));
+        }
+        if (hyps.empty()) {  // the lexicon rejected every final word: best CTC prefix instead
+            size_t best = 0;
+            for (size_t i = 1; i < beams.size(); ++i)
+                if (logaddexp(beams[i].pb, beams[i].pnb) > logaddexp(beams[best].pb, beams[best].pnb))
+                    best = i;
+            Result r;
+            tokens_of(beams[best].node, r.tokens);
+            r.ctc = r.score = logaddexp(beams[best].pb, beams[best].pnb);
+            r.lm = 0.0;
+            hyps.push_back(std::move(r));
+        }
+        std::stable_sort(hyps.begin(), hyps.end(),
+                         [](const Result& a, const Result& b) { return a.score > b.score; });
+        if (static_cast<int>(hyps.size()) > std::max(1, o_.nbest)) hyps.resize(std::max(1, o_.nbest));
+        return hyps;
+    }
+
+    void tokens_of(int32_t node, std::vector<int32_t>& out) const {
+        out.clear();
+        while (node > 0) {
+            out.push_back(nodes_[node].token);
+            node = nodes_[node].parent;
+        }
+        std::reverse(out.begin(), out.end());
+    }
+
+    const Decoder& d_;
+    const Options& o_;
+    std::vector<Node> nodes_;
+    U64Map children_{1024};
+};
+
+// ---------------------------------------------------------------------------------------------
+// Python bindings (capsules; asr/decode/beam.py and lm.py hold them in small Python classes).
+
+const char* LM_CAPSULE = "asr.decode._ctcdecode.NGramModel";
+const char* DEC_CAPSULE = "asr.decode._ctcdecode.Decoder";
+
+struct DecoderHolder {
+    Decoder dec;
+    PyObject* lm_ref = nullptr;  // keeps the LM capsule alive
+};
+
+void lm_destroy(PyObject* cap) {
+    delete static_cast<NGramModel*>(PyCapsule_GetPointer(cap, LM_CAPSULE));
+}
+
+void dec_destroy(PyObject* cap) {
+    auto* h = static_cast<DecoderHolder*>(PyCapsule_GetPointer(cap, DEC_CAPSULE));
+    if (h) {
+        Py_XDECREF(h->lm_ref);
+        delete h;
+    }
+}
+
+PyObject* py_lm_from_arpa(PyObject*, PyObject* args) {
+    Py_buffer buf;
+    if (!PyArg_ParseTuple(args, "y*", &buf)) return nullptr;
+    auto* lm = new NGramModel();
+    std::string err;
+    Py_BEGIN_ALLOW_THREADS
+    try {
+        lm->load(static_cast<const char*>(buf.buf), static_cast<size_t>(buf.len));
+    } catch (const std::exception& e) {
+        err = e.what();
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    if (!err.empty()) {
+        delete lm;
+        PyErr_SetString(PyExc_ValueError, err.c_str());
+        return nullptr;
+    }
+    return PyCapsule_New(lm, LM_CAPSULE, lm_destroy);
+}
+
+PyObject* py_lm_order(PyObject*, PyObject* args) {
+    PyObject* cap;
+    if (!PyArg_ParseTuple(args, "O", &cap)) return nullptr;
+    auto* lm = static_cast<NGramModel*>(PyCapsule_GetPointer(cap, LM_CAPSULE));
+    if (!lm) return nullptr;
+    return PyLong_FromLong(lm->order);
+}
+
+PyObject* py_lm_sentence(PyObject*, PyObject* args) {
+    PyObject *cap, *seq;
+    int bos, eos;
+    if (!PyArg_ParseTuple(args, "OOpp", &cap, &seq, &bos, &eos)) return nullptr;
+    auto* lm = static_cast<NGramModel*>(PyCapsule_GetPointer(cap, LM_CAPSULE));
+    if (!lm) return nullptr;
+    PyObject* fast = PySequence_Fast(seq, "words must be a sequence of str");
+    if (!fast) return nullptr;
+    int32_t state = bos ? lm->begin_state() : 0, ns;
+    double total = 0.0;
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        const char* w = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(fast, i));
+        if (!w) {
+            Py_DECREF(fast);
+            return nullptr;
+        }
+        total += lm->score(state, lm->lookup_word(w), &ns);
+        state = ns;
+    }
+    Py_DECREF(fast);
+    if (eos) total += lm->score(state, lm->eos, &ns);
+    return PyFloat_FromDouble(total);
+}
+
+PyObject* py_decoder_new(PyObject*, PyObject* args) {
+    PyObject *tok_seq, *kind_seq, *lm_cap, *lex_seq;
+    int blank;
+    if (!PyArg_ParseTuple(args, "OOiOO", &tok_seq, &kind_seq, &blank, &lm_cap, &lex_seq)) return nullptr;
+    auto* h = new DecoderHolder();
+    Decoder& d = h->dec;
+    PyObject* toks = PySequence_Fast(tok_seq, "token_bytes must be a sequence");
+    PyObject* kinds = toks ? PySequence_Fast(kind_seq, "kinds must be a sequence") : nullptr;
+    if (!toks || !kinds) {
+        Py_XDECREF(toks);
+        delete h;
+        return nullptr;
+    }
+    d.V = static_cast<int>(PySequence_Fast_GET_SIZE(toks));
+    d.blank = blank;
+    bool ok = d.V > 0 && PySequence_Fast_GET_SIZE(kinds) == d.V && blank >= 0 && blank < d.V;
+    if (!ok) PyErr_SetString(PyExc_ValueError, "token_bytes and kinds must have the same non-zero length");
+    for (int i = 0; ok && i < d.V; ++i) {
+        char* s;
+        Py_ssize_t len;
+        if (PyBytes_AsStringAndSize(PySequence_Fast_GET_ITEM(toks, i), &s, &len) < 0) {
+            ok = false;
+            break;
+        }
+        d.chars.emplace_back(s, static_cast<size_t>(len));
+        d.kind.push_back(static_cast<int>(PyLong_AsLong(PySequence_Fast_GET_ITEM(kinds, i))));
+    }
+    Py_DECREF(toks);
+    Py_DECREF(kinds);
+    if (ok && PyErr_Occurred()) ok = false;
+    if (ok && lm_cap != Py_None) {
+        d.lm = static_cast<NGramModel*>(PyCapsule_GetPointer(lm_cap, LM_CAPSULE));
+        if (!d.lm) ok = false;
+        Py_INCREF(lm_cap);
+        h->lm_ref = lm_cap;
+    }
+    d.trie_word.push_back(-2);
+    if (ok && lex_seq != Py_None) {
+        d.lexicon = true;
+        PyObject* lex = PySequence_Fast(lex_seq, "lexicon must be a sequence of str");
+        if (!lex) ok = false;
+        for (Py_ssize_t i = 0; ok && i < PySequence_Fast_GET_SIZE(lex); ++i) {
+            const char* w = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(lex, i));
+            if (!w) {
+                ok = false;
+                break;
+            }
+            if (*w) d.trie_add(w, d.lm ? d.lm_word(w) : -1);
+        }
+        Py_XDECREF(lex);
+    } else if (ok && d.lm) {
+        for (size_t i = 0; i < d.lm->words.size(); ++i) {
+            const std::string& w = d.lm->words[i];
+            if (w != "<s>" && w != "</s>" && w != "<unk>" && !w.empty()) d.trie_add(w, static_cast<int32_t>(i));
+        }
+    }
+    d.use_words = d.lm != nullptr || d.lexicon;
+    if (!ok) {
+        Py_XDECREF(h->lm_ref);
+        delete h;
+        return nullptr;
+    }
+    return PyCapsule_New(h, DEC_CAPSULE, dec_destroy);
+}
+
+PyObject* py_decode(PyObject*, PyObject* args) {
+    PyObject* cap;
+    Py_buffer lp_buf, len_buf;
+    Options o;
+    int threads;
+    if (!PyArg_ParseTuple(args, "Oy*y*iidddidi", &cap, &lp_buf, &len_buf, &o.beam_size, &o.token_topk,
+                          &o.token_min_logp, &o.alpha, &o.beta, &o.nbest, &o.beam_threshold, &threads))
+        return nullptr;
+    auto release = [&]() {
+        PyBuffer_Release(&lp_buf);
+        PyBuffer_Release(&len_buf);
+    };
+    auto* h = static_cast<DecoderHolder*>(PyCapsule_GetPointer(cap, DEC_CAPSULE));
+    if (!h) {
+        release();
+        return nullptr;
+    }
+    const Decoder& d = h->dec;
+    const Py_ssize_t B = len_buf.len / static_cast<Py_ssize_t>(sizeof(int64_t));
+    if (B <= 0 || lp_buf.len % (static_cast<Py_ssize_t>(sizeof(float)) * B * d.V) != 0) {
+        release();
+        PyErr_SetString(PyExc_ValueError, "log_probs must be float32 (B, T, V) with V = len(tokens)");
+        return nullptr;
+    }
+    const Py_ssize_t T = lp_buf.len / static_cast<Py_ssize_t>(sizeof(float)) / B / d.V;
+    const float* lp = static_cast<const float*>(lp_buf.buf);
+    const int64_t* lens = static_cast<const int64_t*>(len_buf.buf);
+    for (Py_ssize_t b = 0; b < B; ++b) {
+        if (lens[b] < 0 || lens[b] > T) {
+            release();
+            PyErr_Format(PyExc_ValueError, "utterance %zd: length %lld is outside [0, %zd]", b,
+                         static_cast<long long>(lens[b]), T);
+            return nullptr;
+        }
+    }
+    std::vector<std::vector<Result>> results(B);
+    std::string err;
+    Py_BEGIN_ALLOW_THREADS
+    std::atomic<Py_ssize_t> next_utt{0};
+    auto worker = [&]() {
+        Search search(d, o);
+        try {
+            while (true) {
+                const Py_ssize_t b = next_utt.fetch_add(1);
+                if (b >= B) break;
+                results[b] = search.run(lp + static_cast<size_t>(b) * T * d.V, static_cast<int>(lens[b]));
+            }
+        } catch (const std::exception& e) {
+            err = e.what();
+        }
+    };
+    const int n_threads = static_cast<int>(std::max<Py_ssize_t>(1, std::min<Py_ssize_t>(threads, B)));
+    if (n_threads <= 1) {
+        worker();
+    } else {
+        std::vector<std::thread> pool;
+        for (int i = 0; i < n_threads; ++i) pool.emplace_back(worker);
+        for (auto& th : pool) th.join();
+    }
+    Py_END_ALLOW_THREADS
+    release();
+    if (!err.empty()) {
+        PyErr_SetString(PyExc_RuntimeError, err.c_str());
+        return nullptr;
+    }
+    PyObject* out = PyList_New(B);
+    for (Py_ssize_t b = 0; b < B; ++b) {
+        PyObject* hyps = PyList_New(static_cast<Py_ssize_t>(results[b].size()));
+        for (size_t i = 0; i < results[b].size(); ++i) {
+            const Result& r = results[b][i];
+            PyObject* toks = PyList_New(static_cast<Py_ssize_t>(r.tokens.size()));
+            for (size_t j = 0; j < r.tokens.size(); ++j) PyList_SET_ITEM(toks, j, PyLong_FromLong(r.tokens[j]));
+            PyList_SET_ITEM(hyps, i, Py_BuildValue("(Nddd)", toks, r.score, r.ctc, r.lm));
+        }
+        PyList_SET_ITEM(out, b, hyps);
+    }
+    return out;
+}
+
+PyMethodDef methods[] = {
+    {"lm_from_arpa", py_lm_from_arpa, METH_VARARGS, "Parse ARPA text (bytes) into an n-gram model."},
+    {"lm_order", py_lm_order, METH_VARARGS, "Order of an n-gram model."},
+    {"lm_sentence", py_lm_sentence, METH_VARARGS, "log10 P(words) under the model."},
+    {"decoder_new", py_decoder_new, METH_VARARGS, "Build a decoder for a vocabulary, LM and lexicon."},
+    {"decode", py_decode, METH_VARARGS, "Prefix beam search over a batch of log-probabilities."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyModuleDef module = {PyModuleDef_HEAD_INIT, "_ctcdecode", "CTC prefix beam search (C++).", -1, methods};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__ctcdecode(void) { return PyModule_Create(&module); }

@@ -1,0 +1,207 @@
+"""Export for fast CPU inference: TorchScript, ONNX, and dynamic int8 quantisation.
+
+What is exported is the whole network a checkpoint holds, waveform to log-probs:
+``(wavs (B, S) float32, wav_lens (B,) int64) -> (log_probs (B, T, V), out_lens (B,))``,
+frontend (log-mel + CMVN) included, so an exported file cannot disagree with the
+checkpoint about features. The config and tokenizer travel inside the file
+(TorchScript extra file ``asr.json``; ONNX metadata key ``asr``), so
+``asr.load_model("model.ts")`` and ``asr transcribe --model model.onnx`` work like
+they do with a checkpoint; decoding (greedy or beam + LM) stays in Python.
+
+- TorchScript is produced by tracing on CPU (the model has no data-dependent control
+  flow once on the CPU; lengths stay dynamic and padding is handled exactly).
+- ONNX uses the ``torch.export``-based exporter (``dynamo=True``); the older
+  TorchScript-based exporter cannot convert the STFT of the frontend.
+- int8: ``torch.ao.quantization.quantize_dynamic`` turns every ``nn.LSTM``, ``nn.GRU``
+  and ``nn.Linear`` into a dynamically quantised module (int8 weights, activations
+  quantised per batch). For ONNX, onnxruntime's own dynamic quantiser is used.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from asr.config import Config, from_dict, to_dict
+from asr.text import tokenizer_from_dict
+
+log = logging.getLogger("asr.export")
+FORMATS = ("torchscript", "onnx")
+META_KEY = "asr"  # TorchScript extra file / ONNX metadata key holding config and tokenizer
+
+
+class ExportError(RuntimeError):
+    """A model that cannot be exported or an exported file that cannot be loaded."""
+
+
+def quantize_dynamic_int8(net: nn.Module) -> nn.Module:
+    """Dynamic int8 quantisation of the recurrent and linear layers (CPU inference only).
+
+    Args:
+        net: a float model in eval mode on the CPU (e.g. the ``ASRModel`` of a checkpoint).
+
+    Returns:
+        a quantised copy; the frontend and convolutions stay float32.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao deprecation notices point at torchao
+        return torch.ao.quantization.quantize_dynamic(
+            net.cpu().eval(), {nn.LSTM, nn.GRU, nn.Linear}, dtype=torch.qint8)
+
+
+def _meta(config: Config, tokenizer, kind: str) -> str:
+    tok = dict(tokenizer.to_dict())
+    if isinstance(tok.get("model_proto"), bytes):
+        tok["model_proto"] = base64.b64encode(tok["model_proto"]).decode("ascii")
+    return json.dumps({"format_version": 1, "kind": kind, "config": to_dict(config), "tokenizer": tok})
+
+
+def _from_meta(text: str, path: Path):
+    try:
+        d = json.loads(text)
+        tok = d["tokenizer"]
+        if isinstance(tok.get("model_proto"), str):
+            tok["model_proto"] = base64.b64decode(tok["model_proto"])
+        return from_dict(Config, d["config"]), tokenizer_from_dict(tok), d.get("kind", "")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ExportError(f"{path}: the exported model's metadata is missing or invalid ({e}); "
+                          f"export it again with `asr export`") from None
+
+
+def example_input(sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two utterances of different lengths (1.0 s and 0.7 s of noise): (2, S) and (2,)."""
+    g = torch.Generator().manual_seed(0)
+    n = sample_rate
+    wavs = 0.1 * torch.randn(2, n, generator=g)
+    return wavs, torch.tensor([n, int(0.7 * n)])
+
+
+def export_model(model_path: str | Path, out: str | Path, fmt: str = "torchscript",
+                 quantize: str = "") -> dict:
+    """Export a checkpoint for CPU inference.
+
+    Args:
+        model_path: a checkpoint written by ``asr train``.
+        out: the file to write (``.ts``/``.pt`` for TorchScript, ``.onnx`` for ONNX).
+        fmt: "torchscript" or "onnx".
+        quantize: "" (float32) or "int8" (dynamic quantisation).
+
+    Returns:
+        {"path", "format", "quantize", "seconds", "max_abs_diff"}: the largest difference
+        between the exported and the original model's log-probs on the example input.
+    """
+    from asr.checkpoint import load_checkpoint
+
+    if fmt not in FORMATS:
+        raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if quantize not in ("", "int8"):
+        raise ExportError(f"quantize must be int8 or empty, got {quantize!r}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    config, tokenizer, net, _ = load_checkpoint(model_path, "cpu")
+    kind = fmt + ("-int8" if quantize else "")
+    ex = example_input(config.feature.sample_rate)
+    t0 = time.time()
+    with torch.no_grad():
+        ref, _ = net(*ex)
+    if fmt == "torchscript":
+        src = quantize_dynamic_int8(net) if quantize else net
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # trace deprecation and bool-conversion notices
+            traced = torch.jit.trace(src, ex, check_trace=False)
+        torch.jit.save(traced, str(out), _extra_files={META_KEY: _meta(config, tokenizer, kind)})
+    else:  # torch.export (under the ONNX exporter) fails on dynamic shapes under no_grad
+        _export_onnx(net, ex, out, _meta(config, tokenizer, kind), quantize)
+    seconds = time.time() - t0
+    with torch.no_grad():
+        got, _ = load_exported(out).net(*ex)
+    diff = float((got - ref).abs().max())
+    log.info("exported %s to %s in %.1f s (max |log-prob difference| %.2e)", kind, out, seconds, diff)
+    return {"path": str(out), "format": fmt, "quantize": quantize, "seconds": seconds, "max_abs_diff": diff}
+
+
+def _export_onnx(net: nn.Module, ex, out: Path, meta: str, quantize: str) -> None:
+    try:
+        import onnx
+    except ImportError:
+        raise ExportError("ONNX export needs the onnx and onnxscript packages: "
+                          "pip install 'asr[export]'") from None
+    # Segments are at most SegmentOptions.max_seconds long; allow up to 120 s per utterance.
+    batch = torch.export.Dim("batch", min=1, max=64)
+    samples = torch.export.Dim("samples", min=400, max=16000 * 120)
+    tmp = out.with_suffix(".fp32.onnx") if quantize else out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, ex, str(tmp), dynamo=True, verbose=False,
+                          input_names=["wavs", "wav_lens"], output_names=["log_probs", "out_lens"],
+                          dynamic_shapes=({0: batch, 1: samples}, {0: batch}))
+    if quantize:
+        from onnxruntime.quantization import QuantType
+        from onnxruntime.quantization import quantize_dynamic as ort_quantize
+
+        ort_quantize(str(tmp), str(out), weight_type=QuantType.QInt8)
+        tmp.unlink(missing_ok=True)
+    m = onnx.load(str(out))
+    m.metadata_props.add(key=META_KEY, value=meta)
+    onnx.save(m, str(out))
+
+
+class OnnxNet:
+    """An onnxruntime session with the ``net(wavs, wav_lens) -> (log_probs, out_lens)`` call."""
+
+    def __init__(self, path: Path, threads: int = 0):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or torch.get_num_threads()
+        so.log_severity_level = 3  # the exporter's static output-shape hints trigger harmless warnings
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    def __call__(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lp, lens = self.session.run(None, {"wavs": wavs.cpu().float().numpy(),
+                                           "wav_lens": wav_lens.cpu().long().numpy()})
+        return torch.from_numpy(np.asarray(lp)), torch.from_numpy(np.asarray(lens))
+
+
+def load_exported(path: str | Path):
+    """Load a file written by :func:`export_model` as an ``asr.transcribe.Model`` (CPU).
+
+    Args:
+        path: a TorchScript archive or an ``.onnx`` file.
+
+    Returns:
+        a Model whose ``net`` runs the exported program.
+    """
+    from asr.transcribe import Model
+
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"exported model {path} does not exist")
+    if path.suffix == ".onnx":
+        try:
+            import onnx
+        except ImportError:
+            raise ExportError(f"{path}: running ONNX models needs onnx and onnxruntime: "
+                              f"pip install 'asr[export]'") from None
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        if META_KEY not in meta:
+            raise ExportError(f"{path}: not written by `asr export` (no '{META_KEY}' metadata)")
+        config, tokenizer, kind = _from_meta(meta[META_KEY], path)
+        return Model(OnnxNet(path), config, tokenizer, path, "cpu", kind=kind)
+    extra = {META_KEY: ""}
+    try:
+        net = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except (RuntimeError, ValueError) as e:
+        raise ExportError(f"{path}: not a readable TorchScript file ({str(e).splitlines()[0]})") from None
+    if not extra[META_KEY]:
+        raise ExportError(f"{path}: not written by `asr export` (no '{META_KEY}' extra file)")
+    config, tokenizer, kind = _from_meta(extra[META_KEY], path)
+    return Model(net.eval(), config, tokenizer, path, "cpu", kind=kind)

@@ -1,0 +1,149 @@
+"""CTCModel: padding never changes a result, the layers match torch's references, sizes add up."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from asr.config import Config, FeatureConfig, ModelConfig
+from asr.features import Frontend
+from asr.model import CTCModel, PeepholeLSTM, RNNLayer, count_parameters, reverse_within_lengths
+from asr.train import output_frames
+
+COMBOS = list(itertools.product(["lstm", "gru", "lstm_peephole"],
+                                ["none", "stack2", "stack3", "conv2", "conv4"], [True, False]))
+
+
+def _batch(lengths: list[int], dim: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random features with garbage (not zeros) in the padding, to catch any leak."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(lengths), max(lengths), dim, generator=g)
+    return x, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize("rnn_type,subsampling,bidirectional", COMBOS)
+def test_batched_output_equals_per_utterance_output(rnn_type, subsampling, bidirectional):
+    torch.manual_seed(0)
+    cfg = ModelConfig(rnn_type=rnn_type, num_layers=2, hidden_size=8, bidirectional=bidirectional,
+                      subsampling=subsampling, conv_channels=4, dropout=0.3, layer_norm=True)
+    model = CTCModel(cfg, input_size=12, vocab_size=6).eval()
+    x, lens = _batch([29, 17, 10, 23])
+    with torch.no_grad():
+        out, out_lens = model(x, lens)
+        for b in range(len(lens)):
+            single, single_len = model(x[b : b + 1, : lens[b]], lens[b : b + 1])
+            assert int(single_len) == int(out_lens[b]) == single.shape[1]
+            torch.testing.assert_close(out[b, : out_lens[b]], single[0], atol=1e-5, rtol=1e-5)
+
+
+def test_lstm_with_projection_is_padding_invariant_and_sized():
+    torch.manual_seed(0)
+    cfg = ModelConfig(rnn_type="lstm", num_layers=2, hidden_size=16, proj_size=6, subsampling="stack2")
+    model = CTCModel(cfg, input_size=12, vocab_size=5).eval()
+    assert model.layers[0].output_size == 12  # 2 directions x proj 6
+    x, lens = _batch([20, 9])
+    with torch.no_grad():
+        out, out_lens = model(x, lens)
+        single, _ = model(x[1:, :9], lens[1:])
+    torch.testing.assert_close(out[1, : out_lens[1]], single[0], atol=1e-5, rtol=1e-5)
+
+
+def test_bidirectional_layer_matches_packed_torch_bilstm():
+    """Our per-direction layer with in-length reversal equals nn.LSTM(bidirectional) on packed input."""
+    torch.manual_seed(0)
+    layer = RNNLayer(ModelConfig(rnn_type="lstm", hidden_size=7, bidirectional=True), 5).eval()
+    ref = nn.LSTM(5, 7, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(ref, f"{name}_l0").copy_(getattr(layer.fwd, f"{name}_l0"))
+            getattr(ref, f"{name}_l0_reverse").copy_(getattr(layer.bwd, f"{name}_l0"))
+    x, lens = _batch([11, 4, 8], dim=5)
+    with torch.no_grad():
+        ours = layer(x, lens)
+        packed, _ = ref(pack_padded_sequence(x, lens, batch_first=True, enforce_sorted=False))
+        theirs, _ = pad_packed_sequence(packed, batch_first=True, total_length=x.shape[1])
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
+
+
+def test_reverse_within_lengths_keeps_padding_in_place():
+    x = torch.arange(10.0).reshape(2, 5, 1)
+    out = reverse_within_lengths(x, torch.tensor([3, 5]))
+    assert out[..., 0].tolist() == [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5]]
+
+
+def test_peephole_lstm_with_zero_peepholes_equals_nn_lstm():
+    torch.manual_seed(0)
+    cell = PeepholeLSTM(4, 6)
+    ref = nn.LSTM(4, 6, batch_first=True)
+    with torch.no_grad():
+        ref.weight_ih_l0.copy_(cell.ih.weight)
+        ref.bias_ih_l0.copy_(cell.ih.bias)
+        ref.weight_hh_l0.copy_(cell.hh.weight)
+        ref.bias_hh_l0.zero_()
+    x = torch.randn(3, 9, 4)
+    ours, _ = cell(x)
+    theirs, _ = ref(x)
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
+
+
+def test_peephole_weights_see_the_cell_state():
+    """One step by hand: i, f see c[t-1] (zero at t=0), o sees the new c[t]."""
+    torch.manual_seed(0)
+    cell = PeepholeLSTM(2, 3)
+    with torch.no_grad():
+        cell.peep_o.fill_(2.0)
+    x = torch.randn(1, 1, 2)
+    h, _ = cell(x)
+    i, f, z, o = cell.ih(x[:, 0]).chunk(4, dim=1)  # h0 = 0, so hh contributes nothing
+    c = torch.sigmoid(i) * torch.tanh(z)
+    expected = torch.sigmoid(o + 2.0 * c) * torch.tanh(c)
+    torch.testing.assert_close(h[:, 0], expected)
+    h.sum().backward()
+    assert cell.peep_o.grad.abs().sum() > 0
+
+
+def test_parameter_count_matches_hand_count():
+    F, H, V = 12, 8, 5
+    for rnn_type, gates in (("lstm", 4), ("gru", 3)):
+        cfg = ModelConfig(rnn_type=rnn_type, num_layers=1, hidden_size=H, bidirectional=True,
+                          subsampling="stack2")
+        model = CTCModel(cfg, input_size=F, vocab_size=V)
+        per_direction = gates * H * (2 * F + H) + 2 * gates * H  # input is 2F after stacking
+        assert count_parameters(model) == 2 * per_direction + (2 * H * V + V)
+
+
+@pytest.mark.parametrize("subsampling", ["none", "stack2", "stack3", "conv2", "conv4"])
+def test_output_frames_used_for_ctc_filtering_matches_the_model(subsampling):
+    """train.output_frames (data-time CTC filter) must agree with what the model emits."""
+    cfg = Config(feature=FeatureConfig(sample_rate=8000, n_mels=10, cmvn="none"),
+                 model=ModelConfig(subsampling=subsampling, num_layers=1, hidden_size=4, conv_channels=2))
+    frontend = Frontend(cfg.feature)
+    model = CTCModel(cfg.model, frontend.dim, 4).eval()
+    samples = torch.tensor([1234, 4000, 8000, 8123, 16001])
+    with torch.no_grad():
+        feats, feat_lens = frontend(torch.randn(len(samples), int(samples.max())), samples)
+        _, out_lens = model(feats, feat_lens)
+    expected = [output_frames(int(n) / 8000, cfg) for n in samples]
+    assert out_lens.tolist() == expected
+
+
+def test_waveform_batch_equals_single_through_frontend_and_model():
+    """End to end from waveforms: a shorter utterance's frames never reach into the padding."""
+    from asr.model import ASRModel
+
+    torch.manual_seed(0)
+    fe = Frontend(FeatureConfig(sample_rate=8000, n_mels=10, cmvn="utterance"))
+    model = ASRModel(fe, CTCModel(ModelConfig(num_layers=1, hidden_size=6, subsampling="conv2",
+                                              conv_channels=2), fe.dim, 4)).eval()
+    lens = torch.tensor([8123, 4061, 300])
+    wavs = torch.randn(3, 8123)
+    with torch.no_grad():
+        out, out_lens = model(wavs, lens)
+        for b in range(3):
+            single, single_len = model(wavs[b : b + 1, : lens[b]], lens[b : b + 1])
+            assert int(single_len) == int(out_lens[b])
+            torch.testing.assert_close(out[b, : out_lens[b]], single[0], atol=1e-5, rtol=1e-5)

@@ -1,0 +1,175 @@
+"""The training loop on tiny real data: it learns, it resumes exactly after SIGKILL, it is exact
+about loss scaling, it filters what CTC cannot fit, it stops early."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from asr.checkpoint import read_checkpoint
+from asr.config import load_config
+from asr.train import LRSchedule, Trainer, TrainState, train
+from conftest import ROOT, WORDS, make_digit_utterance
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+BASE = [  # a tiny model on 8 kHz FSDD digits (features as in conf/digits.yaml)
+    "model.num_layers=1", "model.hidden_size=32", "model.subsampling=stack2", "train.threads=1",
+    "train.log_every=1000", "train.keep_last=1", "train.keep_best=1", "data.max_batch_seconds=8",
+]
+
+
+def write_manifest(root: Path, name: str, items: list[list[int]], index0: int = 10) -> Path:
+    """Real FSDD recordings (speaker jackson) of the given digit strings."""
+    (root / name).mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, digits in enumerate(items):
+        p = root / name / f"{name}-{i:02d}.wav"
+        dur = make_digit_utterance(p, digits, "jackson", index0 + i, gap=0.05)
+        lines.append({"id": f"{name}-{i:02d}", "audio": str(p), "duration": dur,
+                      "text": " ".join(WORDS[d] for d in digits)})
+    m = root / f"{name}.jsonl"
+    m.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return m
+
+
+def config(run_dir: Path, train_m: Path, *extra: str, dev_m: Path | None = None):
+    over = [*BASE, f"run_dir={run_dir}", f"data.train_manifest={train_m}", *extra]
+    over.append(f"data.dev_manifest={dev_m or ''}")
+    return load_config(ROOT / "conf" / "digits.yaml", over)
+
+
+def test_overfits_a_handful_of_utterances(tmp_path):
+    """The loss falls steeply and greedy decoding of the training utterances becomes right."""
+    m = write_manifest(tmp_path, "train", [[1, 2], [3], [4, 5], [6, 7], [8, 9], [0]])
+    cfg = config(tmp_path / "run", m, "model.hidden_size=64", "model.dropout=0", "train.epochs=50",
+                 "augment.specaugment=false", "train.lr=5e-3", "train.warmup_steps=5",
+                 "train.scheduler=constant", "data.max_batch_seconds=20", dev_m=m)
+    out = train(cfg, resume=False)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[-1]["train_loss"] < 0.1 * history[0]["train_loss"], history
+    assert history[-1]["dev_wer"] == 0.0, history[-1]
+    assert read_checkpoint(out)["config"]["model"]["hidden_size"] == 64
+    log_text = (tmp_path / "run" / "train.log").read_text()
+    assert "parameters" in log_text and "dev WER" in log_text
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if "loss" in r]
+    assert steps == list(range(1, len(steps) + 1))
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+
+
+def test_utterances_ctc_cannot_fit_are_filtered_with_a_count(tmp_path):
+    m = write_manifest(tmp_path, "train", [[1, 2], [3, 4], [5, 6]])
+    lines = m.read_text().splitlines()
+    d = json.loads(lines[0])
+    d.update(id="too-short", duration=0.4, text="seven " * 8)  # 40 chars into ~17 output frames
+    m.write_text("\n".join([*lines, json.dumps(d)]) + "\n")
+    t = Trainer(config(tmp_path / "run", m, "train.epochs=1"), resume=False)
+    assert len(t.train_loader.dataset) == 3
+    warnings = [x for x in (tmp_path / "run" / "train.log").read_text().splitlines() if "WARNING" in x]
+    assert any("skipped 1 utterances" in x and "too-short" in x for x in warnings), warnings
+
+
+def test_accumulated_update_equals_one_big_batch(tmp_path):
+    """Two micro-batches of 1 and 3 utterances give the same update as one batch of all 4."""
+    m = write_manifest(tmp_path, "train", [[1], [2, 3], [4, 5, 6], [7, 8]])
+    extra = ("model.dropout=0", "augment.specaugment=false", "train.grad_clip=0", "train.epochs=1")
+    t1 = Trainer(config(tmp_path / "a", m, "train.accum_steps=2", *extra), resume=False)
+    t2 = Trainer(config(tmp_path / "b", m, *extra), resume=False)
+    ds = t1.train_loader.dataset
+    from asr.data import collate
+
+    small, big = collate([ds[0]]), collate([ds[1], ds[2], ds[3]])
+    out1 = t1.train_step([small, big])
+    out2 = t2.train_step([collate([ds[i] for i in range(4)])])
+    assert out1["utts"] == out2["utts"] == 4
+    assert out1["loss"] == pytest.approx(out2["loss"], rel=1e-5)
+    for p1, p2 in zip(t1.model.parameters(), t2.model.parameters()):
+        torch.testing.assert_close(p1, p2, atol=1e-6, rtol=1e-5)
+
+
+def test_early_stopping_with_patience(tmp_path):
+    m = write_manifest(tmp_path, "train", [[1, 2], [3, 4]])
+    cfg = config(tmp_path / "run", m, "train.epochs=6", "train.patience=2", "train.lr=1e-9", dev_m=m)
+    train(cfg, resume=False)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history) == 3  # epoch 1 sets the best WER; epochs 2 and 3 do not improve it
+
+
+def test_lr_schedules():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+
+    def lrs(*over: str, total: int = 100) -> list[float]:
+        cfg = load_config(None, ["train.lr=1.0", "train.warmup_steps=10", *over])
+        sched = LRSchedule(opt, cfg, total, TrainState())
+        return [sched.step(s) for s in range(total)]
+
+    cos = lrs("train.scheduler=cosine", "train.min_lr_ratio=0.1")
+    assert cos[0] == pytest.approx(0.1) and cos[9] == pytest.approx(1.0)
+    assert cos[54] == pytest.approx(0.55, abs=0.02) and cos[-1] == pytest.approx(0.1, abs=1e-3)
+    noam = lrs("train.scheduler=noam")
+    assert noam[9] == pytest.approx(1.0) and noam[39] == pytest.approx(0.5)
+    state = TrainState()
+    cfg = load_config(None, ["train.scheduler=plateau", "train.warmup_steps=0"])
+    sched = LRSchedule(opt, cfg, 10, state)
+    sched.epoch_end(improved=True)
+    sched.epoch_end(improved=False)
+    assert sched.step(5) == pytest.approx(cfg.train.lr / 2)
+    assert math.isclose(state.plateau_scale, 0.5)
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in recs if "loss" in r}
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
+    """Dropout, SpecAugment, speed perturbation, Adam, cosine LR and dev evaluation all in play."""
+    m = write_manifest(tmp_path, "train", [[1, 2], [3, 4, 5], [6], [7, 8], [9, 0, 1], [2, 3],
+                                           [4], [5, 6, 7]])
+    dev = write_manifest(tmp_path, "dev", [[8, 9]], index0=30)
+    args = [*BASE, f"data.train_manifest={m}", f"data.dev_manifest={dev}", "model.dropout=0.3",
+            "augment.speed_perturb=[0.9,1.0,1.1]", "train.epochs=4", "train.warmup_steps=3"]
+
+    def run(run_dir: Path) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "asr", "train", "-c", str(ROOT / "conf" / "digits.yaml"),
+               "--run-dir", str(run_dir), "--save-every", "2", *args]
+        return subprocess.Popen(cmd, env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    ref = run(tmp_path / "ref")
+    _, err = ref.communicate(timeout=300)
+    assert ref.returncode == 0, err.decode()[-2000:]
+
+    victim = run(tmp_path / "killed")
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=60)
+    assert victim.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "model.pt").exists(), "the run finished before it was killed"
+    st = read_checkpoint(last)["state"]["train_state"]
+    assert st["batch_in_epoch"] > 0 and 0 < st["step"] < max(_losses(tmp_path / "ref"))
+
+    again = run(tmp_path / "killed")
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err.decode()[-2000:]
+    assert "resumed from" in (tmp_path / "killed" / "train.log").read_text()
+
+    expected, got = _losses(tmp_path / "ref"), _losses(tmp_path / "killed")
+    assert sorted(got) == sorted(expected)
+    for step in expected:
+        assert got[step] == pytest.approx(expected[step], rel=1e-6), step
+    a = read_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt")["model"]
+    b = read_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
