@@ -96,6 +96,84 @@ def _best_path_spans(lp: torch.Tensor, n: int, blank: int) -> list[tuple[int, in
     return spans[:n]
 
 
+def frame_energy_db(wav, num_frames: int, frame_samples: int):
+    """Mean energy in dB of each output frame's stretch of audio.
+
+    Args:
+        wav: 1-D float array at the model's rate.
+        num_frames: output frames T of the model for this audio.
+        frame_samples: samples per output frame (frame shift x sample rate).
+
+    Returns:
+        (T,) float array of dB values (silence near -100).
+    """
+    import numpy as np
+
+    n = num_frames * frame_samples
+    x = np.zeros(n, dtype=np.float64)
+    m = min(n, wav.size)
+    x[:m] = wav[:m]
+    return 10 * np.log10((x.reshape(num_frames, frame_samples) ** 2).mean(1) + 1e-10)
+
+
+def _voiced(energy_db) -> list[bool]:
+    """Frames louder than a level between the recording's noise floor and its peaks."""
+    import numpy as np
+
+    floor, peak = np.percentile(energy_db, 10), np.percentile(energy_db, 95)
+    thr = max(floor + 0.25 * (peak - floor), peak - 30.0)
+    return (energy_db > thr).tolist()
+
+
+def _runs(voiced: list[bool]) -> list[tuple[int, int]]:
+    """(first, last) frames of each stretch of voiced frames."""
+    runs, start = [], None
+    for t, v in enumerate(voiced + [False]):
+        if v and start is None:
+            start = t
+        elif not v and start is not None:
+            runs.append((start, t - 1))
+            start = None
+    return runs
+
+
+def _refine(groups: list[list[tuple[int, int]]], voiced: list[bool]) -> list[tuple[int, int]]:
+    """Move each word onto the voiced stretch where its tokens sit.
+
+    A bidirectional CTC model often emits a word's first characters early, in the pause
+    before it or at the end of the previous word. Each word therefore takes, among the
+    voiced stretches between its neighbours' tokens, the one where its own tokens make
+    the largest share of all token frames (then the most of them). A word with no token
+    in a voiced stretch keeps its tokens' span.
+    """
+    T = len(voiced)
+    owner = [-1] * T  # which word's token sits on each frame
+    for i, g in enumerate(groups):
+        for s, e in g:
+            for t in range(s, e + 1):
+                owner[t] = i
+    runs = _runs(voiced)
+    out = []
+    for i, g in enumerate(groups):
+        lo = groups[i - 1][-1][1] + 1 if i > 0 else 0
+        hi = groups[i + 1][0][0] - 1 if i + 1 < len(groups) else T - 1
+        best, best_key = (g[0][0], g[-1][1]), (0, 0.0, 0)
+        for rs, re in runs:
+            s, e = max(rs, lo), min(re, hi)
+            if s > e:
+                continue
+            own = sum(1 for t in range(s, e + 1) if owner[t] == i)
+            others = sum(1 for t in range(rs, re + 1) if owner[t] not in (-1, i))
+            key = (int(own > 0), own / (own + others) if own else 0.0, own)
+            if own > 0 and key > best_key:
+                best, best_key = (s, e), key
+        out.append(best)
+    for i in range(1, len(out)):  # keep words in order and non-overlapping
+        if out[i][0] <= out[i - 1][1]:
+            out[i] = (out[i - 1][1] + 1, max(out[i][1], out[i - 1][1] + 1))
+    return out
+
+
 def word_timestamps(
     log_probs: torch.Tensor,
     tokens: list[int],
@@ -104,6 +182,7 @@ def word_timestamps(
     offset: float = 0.0,
     blank: int = 0,
     space_id: int | None = None,
+    energy_db=None,
 ) -> list[Word]:
     """Words of a token sequence with start/end times in seconds.
 
@@ -116,6 +195,8 @@ def word_timestamps(
         offset: seconds added to every time (the segment's start in a long recording).
         blank: blank id.
         space_id: id of the word separator; default ``token_strings.index(" ")`` if present.
+        energy_db: optional (T,) frame energies (see :func:`frame_energy_db`); when given,
+            each word is moved onto the voiced stretch that holds most of its tokens.
 
     Returns:
         the words in order, each with ``start < end`` within ``offset + T * frame_shift``.
@@ -123,15 +204,13 @@ def word_timestamps(
     if space_id is None:
         space_id = token_strings.index(" ") if " " in token_strings else -1
     spans = align_tokens(log_probs, tokens, blank)
-    words: list[Word] = []
+    found: list[tuple[str, list[tuple[int, int]], float]] = []  # (text, token spans, confidence)
     cur: list[tuple[str, int, int, float]] = []  # (text, first frame, last frame, posterior)
 
     def flush() -> None:
         text = "".join(c[0] for c in cur)
         if text:
-            start, end = cur[0][1] * frame_shift, (cur[-1][2] + 1) * frame_shift
-            conf = sum(c[3] for c in cur) / len(cur)
-            words.append(Word(text, offset + start, offset + end, min(1.0, conf)))
+            found.append((text, [(c[1], c[2]) for c in cur], sum(c[3] for c in cur) / len(cur)))
         cur.clear()
 
     for tok, (s, e, p) in zip(tokens, spans):
@@ -144,4 +223,9 @@ def word_timestamps(
             piece = piece[len(SP_SPACE):]
         cur.append((piece, s, e, p))
     flush()
-    return words
+    if energy_db is not None and len(found) and len(energy_db) == log_probs.shape[0]:
+        frames = _refine([g for _, g, _ in found], _voiced(energy_db))
+    else:
+        frames = [(g[0][0], g[-1][1]) for _, g, _ in found]
+    return [Word(text, offset + s * frame_shift, offset + (e + 1) * frame_shift, min(1.0, conf))
+            for (text, _, conf), (s, e) in zip(found, frames)]

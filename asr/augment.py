@@ -17,7 +17,16 @@ log = logging.getLogger("asr.augment")
 
 
 def speed_perturb(wav: np.ndarray, factor: float, sample_rate: int = 16000) -> np.ndarray:
-    """Play ``factor`` times faster (tempo and pitch, like sox ``speed``) via resampling."""
+    """Play ``factor`` times faster (tempo and pitch, like sox ``speed``) via resampling.
+
+    Args:
+        wav: float32 (samples,).
+        factor: speed, e.g. 0.9 (slower, longer) or 1.1 (faster, shorter).
+        sample_rate: rate of ``wav`` (the output has the same rate).
+
+    Returns:
+        float32 (about samples / factor,).
+    """
     if factor == 1.0:
         return wav
     # Treat the signal as if recorded at sr*factor and resample back to sr.
@@ -26,7 +35,16 @@ def speed_perturb(wav: np.ndarray, factor: float, sample_rate: int = 16000) -> n
 
 
 def add_noise(wav: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
-    """Mix ``noise`` (tiled/cropped to the length of ``wav``) at the given SNR in dB."""
+    """Mix ``noise`` (tiled/cropped to the length of ``wav``) at the given SNR in dB.
+
+    Args:
+        wav: float32 (samples,) clean signal.
+        noise: float32 (n,) noise; looped when shorter than ``wav``.
+        snr_db: wanted 10 log10(signal power / noise power).
+
+    Returns:
+        float32 (samples,) mixture.
+    """
     if noise.size == 0:
         return wav
     reps = int(np.ceil(wav.size / noise.size))
@@ -38,7 +56,15 @@ def add_noise(wav: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
 
 
 def generated_noise(n: int, rng: np.random.Generator) -> np.ndarray:
-    """White or pink (1/f) noise of ``n`` samples."""
+    """White or pink (1/f power) noise, chosen at random.
+
+    Args:
+        n: samples.
+        rng: seeded generator.
+
+    Returns:
+        float32 (n,).
+    """
     white = rng.standard_normal(n).astype(np.float32)
     if rng.random() < 0.5:
         return white

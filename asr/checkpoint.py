@@ -154,6 +154,27 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     return cfg, tokenizer, model, obj
 
 
+def best_checkpoints(run_dir: str | Path, n: int = 0) -> list[Path]:
+    """The best-by-dev-WER checkpoints kept in a run folder, best first.
+
+    Args:
+        run_dir: a run folder (or its ``checkpoints`` folder).
+        n: at most this many; 0 means all that are kept.
+    Returns:
+        checkpoint paths, in the order recorded in ``last.pt`` (best dev WER first).
+    """
+    d = Path(run_dir)
+    if (d / "checkpoints").is_dir():
+        d = d / "checkpoints"
+    if not (d / "last.pt").is_file():
+        raise CheckpointError(f"{run_dir}: not a run folder (no checkpoints/last.pt)")
+    best = read_checkpoint(d / "last.pt")["state"].get("train_state", {}).get("best", [])
+    paths = [d / Path(p).name for _, p in best if (d / Path(p).name).is_file()]
+    if not paths:
+        raise CheckpointError(f"{run_dir}: no best-by-dev-WER checkpoints (was there a dev set?)")
+    return paths[:n] if n > 0 else paths
+
+
 def average_checkpoints(paths: list[str | Path], out: str | Path) -> None:
     """Average the model weights of checkpoints of one model config into ``out``.
 

@@ -56,13 +56,35 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _file_info(path: str | Path) -> dict:
+    """Path, size, modification time and a SHA-256 prefix: enough to tell which file was used."""
+    import hashlib
+    import time
+
+    p = Path(path)
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    st = p.stat()
+    return {"path": str(p.resolve()), "bytes": st.st_size, "sha256": h.hexdigest()[:16],
+            "modified": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.st_mtime))}
+
+
 def cmd_evaluate(args) -> int:
+    import dataclasses
+    import platform
+
+    import torch
+
+    import asr
+    from asr.config import to_dict
     from asr.data import read_manifest
     from asr.evaluate import evaluate
     from asr.report import write_report
     from asr.transcribe import load_model
 
-    model = load_model(args.model, _device(args.device))
+    model = load_model(args.model, _device(args.device), quantize=args.quantize or "")
     model.with_decoding(**_decode_overrides(args))
     utts = read_manifest(args.manifest, strict=False)
     if args.limit:
@@ -71,50 +93,169 @@ def cmd_evaluate(args) -> int:
         raise CLIError(f"{args.manifest}: no utterances to evaluate")
     res = evaluate(model, utts)
     out_dir = Path(args.out or Path(args.model).parent / f"eval-{Path(args.manifest).stem}-{model.decode_cfg.method}")
-    meta = {"model": str(Path(args.model).resolve()), "manifest": str(Path(args.manifest).resolve()),
-            "decode": {k: v for k, v in model.decode_cfg.__dict__.items()}}
+    state = getattr(model, "train_state", None) or {}
+    meta = {
+        "model": str(Path(args.model).resolve()),
+        "manifest": str(Path(args.manifest).resolve()),
+        "model_file": _file_info(args.model),
+        "model_kind": model.kind,
+        "manifest_file": dict(_file_info(args.manifest), utterances_used=len(utts)),
+        "decode": dataclasses.asdict(model.decode_cfg),
+        "lm_file": _file_info(model.decode_cfg.lm_path) if model.decode_cfg.lm_path else None,
+        "model_config": {k: to_dict(getattr(model.config, k)) for k in ("feature", "model", "tokenizer")},
+        "train_state": {k: state.get(k) for k in ("epoch", "step", "best_wer") if k in state} or None,
+        "device": str(model.device),
+        "command": " ".join(["asr"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith(("asr", "__main__.py")) else None,
+        "versions": {"asr": asr.__version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
     write_report(res, out_dir, meta)
     print(f"WER {100 * res.wer:.2f}%  CER {100 * res.cer:.2f}%  "
-          f"({len(res.utts)} utterances, {res.words.ref} words, {len(res.failed)} failed)  report: {out_dir}")
+          f"({len(res.utts)} utterances, {res.words.ref} words, {len(res.failed)} failed)  "
+          f"report: {out_dir / 'report.html'}")
     return 1 if res.failed and not res.utts else 0
 
 
+def cmd_compare(args) -> int:
+    from asr.report import compare_reports, format_comparison, read_report
+
+    try:
+        a, b = read_report(args.report_a), read_report(args.report_b)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    c = compare_reports(a, b)
+    if args.json:
+        print(json.dumps(c, indent=1, ensure_ascii=False))
+    else:
+        sys.stdout.write(format_comparison(c, args.limit))
+    return 0
+
+
+MODEL_SUFFIXES = (".pt", ".ts", ".onnx", ".pth")
+
+
+def _expand_inputs(inputs: list[str]) -> list[str]:
+    """Files as given, folders as their audio files (recursively, sorted), "-" as standard input."""
+    from asr.transcribe import AUDIO_EXTENSIONS
+
+    out: list[str] = []
+    for x in inputs:
+        p = Path(x)
+        if x != "-" and p.is_dir():
+            found = sorted(str(f) for f in p.rglob("*")
+                           if f.is_file() and f.suffix.lower().lstrip(".") in AUDIO_EXTENSIONS)
+            if not found:
+                print(f"asr: warning: {x}: no audio files in this folder", file=sys.stderr)
+            out += found
+        else:
+            out.append(x)
+    return out
+
+
+def _out_name(path: str, fmt: str, used: set[str]) -> str:
+    stem = "stdin" if path == "-" else Path(path).stem
+    name, i = f"{stem}.{fmt}", 2
+    while name in used:
+        name, i = f"{stem}-{i}.{fmt}", i + 1
+    used.add(name)
+    return name
+
+
 def cmd_transcribe(args) -> int:
+    import soundfile as sf
+    from tqdm import tqdm
+
     from asr.audio import AudioError
-    from asr.transcribe import load_model
+    from asr.subtitles import render
+    from asr.transcribe import load_model, read_stdin
 
     paths = list(args.inputs)
     if args.model is None:
         # `asr transcribe MODEL.pt FILE...` also works
-        if not paths or not paths[0].endswith(".pt"):
+        if not paths or not paths[0].endswith(MODEL_SUFFIXES):
             raise CLIError("give the model with --model MODEL.pt (or as the first argument)")
         args.model, paths = paths[0], paths[1:]
     if not paths:
         raise CLIError("no audio files given")
-    model = load_model(args.model, _device(args.device))
+    paths = _expand_inputs(paths)
+    if not paths:
+        raise CLIError("no audio files found in the given folders")
+    if paths.count("-") > 1:
+        raise CLIError("standard input (-) can be given only once")
+    if args.format in ("srt", "vtt") and len(paths) > 1 and not args.output_dir:
+        raise CLIError(f"--format {args.format} with several inputs needs --output-dir (one file per input)")
+    model = load_model(args.model, _device(args.device), quantize=args.quantize or "")
     model.with_decoding(**_decode_overrides(args))
-    failed = 0
+    if args.max_segment_seconds:
+        import dataclasses
+
+        model.segment_opts = dataclasses.replace(model.segment_opts, max_seconds=args.max_segment_seconds,
+                                                 search_seconds=min(model.segment_opts.search_seconds,
+                                                                    args.max_segment_seconds / 3))
+    out_dir = Path(args.output_dir) if args.output_dir else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    total = 0.0
     for p in paths:
         try:
-            t = model.transcribe(p)
-        except AudioError as e:
-            print(f"asr: error: {e}", file=sys.stderr)
+            total += sf.info(p).duration if p != "-" else 0.0
+        except Exception:  # unreadable files are reported when their turn comes
+            pass
+    show = not args.quiet and (len(paths) > 1 or total > 60)
+    bar = tqdm(total=round(total, 1), unit="audio-s", desc="transcribe", disable=None if show else True,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}]")
+    timestamps = args.format in ("json", "srt", "vtt")
+    failed, used = 0, set()
+    for p in paths:
+        try:
+            src = read_stdin() if p == "-" else p
+            t = model.transcribe(src, timestamps=timestamps, progress=bar.update)
+        except (AudioError, RuntimeError, ValueError, OSError) as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            name = "<stdin>" if p == "-" else p
+            bar.write(f"asr: error: {msg if msg.startswith(name) else f'{name}: {msg}'}", file=sys.stderr)
             failed += 1
             continue
         if args.format == "json":
-            print(json.dumps({"audio": p, "text": t.text, "duration": t.duration}, ensure_ascii=False))
-        elif len(paths) > 1:
-            print(f"{p}\t{t.text}")
+            text = json.dumps(dict(audio=p, **t.to_dict()), ensure_ascii=False)
+        elif args.format in ("srt", "vtt"):
+            text = render(t.words, args.format)
+        elif out_dir is None and len(paths) > 1:
+            text = f"{p}\t{t.text}"
         else:
-            print(t.text)
+            text = t.text
+        if out_dir is not None:
+            (out_dir / _out_name(p, args.format, used)).write_text(text + "\n")
+        else:
+            bar.write(text.rstrip("\n"), file=sys.stdout)
+    bar.close()
+    if failed and len(paths) > 1:
+        print(f"asr: {failed} of {len(paths)} inputs failed", file=sys.stderr)
     return 1 if failed else 0
 
 
-def cmd_average(args) -> int:
-    from asr.checkpoint import average_checkpoints
+def cmd_export(args) -> int:
+    from asr.export import ExportError, export_model
 
-    average_checkpoints(args.checkpoints, args.out)
-    print(args.out)
+    out = args.out or str(Path(args.model).with_suffix(
+        (".int8" if args.quantize else "") + (".onnx" if args.format == "onnx" else ".ts")))
+    try:
+        r = export_model(args.model, out, args.format, args.quantize or "")
+    except ExportError as e:
+        raise CLIError(str(e)) from None
+    print(f"{r['path']}: {r['format']}{' int8' if r['quantize'] else ''}, exported in {r['seconds']:.1f} s; "
+          f"max |log-prob difference| from the checkpoint on a test input: {r['max_abs_diff']:.2e}")
+    return 0
+
+
+def cmd_average(args) -> int:
+    from asr.checkpoint import average_checkpoints, best_checkpoints
+
+    paths: list[Path] = []
+    for c in args.checkpoints:
+        p = Path(c)
+        paths += best_checkpoints(p, args.best) if p.is_dir() else [p]
+    average_checkpoints(paths, args.out)
+    print(f"{args.out}: average of {len(paths)} checkpoints ({', '.join(p.name for p in paths)})")
     return 0
 
 
@@ -176,7 +317,8 @@ def cmd_tokenizer(args) -> int:
     from asr import datatools
 
     print(datatools.train_tokenizer_file(args.manifests, args.out, args.kind, args.vocab_size,
-                                         args.model_type, not args.keep_case, args.keep_chars))
+                                         args.model_type, not args.keep_case, args.keep_chars,
+                                         args.strip_accents))
     return 0
 
 
@@ -224,6 +366,7 @@ def _add_data_parsers(sub) -> None:
                     help="SentencePiece model type")
     tt.add_argument("--keep-case", action="store_true", help="do not lower-case the text")
     tt.add_argument("--keep-chars", default="'", help="punctuation kept by normalisation")
+    tt.add_argument("--strip-accents", action="store_true", help="normalise café to cafe")
     tk.set_defaults(func=cmd_tokenizer)
 
 
@@ -231,7 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asr", description="BiLSTM-CTC speech recognition")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train (or resume) a model from a YAML config")
+    t = sub.add_parser("train", help="train (or resume) a model from a YAML config",
+                       description="Train (or resume) a model. Several GPUs or machines: "
+                       "torchrun --nproc_per_node N -m asr train ... (see README).")
     t.add_argument("--config", "-c", help="YAML config (conf/*.yaml)")
     t.add_argument("--run-dir", help="run folder (same as run_dir=...)")
     t.add_argument("--no-resume", action="store_true", help="start fresh even if the run folder has last.pt")
@@ -245,19 +390,46 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--manifest", required=True)
     e.add_argument("--out", help="report folder (default: next to the model)")
     e.add_argument("--limit", type=int, default=0, help="only the first N utterances")
+    e.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of a checkpoint (CPU)")
     _add_decode_args(e)
     e.set_defaults(func=cmd_evaluate)
 
-    tr = sub.add_parser("transcribe", help="print transcripts of audio files")
-    tr.add_argument("--model", "-m")
-    tr.add_argument("inputs", nargs="*", help="audio files (MODEL.pt may come first instead of --model)")
-    tr.add_argument("--format", choices=["txt", "json"], default="txt")
+    c = sub.add_parser("compare", help="what changed between two evaluation reports, utterance by utterance")
+    c.add_argument("report_a", help="report.json (or its folder): the baseline")
+    c.add_argument("report_b", help="report.json (or its folder): the new run")
+    c.add_argument("--limit", type=int, default=50, help="changed utterances to print")
+    c.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    c.set_defaults(func=cmd_compare)
+
+    tr = sub.add_parser("transcribe", help="transcribe audio files, folders or standard input",
+                        description="Transcribe audio of any length: files in any format soundfile reads, "
+                        "folders (recursively), or - for standard input. Long recordings are cut at "
+                        "quiet points and stitched.")
+    tr.add_argument("--model", "-m", help="checkpoint or exported model (.pt, .ts, .onnx)")
+    tr.add_argument("inputs", nargs="*", help="audio files, folders or - (MODEL.pt may come first instead of --model)")
+    tr.add_argument("--format", "-f", choices=["txt", "json", "srt", "vtt"], default="txt",
+                    help="txt: text; json: one object per input with words, times and confidences; srt/vtt: subtitles")
+    tr.add_argument("--output-dir", "-o", help="write <name>.<format> per input here instead of printing")
+    tr.add_argument("--max-segment-seconds", type=float, default=0.0,
+                    help="longest piece decoded at once (default 30)")
+    tr.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of a checkpoint (CPU)")
+    tr.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     _add_decode_args(tr)
     tr.set_defaults(func=cmd_transcribe)
 
+    x = sub.add_parser("export", help="export a checkpoint to TorchScript or ONNX (optionally int8) for CPU inference")
+    x.add_argument("model", help="checkpoint written by asr train")
+    x.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
+    x.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of LSTM and linear layers")
+    x.add_argument("--out", "-o", help="output file (default: next to the model, .ts or .onnx)")
+    x.set_defaults(func=cmd_export)
+
     a = sub.add_parser("average", help="average the weights of checkpoints")
-    a.add_argument("checkpoints", nargs="+")
+    a.add_argument("checkpoints", nargs="+",
+                   help="checkpoint files, or a run folder (its best-by-dev-WER checkpoints)")
     a.add_argument("--out", "-o", required=True)
+    a.add_argument("--best", type=int, default=0,
+                   help="with a run folder: only its N best checkpoints (default: all kept)")
     a.set_defaults(func=cmd_average)
 
     _add_data_parsers(sub)
@@ -270,12 +442,14 @@ def main(argv: list[str] | None = None) -> int:
     from asr.config import ConfigError
     from asr.data import ManifestError
     from asr.decode.lm import LMError
+    from asr.export import ExportError
     from asr.train import TrainingError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CLIError, ConfigError, CheckpointError, ManifestError, AudioError, LMError, TrainingError) as e:
+    except (CLIError, ConfigError, CheckpointError, ManifestError, AudioError, LMError, TrainingError,
+            ExportError) as e:
         print(f"asr: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

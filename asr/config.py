@@ -88,6 +88,7 @@ class TokenizerConfig:
     sp_model_type: str = "unigram"  # SentencePiece "bpe" or "unigram"
     lowercase: bool = True  # normalise text to lower case
     keep_chars: str = "'"  # punctuation kept by normalisation (letters, digits, space always kept)
+    strip_accents: bool = False  # drop accents in normalisation ("café" -> "cafe")
     path: str = ""  # tokenizer file from `asr tokenizer train`; when set, used instead of training one
 
 
@@ -124,7 +125,7 @@ class TrainConfig:
     log_every: int = 20  # steps between log lines
     max_bad_steps: int = 20  # stop after this many consecutive non-finite losses
     average_last: int = 0  # average the best N checkpoints into model.pt at the end; 0 disables
-    eval_every: int = 0  # also compute dev loss/WER every N updates (logged); 0 = epoch ends only
+    eval_every: int = 0  # also compute dev loss/WER every N updates (logged; best checkpoints are chosen at epoch ends); 0 = off
 
     def __post_init__(self) -> None:
         _check_choice("train.optimizer", self.optimizer, ("adam", "adamw", "sgd"))

@@ -234,7 +234,7 @@ def manifest_stats(utts: list[Utterance], bins: int = 10, width: int = 40) -> st
 
 def train_tokenizer_file(manifests: list[str | Path], out: str | Path, kind: str = "char",
                          vocab_size: int = 256, model_type: str = "unigram", lowercase: bool = True,
-                         keep_chars: str = "'") -> str:
+                         keep_chars: str = "'", strip_accents: bool = False) -> str:
     """Train a tokenizer on the transcripts of manifests and save it (``asr tokenizer train``).
 
     Args:
@@ -245,6 +245,7 @@ def train_tokenizer_file(manifests: list[str | Path], out: str | Path, kind: str
         model_type: SentencePiece "bpe" or "unigram".
         lowercase: normalise to lower case.
         keep_chars: punctuation kept by normalisation.
+        strip_accents: drop accents in normalisation.
 
     Returns:
         a one-line summary.
@@ -256,7 +257,7 @@ def train_tokenizer_file(manifests: list[str | Path], out: str | Path, kind: str
     if not texts:
         raise ManifestError(f"{', '.join(map(str, manifests))}: no transcripts to train a tokenizer on")
     cfg = TokenizerConfig(kind=kind, vocab_size=vocab_size, sp_model_type=model_type,
-                          lowercase=lowercase, keep_chars=keep_chars)
+                          lowercase=lowercase, keep_chars=keep_chars, strip_accents=strip_accents)
     try:
         tok = train_tokenizer(texts, cfg)
     except RuntimeError as e:  # sentencepiece reports bad settings this way

@@ -1,6 +1,6 @@
 """Export for fast CPU inference: TorchScript, ONNX, and dynamic int8 quantisation.
 
-What is exported is the whole network a checkpoint holds, waveform to log-probs:
+TorchScript holds the whole network a checkpoint holds, waveform to log-probs:
 ``(wavs (B, S) float32, wav_lens (B,) int64) -> (log_probs (B, T, V), out_lens (B,))``,
 frontend (log-mel + CMVN) included, so an exported file cannot disagree with the
 checkpoint about features. The config and tokenizer travel inside the file
@@ -10,11 +10,16 @@ they do with a checkpoint; decoding (greedy or beam + LM) stays in Python.
 
 - TorchScript is produced by tracing on CPU (the model has no data-dependent control
   flow once on the CPU; lengths stay dynamic and padding is handled exactly).
-- ONNX uses the ``torch.export``-based exporter (``dynamo=True``); the older
-  TorchScript-based exporter cannot convert the STFT of the frontend.
+- ONNX holds the acoustic model only (features -> log-probs), exported with the
+  ``torch.export``-based exporter (``dynamo=True``): the older TorchScript-based
+  exporter cannot convert the frontend's STFT, and ``torch.export`` specialises the
+  waveform length inside it. The log-mel frontend runs in PyTorch, rebuilt from the
+  config and the CMVN statistics kept in the metadata.
 - int8: ``torch.ao.quantization.quantize_dynamic`` turns every ``nn.LSTM``, ``nn.GRU``
   and ``nn.Linear`` into a dynamically quantised module (int8 weights, activations
-  quantised per batch). For ONNX, onnxruntime's own dynamic quantiser is used.
+  quantised per batch); available for TorchScript export and, at load time, for
+  checkpoints (``load_model(path, quantize="int8")``). onnxruntime's own quantiser
+  fixed the ONNX graph's frame dimension in our tests, so ONNX export is float32 only.
 """
 
 from __future__ import annotations
@@ -104,6 +109,9 @@ def export_model(model_path: str | Path, out: str | Path, fmt: str = "torchscrip
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if quantize not in ("", "int8"):
         raise ExportError(f"quantize must be int8 or empty, got {quantize!r}")
+    if quantize and fmt == "onnx":
+        raise ExportError("int8 quantisation is available for TorchScript export (--format torchscript); "
+                          "ONNX export is float32")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     config, tokenizer, net, _ = load_checkpoint(model_path, "cpu")
@@ -119,7 +127,7 @@ def export_model(model_path: str | Path, out: str | Path, fmt: str = "torchscrip
             traced = torch.jit.trace(src, ex, check_trace=False)
         torch.jit.save(traced, str(out), _extra_files={META_KEY: _meta(config, tokenizer, kind)})
     else:  # torch.export (under the ONNX exporter) fails on dynamic shapes under no_grad
-        _export_onnx(net, ex, out, _meta(config, tokenizer, kind), quantize)
+        _export_onnx(net, ex, out, _meta(config, tokenizer, kind))
     seconds = time.time() - t0
     with torch.no_grad():
         got, _ = load_exported(out).net(*ex)
@@ -128,46 +136,54 @@ def export_model(model_path: str | Path, out: str | Path, fmt: str = "torchscrip
     return {"path": str(out), "format": fmt, "quantize": quantize, "seconds": seconds, "max_abs_diff": diff}
 
 
-def _export_onnx(net: nn.Module, ex, out: Path, meta: str, quantize: str) -> None:
+def _export_onnx(net: nn.Module, ex, out: Path, meta: str) -> None:
+    """Export the acoustic model (features -> log-probs); the frontend stays in PyTorch.
+
+    ``torch.export`` specialises the waveform length somewhere in the STFT framing, so
+    the whole network does not export with dynamic lengths; the CTC model alone does.
+    The CMVN statistics go into the metadata so the frontend can be rebuilt on load.
+    """
     try:
         import onnx
     except ImportError:
         raise ExportError("ONNX export needs the onnx and onnxscript packages: "
                           "pip install 'asr[export]'") from None
-    # Segments are at most SegmentOptions.max_seconds long; allow up to 120 s per utterance.
-    batch = torch.export.Dim("batch", min=1, max=64)
-    samples = torch.export.Dim("samples", min=400, max=16000 * 120)
-    tmp = out.with_suffix(".fp32.onnx") if quantize else out
+    with torch.no_grad():
+        feats, feat_lens = net.frontend(*ex)
+    frames = torch.export.Dim("frames", min=6, max=100_000)
+    batch = torch.export.Dim("batch", min=1, max=1024)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, ex, str(tmp), dynamo=True, verbose=False,
-                          input_names=["wavs", "wav_lens"], output_names=["log_probs", "out_lens"],
-                          dynamic_shapes=({0: batch, 1: samples}, {0: batch}))
-    if quantize:
-        from onnxruntime.quantization import QuantType
-        from onnxruntime.quantization import quantize_dynamic as ort_quantize
-
-        ort_quantize(str(tmp), str(out), weight_type=QuantType.QInt8)
-        tmp.unlink(missing_ok=True)
+        torch.onnx.export(net.ctc, (feats, feat_lens), str(out), dynamo=True, verbose=False,
+                          input_names=["feats", "feat_lens"], output_names=["log_probs", "out_lens"],
+                          dynamic_shapes=({0: batch, 1: frames}, {0: batch}))
     m = onnx.load(str(out))
-    m.metadata_props.add(key=META_KEY, value=meta)
+    d = json.loads(meta)
+    d["cmvn_mean"] = net.frontend.cmvn_mean.tolist()
+    d["cmvn_std"] = net.frontend.cmvn_std.tolist()
+    m.metadata_props.add(key=META_KEY, value=json.dumps(d))
     onnx.save(m, str(out))
 
 
 class OnnxNet:
-    """An onnxruntime session with the ``net(wavs, wav_lens) -> (log_probs, out_lens)`` call."""
+    """Frontend in PyTorch + acoustic model in onnxruntime, called like the ASRModel.
 
-    def __init__(self, path: Path, threads: int = 0):
+    ``net(wavs (B, S), wav_lens (B,)) -> (log_probs (B, T, V), out_lens (B,))``
+    """
+
+    def __init__(self, path: Path, frontend: nn.Module, threads: int = 0):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads or torch.get_num_threads()
         so.log_severity_level = 3  # the exporter's static output-shape hints trigger harmless warnings
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.frontend = frontend.eval()
 
     def __call__(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lp, lens = self.session.run(None, {"wavs": wavs.cpu().float().numpy(),
-                                           "wav_lens": wav_lens.cpu().long().numpy()})
+        with torch.no_grad():
+            feats, feat_lens = self.frontend(wavs.cpu().float(), wav_lens.cpu())
+        lp, lens = self.session.run(None, {"feats": feats.numpy(), "feat_lens": feat_lens.long().numpy()})
         return torch.from_numpy(np.asarray(lp)), torch.from_numpy(np.asarray(lens))
 
 
@@ -195,10 +211,17 @@ def load_exported(path: str | Path):
         if META_KEY not in meta:
             raise ExportError(f"{path}: not written by `asr export` (no '{META_KEY}' metadata)")
         config, tokenizer, kind = _from_meta(meta[META_KEY], path)
-        return Model(OnnxNet(path), config, tokenizer, path, "cpu", kind=kind)
+        from asr.features import Frontend
+
+        frontend = Frontend(config.feature)
+        d = json.loads(meta[META_KEY])
+        frontend.set_cmvn(torch.tensor(d["cmvn_mean"]), torch.tensor(d["cmvn_std"]))
+        return Model(OnnxNet(path, frontend), config, tokenizer, path, "cpu", kind=kind)
     extra = {META_KEY: ""}
     try:
-        net = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit deprecation notice
+            net = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except (RuntimeError, ValueError) as e:
         raise ExportError(f"{path}: not a readable TorchScript file ({str(e).splitlines()[0]})") from None
     if not extra[META_KEY]:

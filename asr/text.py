@@ -19,13 +19,27 @@ BLANK = "<blank>"
 _SPACES = re.compile(r"\s+")
 
 
-def normalize_text(text: str, lowercase: bool = True, keep_chars: str = "'") -> str:
+def normalize_text(text: str, lowercase: bool = True, keep_chars: str = "'",
+                   strip_accents: bool = False) -> str:
     """Unicode-normalise, case-fold, drop punctuation not in ``keep_chars``, squeeze spaces.
+
+    Args:
+        text: raw transcript.
+        lowercase: fold to lower case.
+        keep_chars: punctuation to keep (letters, digits and spaces are always kept).
+        strip_accents: drop combining marks (``café`` -> ``cafe``).
+
+    Returns:
+        the normalised text: single spaces, no leading or trailing space.
 
     >>> normalize_text("Hello,  World! It's   OK.")
     "hello world it's ok"
+    >>> normalize_text("Café — naïve", strip_accents=True)
+    'cafe naive'
     """
     text = unicodedata.normalize("NFKC", text)
+    if strip_accents:
+        text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
     if lowercase:
         text = text.lower()
     out = []
@@ -46,26 +60,30 @@ class CharTokenizer:
 
     kind = "char"
 
-    def __init__(self, chars: Iterable[str], lowercase: bool = True, keep_chars: str = "'"):
+    def __init__(self, chars: Iterable[str], lowercase: bool = True, keep_chars: str = "'",
+                 strip_accents: bool = False):
         chars = sorted(set(chars) - {BLANK})
         self.vocab = [BLANK] + chars
         self.index = {c: i for i, c in enumerate(self.vocab)}
         self.lowercase = lowercase
         self.keep_chars = keep_chars
+        self.strip_accents = strip_accents
 
     @classmethod
-    def train(cls, texts: Iterable[str], lowercase: bool = True, keep_chars: str = "'") -> CharTokenizer:
+    def train(cls, texts: Iterable[str], lowercase: bool = True, keep_chars: str = "'",
+              strip_accents: bool = False) -> CharTokenizer:
+        """Vocabulary = the characters of the normalised ``texts``, plus the space."""
         chars: set[str] = set()
         for t in texts:
-            chars.update(normalize_text(t, lowercase, keep_chars))
+            chars.update(normalize_text(t, lowercase, keep_chars, strip_accents))
         chars.add(" ")
-        return cls(chars, lowercase, keep_chars)
+        return cls(chars, lowercase, keep_chars, strip_accents)
 
     def __len__(self) -> int:
         return len(self.vocab)
 
     def normalize(self, text: str) -> str:
-        return normalize_text(text, self.lowercase, self.keep_chars)
+        return normalize_text(text, self.lowercase, self.keep_chars, self.strip_accents)
 
     def unknown_chars(self, text: str) -> set[str]:
         return {c for c in self.normalize(text) if c not in self.index}
@@ -90,11 +108,12 @@ class CharTokenizer:
             "vocab": list(self.vocab),
             "lowercase": self.lowercase,
             "keep_chars": self.keep_chars,
+            "strip_accents": self.strip_accents,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> CharTokenizer:
-        return cls(d["vocab"][1:], d["lowercase"], d["keep_chars"])
+        return cls(d["vocab"][1:], d["lowercase"], d["keep_chars"], d.get("strip_accents", False))
 
 
 class SentencePieceTokenizer:
@@ -102,13 +121,15 @@ class SentencePieceTokenizer:
 
     kind = "sentencepiece"
 
-    def __init__(self, model_proto: bytes, lowercase: bool = True, keep_chars: str = "'"):
+    def __init__(self, model_proto: bytes, lowercase: bool = True, keep_chars: str = "'",
+                 strip_accents: bool = False):
         import sentencepiece as spm
 
         self.model_proto = bytes(model_proto)
         self.sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
         self.lowercase = lowercase
         self.keep_chars = keep_chars
+        self.strip_accents = strip_accents
         self.vocab = [BLANK] + [self.sp.id_to_piece(i) for i in range(self.sp.get_piece_size())]
 
     @classmethod
@@ -119,14 +140,16 @@ class SentencePieceTokenizer:
         model_type: str = "unigram",
         lowercase: bool = True,
         keep_chars: str = "'",
+        strip_accents: bool = False,
     ) -> SentencePieceTokenizer:
+        """Train SentencePiece on the normalised ``texts`` (``model_type`` "bpe" or "unigram")."""
         import sentencepiece as spm
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "text.txt"
             with open(path, "w") as f:
                 for t in texts:
-                    n = normalize_text(t, lowercase, keep_chars)
+                    n = normalize_text(t, lowercase, keep_chars, strip_accents)
                     if n:
                         f.write(n + "\n")
             prefix = str(Path(tmp) / "sp")
@@ -144,13 +167,13 @@ class SentencePieceTokenizer:
                 minloglevel=2,
             )
             proto = Path(prefix + ".model").read_bytes()
-        return cls(proto, lowercase, keep_chars)
+        return cls(proto, lowercase, keep_chars, strip_accents)
 
     def __len__(self) -> int:
         return len(self.vocab)
 
     def normalize(self, text: str) -> str:
-        return normalize_text(text, self.lowercase, self.keep_chars)
+        return normalize_text(text, self.lowercase, self.keep_chars, self.strip_accents)
 
     def unknown_chars(self, text: str) -> set[str]:
         norm = self.normalize(text)
@@ -179,11 +202,12 @@ class SentencePieceTokenizer:
             "model_proto": self.model_proto,
             "lowercase": self.lowercase,
             "keep_chars": self.keep_chars,
+            "strip_accents": self.strip_accents,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> SentencePieceTokenizer:
-        return cls(d["model_proto"], d["lowercase"], d["keep_chars"])
+        return cls(d["model_proto"], d["lowercase"], d["keep_chars"], d.get("strip_accents", False))
 
 
 Tokenizer = CharTokenizer | SentencePieceTokenizer
@@ -242,10 +266,11 @@ def train_tokenizer(texts: list[str], cfg) -> Tokenizer:
     """
     if getattr(cfg, "path", ""):
         return load_tokenizer(cfg.path)
+    strip = getattr(cfg, "strip_accents", False)
     if cfg.kind == "char":
-        return CharTokenizer.train(texts, cfg.lowercase, cfg.keep_chars)
+        return CharTokenizer.train(texts, cfg.lowercase, cfg.keep_chars, strip)
     if cfg.kind == "sentencepiece":
         return SentencePieceTokenizer.train(
-            texts, cfg.vocab_size, cfg.sp_model_type, cfg.lowercase, cfg.keep_chars
+            texts, cfg.vocab_size, cfg.sp_model_type, cfg.lowercase, cfg.keep_chars, strip
         )
     raise ValueError(f"tokenizer.kind must be 'char' or 'sentencepiece', got {cfg.kind!r}")

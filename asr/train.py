@@ -427,6 +427,11 @@ class Trainer:
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.is_main)
         last = self.ckpt_dir / "last.pt"
         self.resume_obj = read_checkpoint(last) if (resume and last.is_file()) else None
+        if self.world > 1:
+            (resuming,) = self._all_reduce([float(self.resume_obj is not None)])
+            if resuming not in (0, self.world):
+                raise TrainingError(f"only {int(resuming)} of {self.world} processes found {last}: "
+                                    "run_dir must be on storage that every node shares")
         if self.resume_obj is None and self.is_main:
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh file
         self._setup_data_and_model()

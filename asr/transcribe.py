@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from asr.align import word_timestamps
+from asr.align import frame_energy_db, word_timestamps
 from asr.audio import AudioError, _reason, resample
 from asr.config import Config, DecodeConfig
 from asr.decode import BeamOptions, beam_search, greedy_search
@@ -181,6 +181,7 @@ class Model:
         self.min_samples = int(round(self.sample_rate * config.feature.win_ms / 1000))
         self.decode_cfg = decode or config.decode
         self.segment_opts = SegmentOptions()
+        self.train_state: dict = {}  # epoch, step, best_wer... of a checkpoint
         self._lm = None
         self._lm_path = None
         self._lexicon = None
@@ -216,7 +217,9 @@ class Model:
         if d.method not in ("greedy", "beam"):
             raise ValueError(f"decode.method must be greedy or beam, got {d.method!r}")
         lm, lexicon = self._resources()
-        opts = BeamOptions(d.beam_size, d.token_topk, d.token_min_logp, d.lm_weight, d.word_bonus, d.nbest)
+        # every decode-config field that BeamOptions also has (beam_size, lm_weight, ...) is passed on
+        names = {f.name for f in dataclasses.fields(BeamOptions)} & {f.name for f in dataclasses.fields(d)}
+        opts = BeamOptions(**{k: getattr(d, k) for k in names})
         out = []
         for hyps in beam_search(log_probs, lengths, opts, self.tokenizer.token_strings(), lm, lexicon):
             texts = [(self.tokenizer.decode(h.tokens), h.score) for h in hyps]
@@ -237,10 +240,38 @@ class Model:
         for i, (t, w) in enumerate(zip(out, wavs)):
             t.duration = w.size / self.sample_rate
             if timestamps:
-                words = word_timestamps(lp[i, : int(lens[i])], t.tokens, self.tokenizer.token_strings(),
-                                        self.frame_shift, offsets[i] if offsets else 0.0)
+                T = int(lens[i])
+                energy = frame_energy_db(w, T, int(round(self.frame_shift * self.sample_rate)))
+                words = word_timestamps(lp[i, :T], t.tokens, self.tokenizer.token_strings(),
+                                        self.frame_shift, offsets[i] if offsets else 0.0, energy_db=energy)
                 t.words = [wd.to_dict() for wd in words]
         return out
+
+    def align(self, audio: str | Path | np.ndarray, text: str, sample_rate: int | None = None) -> list[dict]:
+        """Word times of a known transcript in a short recording (CTC forced alignment).
+
+        Args:
+            audio: a path or a float array (samples,) at ``sample_rate``.
+            text: the transcript; normalised like the model's training text.
+            sample_rate: the array's rate (default: the model's rate).
+
+        Returns:
+            [{"word", "start", "end", "confidence"}] for the words of ``text``, in order.
+        """
+        if isinstance(audio, np.ndarray):
+            wav = audio.astype(np.float32).reshape(audio.shape[0], -1).mean(1)
+            wav = resample(wav, sample_rate or self.sample_rate, self.sample_rate)
+        else:
+            from asr.audio import load_audio
+
+            wav = load_audio(audio, self.sample_rate)
+        lp, lens = self.log_probs([wav])
+        T = int(lens[0])
+        energy = frame_energy_db(wav, T, int(round(self.frame_shift * self.sample_rate)))
+        tokens = self.tokenizer.encode(self.tokenizer.normalize(text))
+        words = word_timestamps(lp[0, :T], tokens, self.tokenizer.token_strings(), self.frame_shift,
+                                energy_db=energy)
+        return [w.to_dict() for w in words]
 
     def transcribe(self, audio: str | Path | bytes | np.ndarray, sample_rate: int | None = None,
                    timestamps: bool = False,
@@ -324,14 +355,16 @@ def load_model(path: str | Path, device: str = "cpu", quantize: str = "") -> Mod
         return load_exported(path)
     from asr.checkpoint import load_checkpoint
 
-    config, tokenizer, net, _ = load_checkpoint(path, device)
+    config, tokenizer, net, raw = load_checkpoint(path, device)
     kind = "checkpoint"
     if quantize:
         from asr.export import quantize_dynamic_int8
 
         net, kind = quantize_dynamic_int8(net.cpu()), "int8"
         device = "cpu"
-    return Model(net, config, tokenizer, path, device, kind=kind)
+    model = Model(net, config, tokenizer, path, device, kind=kind)
+    model.train_state = raw.get("state") or {}
+    return model
 
 
 def read_stdin() -> bytes:

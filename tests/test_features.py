@@ -69,7 +69,8 @@ def test_batched_features_equal_per_utterance_features(kind, cmvn):
     fe = Frontend(FeatureConfig(kind=kind, cmvn=cmvn, n_mels=64, win_ms=20, hop_ms=12.5))
     feats, lens = fe(*batch_of(wavs))
     assert lens.tolist() == fe.num_frames(torch.tensor([w.size for w in wavs])).tolist()
-    assert lens.tolist() == [(n - 320) // 200 + 1 for n in (12000, wav.size, 4000)]
+    # 20 ms window = 320 samples, centred in a 512-point FFT frame; hop 12.5 ms = 200 samples
+    assert lens.tolist() == [(n - 512) // 200 + 1 for n in (12000, wav.size, 4000)]
     for i, w in enumerate(wavs):
         one, n = fe(*batch_of([w]))
         assert int(n[0]) == int(lens[i])
@@ -125,11 +126,11 @@ def test_spec_augment_masks_are_bounded_seeded_and_inside_lengths():
     zero = a == 0
     freq_masked = zero.all(1)  # (B, F): bins zeroed at every frame
     time_masked = zero.all(2)  # (B, T): frames zeroed in every bin
+    assert freq_masked.any() and time_masked.any()
     for i in range(3):
-        assert 0 < freq_masked[i].sum() <= 2 * 10 or time_masked[i].sum() > 0
-        assert freq_masked[i].sum() <= 20
+        assert freq_masked[i].sum() <= 2 * 10
         assert time_masked[i].sum() <= 2 * min(30, int(lens[i] * 0.2))
-        assert not time_masked[i, lens[i]:].any() or lens[i] == 200
+        assert not time_masked[i, lens[i]:].any()  # masks stay inside the utterance
     off = dataclasses.replace(cfg, freq_masks=0, time_masks=0)
     assert torch.equal(spec_augment(feats, lens, off), feats)
 
@@ -168,7 +169,7 @@ def test_recording_level_does_not_change_the_transcript(tiny_digits_model):
     fe_off = Frontend(dataclasses.replace(cfg.feature, level_norm=False))
     fe_off.load_state_dict(net.frontend.state_dict())
     quiet, loud = fe_off(*batch_of(wavs[:1])), fe_off(*batch_of([wavs[0] * 10]))
-    assert (quiet[0] - loud[0]).abs().max() > 1.0
+    assert (quiet[0] - loud[0]).abs().max() > 0.5  # ln(100) / CMVN std in speech frames
     with torch.no_grad():
         a, b = net.frontend(*batch_of(wavs[:1])), net.frontend(*batch_of([wavs[0] * 10]))
     assert (a[0] - b[0]).abs().max() < 1e-3

@@ -40,6 +40,7 @@ def test_batched_output_equals_per_utterance_output(rnn_type, subsampling, bidir
             torch.testing.assert_close(out[b, : out_lens[b]], single[0], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
 def test_lstm_with_projection_is_padding_invariant_and_sized():
     torch.manual_seed(0)
     cfg = ModelConfig(rnn_type="lstm", num_layers=2, hidden_size=16, proj_size=6, subsampling="stack2")

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, WORDS, make_digit_utterance
 
 from asr.checkpoint import read_checkpoint
 from asr.config import load_config
 from asr.train import LRSchedule, Trainer, TrainState, train
-from conftest import ROOT, WORDS, make_digit_utterance
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
 BASE = [  # a tiny model on 8 kHz FSDD digits (features as in conf/digits.yaml)
@@ -173,3 +173,19 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     b = read_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_cuda_amp_training_runs_and_resumes_the_scaler(tmp_path, amp):
+    m = write_manifest(tmp_path, "train", [[1, 2], [3, 4], [5, 6], [7]])
+    cfg = config(tmp_path / "run", m, "train.device=cuda", f"train.amp={amp}", "train.epochs=2")
+    t = Trainer(cfg, resume=False)
+    assert t.amp == (torch.bfloat16 if amp == "bf16" else torch.float16)
+    assert t.scaler.is_enabled() == (amp == "fp16")
+    t.fit()
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) for r in records if "loss" in r)
+    state = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["state"]
+    assert (state["scaler"] is not None) == (amp == "fp16")

@@ -11,7 +11,8 @@
 //   lm_sentence(lm, words: list[str], bos: bool, eos: bool) -> float   log10 P(sentence)
 //   decoder_new(token_bytes: list[bytes], kinds: list[int], lm | None, lexicon: list[str] | None)
 //   decode(decoder, log_probs: buffer float32 (B, T, V), lengths: buffer int64 (B,),
-//          beam_size, token_topk, token_min_logp, alpha, beta, nbest, beam_threshold, threads)
+//          beam_size, token_topk, token_min_logp, alpha, beta, oov_penalty, nbest, beam_threshold,
+//          threads)
 //       -> list (B) of lists of (token ids, score, ctc_score, lm_score)
 
 #define PY_SSIZE_T_CLEAN
@@ -125,6 +126,7 @@ class NGramModel {
     std::vector<std::string> words;
     int32_t unk = -1, bos = -1, eos = -1;
     double unk_log10 = -100.0;  // used when the ARPA has no <unk>, as KenLM does
+    bool nonpositive = true;    // no probability or back-off above log10 0: scores never rise
 
     std::vector<double> prob;         // entry -> log10 probability
     std::vector<int32_t> entry_state;  // entry -> state id (order < N) or -1
@@ -299,6 +301,8 @@ class NGramModel {
         bos = it == word_id.end() ? -1 : it->second;
         it = word_id.find("</s>");
         eos = it == word_id.end() ? -1 : it->second;
+        for (double p : prob) nonpositive = nonpositive && p <= 0.0;
+        for (double b : backoff) nonpositive = nonpositive && b <= 0.0;
     }
 
   private:
@@ -345,9 +349,11 @@ struct Decoder {
     int blank = 0;
     std::vector<int> kind;
     std::vector<std::string> chars;  // UTF-8 characters a token adds to the current word
+    std::vector<int32_t> start_node;  // WORD_START tokens: trie node of their characters from the root
     const NGramModel* lm = nullptr;
     bool lexicon = false;
     bool use_words = false;
+    bool oov_mode = false;  // LM without lexicon: count words outside the LM's vocabulary
     // character trie over the lexicon's words (with a lexicon) or the LM's words (without)
     std::vector<int32_t> trie_word;  // node -> LM word id (or unk) if a word ends here, else -2
     U64Map trie_child{256};
@@ -375,6 +381,14 @@ struct Decoder {
     }
 
     int32_t lm_word(const std::string& w) const { return lm ? lm->lookup_word(w) : -1; }
+
+    void finish_init() {
+        use_words = lm != nullptr || lexicon;
+        oov_mode = lm != nullptr && !lexicon;
+        start_node.assign(V, 0);
+        for (int c = 0; c < V; ++c)
+            if (kind[c] == WORD_START) start_node[c] = trie_walk(0, chars[c]);
+    }
 };
 
 struct Options {
@@ -383,6 +397,7 @@ struct Options {
     double token_min_logp = -12.0;
     double alpha = 0.5;
     double beta = 1.0;
+    double oov_penalty = 0.0;
     int nbest = 1;
     double beam_threshold = 0.0;
 };
@@ -392,17 +407,26 @@ struct Result {
     double score, ctc, lm;
 };
 
-// One prefix of the search: a node of the prefix tree with its word bookkeeping.
+// What a prefix knows about its words.
+struct WordState {
+    int32_t lm_state = 0;
+    int32_t trie = 0;      // node of the partial word in the word trie; -1 = off the trie
+    int32_t n_words = 0;   // completed words
+    int32_t n_oov = 0;     // words (the partial one included) outside the LM's vocabulary
+    bool partial = false;  // the current word has characters
+    double lm_score = 0.0; // ln P_lm of the completed words
+};
+
+// A prefix of the search: a node of the prefix tree. Nodes are canonical (one per prefix, found
+// through the (parent, token) map), so two beam entries never hold the same prefix.
 struct Node {
     int32_t parent;
     int32_t token;
-    int32_t lm_state;
-    int32_t trie;      // node in the word trie for the current partial word; -1 = off the trie
-    int32_t n_words;   // completed words
-    bool partial;      // the current word has characters
-    double lm_score;   // ln P_lm of the completed words
-    int32_t stamp;     // frame in which the node was last put into the next beam
-    int32_t slot;      // its position there
+    WordState w;
+    int8_t completed = 0;  // 0: the completion below is not computed yet; 1 valid; -1 rejected
+    WordState done;        // the state after completing the partial word
+    int32_t stamp = -1;    // frame in which the node is in the beam
+    int32_t beam = 0;      // its index there
 };
 
 struct Beam {
@@ -411,58 +435,176 @@ struct Beam {
     double score;
 };
 
+// A new prefix (parent beam entry + token), scored before it is given a node.
+struct Extension {
+    int32_t from;  // beam index of the parent
+    int32_t token;
+    int64_t key;   // rank among equal scores: (beam, token) order, after the kept prefixes
+    double pnb;
+    double score;
+    WordState w;
+};
+
 class Search {
   public:
     Search(const Decoder& d, const Options& o) : d_(d), o_(o) {}
 
+    // Per frame: every beam entry keeps its prefix (blank, or a repeat of its last token) and
+    // extends it by each candidate token. An extension that equals a prefix already in the beam
+    // merges into it; the others are new prefixes, scored without creating nodes, and only those
+    // that make the beam get one. Entries are ranked (score desc, then: kept prefixes in beam
+    // order, then extensions in (beam, token) order), exactly as the Python reference does.
     std::vector<Result> run(const float* lp, int T) {
         nodes_.clear();
         children_.reset(1024);
-        Node root{-1, -1, d_.lm ? d_.lm->begin_state() : 0, 0, 0, false, 0.0, -1, 0};
+        Node root{-1, -1, WordState{}, 0, WordState{}, -1, 0};
+        root.w.lm_state = d_.lm ? d_.lm->begin_state() : 0;
         nodes_.push_back(root);
         std::vector<Beam> beams{{0, 0.0, NEG_INF, 0.0}};
         const int V = d_.V;
         const int k = (o_.token_topk > 0 && o_.token_topk < V) ? o_.token_topk : V;
+        const size_t width = static_cast<size_t>(std::max(1, o_.beam_size));
         std::vector<int> cand, order(V);
-        std::vector<Beam> next;
-        std::vector<int32_t> rank;
+        std::vector<Beam> kept, next;
+        std::vector<Extension> ext;
+        std::vector<int32_t> rank, merge_head, merge_next, heap, cands, is_cand(V, -1);
+        std::vector<double> scores, kept_lb;
+        int32_t nb = 0;
+        // heap items: id < nb is kept prefix id (at its lower bound), else extension id - nb
+        auto item_score = [&](int32_t id) { return id < nb ? kept_lb[id] : ext[id - nb].score; };
+        auto item_key = [&](int32_t id) { return id < nb ? static_cast<int64_t>(id) : ext[id - nb].key; };
+        // "a ranks above b": higher score, or equal score and earlier (kept prefixes in beam
+        // order, then new ones in (beam, token) order); the heap keeps the lowest-ranked on top
+        auto ranks_above = [&](int32_t a, int32_t b) {
+            const double sa = item_score(a), sb = item_score(b);
+            if (sa != sb) return sa > sb;
+            return item_key(a) < item_key(b);
+        };
+        // how much completing a word can raise a score (for the early stop below); infinite
+        // when the weights or the LM allow scores to rise
+        double rise = 0.0;
+        if (d_.use_words) {
+            const bool bounded = o_.alpha >= 0 && o_.oov_penalty <= 0 && (!d_.lm || d_.lm->nonpositive);
+            rise = bounded ? std::max(0.0, o_.beta) : std::numeric_limits<double>::infinity();
+        }
         for (int t = 0; t < T; ++t) {
             const float* frame = lp + static_cast<size_t>(t) * V;
             select_tokens(frame, k, order, cand);
+            for (int c : cand) is_cand[c] = t;
+            std::sort(cand.begin(), cand.end(), [frame](int a, int b) {
+                return frame[a] != frame[b] ? frame[a] > frame[b] : a < b;
+            });
             const double p_blank = frame[d_.blank];
-            next.clear();
-            for (const Beam& b : beams) {
-                const double p_tot = logaddexp(b.pb, b.pnb);
-                add(next, t, b.node, p_tot + p_blank, NEG_INF);
-                const int32_t last = nodes_[b.node].token;
-                for (int c : cand) {
-                    const double pc = frame[c];
-                    if (c == last) {
-                        add(next, t, b.node, NEG_INF, b.pnb + pc);
-                        const int32_t child = extend(b.node, c);
-                        if (child >= 0) add(next, t, child, NEG_INF, b.pb + pc);
-                    } else {
-                        const int32_t child = extend(b.node, c);
-                        if (child >= 0) add(next, t, child, NEG_INF, p_tot + pc);
-                    }
+            nb = static_cast<int32_t>(beams.size());
+            // which beam entries are children of which (for merging extensions into them)
+            for (int32_t j = 0; j < nb; ++j) {
+                nodes_[beams[j].node].stamp = t;
+                nodes_[beams[j].node].beam = j;
+            }
+            merge_head.assign(nb, -1);
+            merge_next.assign(nb, -1);
+            for (int32_t j = 0; j < nb; ++j) {
+                const int32_t p = nodes_[beams[j].node].parent;
+                if (p >= 0 && nodes_[p].stamp == t) {
+                    const int32_t i = nodes_[p].beam;
+                    merge_next[j] = merge_head[i];
+                    merge_head[i] = j;
                 }
             }
-            for (Beam& b : next) b.score = total(b);
-            rank.resize(next.size());
-            for (size_t i = 0; i < next.size(); ++i) rank[i] = static_cast<int32_t>(i);
-            const size_t keep = std::min(next.size(), static_cast<size_t>(std::max(1, o_.beam_size)));
-            auto better = [&next](int32_t a, int32_t b) {
-                if (next[a].score != next[b].score) return next[a].score > next[b].score;
+            kept.resize(nb);
+            kept_lb.resize(nb);
+            heap.clear();
+            ext.clear();
+            for (int32_t j = 0; j < nb; ++j) {
+                const double pb = logaddexp(beams[j].pb, beams[j].pnb) + p_blank;
+                kept[j] = {beams[j].node, pb, NEG_INF, 0.0};
+                // merges only add to a kept prefix: this is a lower bound of its final score
+                kept_lb[j] = d_.use_words ? pb + word_term(nodes_[beams[j].node].w) : pb;
+                heap.push_back(j);
+                std::push_heap(heap.begin(), heap.end(), ranks_above);
+            }
+            for (int32_t i = 0; i < nb; ++i) {
+                const Beam& b = beams[i];
+                const double p_tot = logaddexp(b.pb, b.pnb);
+                const int32_t last = nodes_[b.node].token;
+                const double parent_words = d_.use_words ? word_term(nodes_[b.node].w) : 0.0;
+                // merges: a repeat without blank stays the same prefix; an extension equal to a
+                // kept prefix adds to it (after a blank, a repeat is a new token)
+                if (last >= 0 && is_cand[last] == t)
+                    kept[i].pnb = logaddexp(kept[i].pnb, b.pnb + frame[last]);
+                for (int32_t j = merge_head[i]; j >= 0; j = merge_next[j]) {
+                    const int32_t c = nodes_[beams[j].node].token;
+                    if (is_cand[c] == t)
+                        kept[j].pnb = logaddexp(kept[j].pnb, (c == last ? b.pb : p_tot) + frame[c]);
+                }
+                // new prefixes, most likely token first. Only the ``width`` best can make the
+                // beam: the heap holds the best so far (kept prefixes at their lower bound, new
+                // ones exactly); once even an upper bound cannot beat its top, stop.
+                for (int c : cand) {
+                    const double pc = frame[c];
+                    const bool full = heap.size() >= width;
+                    if (full && p_tot + pc + parent_words + rise < item_score(heap.front())) break;
+                    int32_t j = merge_head[i];
+                    while (j >= 0 && nodes_[beams[j].node].token != c) j = merge_next[j];
+                    if (j >= 0) continue;  // merged above
+                    const double val = (c == last ? b.pb : p_tot) + pc;
+                    if (val == NEG_INF) continue;
+                    Extension e{i, c, static_cast<int64_t>(nb) + static_cast<int64_t>(i) * V + c, val, val,
+                                WordState{}};
+                    if (d_.use_words) {
+                        if (!extend_words(b.node, c, e.w)) continue;
+                        e.score = val + word_term(e.w);
+                    }
+                    if (full) {
+                        const int32_t top = heap.front();
+                        const double ts = item_score(top);
+                        if (e.score < ts || (e.score == ts && e.key > item_key(top))) continue;
+                        std::pop_heap(heap.begin(), heap.end(), ranks_above);
+                        heap.pop_back();
+                    }
+                    ext.push_back(e);
+                    heap.push_back(nb + static_cast<int32_t>(ext.size()) - 1);
+                    std::push_heap(heap.begin(), heap.end(), ranks_above);
+                }
+            }
+            // rank all kept prefixes (now with their merged scores) and the surviving new ones
+            cands.clear();
+            for (int32_t j = 0; j < nb; ++j) cands.push_back(j);
+            for (int32_t id : heap)
+                if (id >= nb) cands.push_back(id);
+            std::sort(cands.begin() + nb, cands.end(),
+                      [&](int32_t a, int32_t b) { return ext[a - nb].key < ext[b - nb].key; });
+            const size_t total = cands.size();
+            scores.resize(total);
+            for (int32_t j = 0; j < nb; ++j) {
+                const double s = logaddexp(kept[j].pb, kept[j].pnb);
+                scores[j] = d_.use_words ? s + word_term(nodes_[kept[j].node].w) : s;
+            }
+            for (size_t r = nb; r < total; ++r) scores[r] = ext[cands[r] - nb].score;
+            rank.resize(total);
+            for (size_t i = 0; i < total; ++i) rank[i] = static_cast<int32_t>(i);
+            const size_t keep = std::min(total, width);
+            auto better = [&scores](int32_t a, int32_t b) {
+                if (scores[a] != scores[b]) return scores[a] > scores[b];
                 return a < b;
             };
-            std::partial_sort(rank.begin(), rank.begin() + keep, rank.end(), better);
-            beams.clear();
-            const double floor = o_.beam_threshold > 0 ? next[rank[0]].score - o_.beam_threshold : NEG_INF;
-            for (size_t i = 0; i < keep; ++i) {
-                const Beam& b = next[rank[i]];
-                if (i > 0 && b.score < floor) break;
-                beams.push_back(b);
+            if (keep < total) std::nth_element(rank.begin(), rank.begin() + keep, rank.end(), better);
+            std::sort(rank.begin(), rank.begin() + keep, better);
+            const double floor = o_.beam_threshold > 0 ? scores[rank[0]] - o_.beam_threshold : NEG_INF;
+            next.clear();
+            for (size_t r = 0; r < keep; ++r) {
+                const int32_t idx = rank[r];
+                if (r > 0 && scores[idx] < floor) break;
+                if (static_cast<size_t>(idx) < kept.size()) {
+                    Beam b = kept[idx];
+                    b.score = scores[idx];
+                    next.push_back(b);
+                } else {
+                    const Extension& e = ext[cands[idx] - nb];
+                    next.push_back({child(beams[e.from].node, e.token, e.w), NEG_INF, e.pnb, e.score});
+                }
             }
+            beams.swap(next);
         }
         return finish(beams);
     }
@@ -492,73 +634,71 @@ class Search {
         }
     }
 
-    inline void add(std::vector<Beam>& next, int32_t t, int32_t node, double pb, double pnb) {
-        Node& n = nodes_[node];
-        if (n.stamp != t) {
-            n.stamp = t;
-            n.slot = static_cast<int32_t>(next.size());
-            next.push_back({node, pb, pnb, 0.0});
-        } else {
-            Beam& b = next[n.slot];
-            b.pb = logaddexp(b.pb, pb);
-            b.pnb = logaddexp(b.pnb, pnb);
-        }
+    inline double word_term(const WordState& w) const {
+        return o_.alpha * w.lm_score + o_.beta * w.n_words + o_.oov_penalty * w.n_oov;
     }
 
-    inline double total(const Beam& b) const {
-        double s = logaddexp(b.pb, b.pnb);
-        if (d_.use_words) {
-            const Node& n = nodes_[b.node];
-            s += o_.alpha * n.lm_score + o_.beta * n.n_words;
-        }
-        return s;
-    }
-
-    // Completes the partial word of ``n`` (LM score, lexicon check). False if the lexicon rejects it.
-    bool complete_word(Node& n) const {
-        if (!n.partial) return true;
-        const int32_t word = n.trie >= 0 ? d_.trie_word[n.trie] : -2;
+    // The state after completing the partial word of ``w`` (LM score, lexicon check, OOV count).
+    bool complete_word(const WordState& w, WordState& out) const {
+        out = w;
+        if (!w.partial) return true;
+        const int32_t word = w.trie >= 0 ? d_.trie_word[w.trie] : -2;
         if (d_.lexicon && word == -2) return false;
+        if (d_.oov_mode && w.trie >= 0 && word == -2) out.n_oov += 1;
         if (d_.lm) {
             int32_t ns;
-            const int32_t w = word == -2 ? d_.lm->unk : word;
-            n.lm_score += d_.lm->score(n.lm_state, w, &ns) * LN10;
-            n.lm_state = ns;
+            out.lm_score += d_.lm->score(w.lm_state, word == -2 ? d_.lm->unk : word, &ns) * LN10;
+            out.lm_state = ns;
         }
-        n.n_words += 1;
-        n.trie = 0;
-        n.partial = false;
+        out.n_words += 1;
+        out.trie = 0;
+        out.partial = false;
         return true;
     }
 
-    // The child of ``parent`` by token ``c`` (created on first use); -1 if the lexicon forbids it.
-    int32_t extend(int32_t parent, int c) {
-        const uint64_t key = pair_key(parent, c);
-        const int32_t found = children_.get(key);
-        if (found != -1) return found < -1 ? -1 : found;
-        Node n = nodes_[parent];
-        n.parent = parent;
-        n.token = c;
-        n.stamp = -1;
-        n.slot = 0;
-        bool valid = true;
-        if (d_.use_words) {
-            const int kind = d_.kind[c];
-            if (kind == SEPARATOR || kind == WORD_START) valid = complete_word(n);
-            if (valid && kind != SEPARATOR) {
-                const std::string& s = d_.chars[c];
-                if (!s.empty()) {
-                    n.trie = d_.trie_walk(n.trie, s);
-                    n.partial = true;
-                }
-                if (d_.lexicon && n.trie < 0) valid = false;
+    // completion of a node's partial word, computed once per node
+    bool completed(int32_t node) {
+        Node& n = nodes_[node];
+        if (n.completed == 0) n.completed = complete_word(n.w, n.done) ? 1 : -1;
+        return n.completed > 0;
+    }
+
+    // The word state of ``parent`` extended by token ``c``; false if the lexicon forbids it.
+    bool extend_words(int32_t parent, int c, WordState& out) {
+        const int kind = d_.kind[c];
+        if (kind == APPEND) {
+            out = nodes_[parent].w;
+            const std::string& s = d_.chars[c];
+            if (s.empty()) return true;
+            const int32_t before = out.trie;
+            out.trie = before >= 0 ? d_.trie_walk(before, s) : -1;
+            out.partial = true;
+            if (out.trie < 0) {
+                if (d_.lexicon) return false;
+                if (d_.oov_mode && before >= 0) out.n_oov += 1;
+            }
+            return true;
+        }
+        if (!completed(parent)) return false;
+        out = nodes_[parent].done;
+        if (kind == WORD_START && !d_.chars[c].empty()) {
+            out.trie = d_.start_node[c];
+            out.partial = true;
+            if (out.trie < 0) {
+                if (d_.lexicon) return false;
+                if (d_.oov_mode) out.n_oov += 1;
             }
         }
-        if (!valid) {
-            children_.put(key, -2);
-            return -1;
-        }
+        return true;
+    }
+
+    // The canonical node for prefix(parent) + c, created on first use.
+    int32_t child(int32_t parent, int c, const WordState& w) {
+        const uint64_t key = pair_key(parent, c);
+        const int32_t found = children_.get(key);
+        if (found >= 0) return found;
         const int32_t id = static_cast<int32_t>(nodes_.size());
+        Node n{parent, c, w, 0, WordState{}, -1, 0};
         nodes_.push_back(n);
         children_.put(key, id);
         return id;
@@ -566,7 +706,6 @@ class Search {
 
     std::vector<Result> finish(const std::vector<Beam>& beams) {
         std::vector<Result> hyps;
-        std::vector<double> order_key;
         for (const Beam& b : beams) {
             const double ctc = logaddexp(b.pb, b.pnb);
             Result r;
@@ -578,15 +717,15 @@ class Search {
                 hyps.push_back(std::move(r));
                 continue;
             }
-            Node n = nodes_[b.node];
-            if (!complete_word(n)) continue;
+            if (!completed(b.node)) continue;
+            WordState w = nodes_[b.node].done;
             if (d_.lm) {
                 int32_t ns;
-                n.lm_score += d_.lm->score(n.lm_state, d_.lm->eos, &ns) * LN10;
+                w.lm_score += d_.lm->score(w.lm_state, d_.lm->eos, &ns) * LN10;
             }
             r.ctc = ctc;
-            r.lm = n.lm_score;
-            r.score = ctc + (o_.alpha * n.lm_score + o_.beta * n.n_words);
+            r.lm = w.lm_score;
+            r.score = ctc + word_term(w);
             hyps.push_back(std::move(r));
         }
         if (hyps.empty()) {  // the lexicon rejected every final word: best CTC prefix instead
@@ -620,7 +759,6 @@ class Search {
     std::vector<Node> nodes_;
     U64Map children_{1024};
 };
-
 // ---------------------------------------------------------------------------------------------
 // Python bindings (capsules; asr/decode/beam.py and lm.py hold them in small Python classes).
 
@@ -754,7 +892,7 @@ PyObject* py_decoder_new(PyObject*, PyObject* args) {
             if (w != "<s>" && w != "</s>" && w != "<unk>" && !w.empty()) d.trie_add(w, static_cast<int32_t>(i));
         }
     }
-    d.use_words = d.lm != nullptr || d.lexicon;
+    d.finish_init();
     if (!ok) {
         Py_XDECREF(h->lm_ref);
         delete h;
@@ -768,8 +906,9 @@ PyObject* py_decode(PyObject*, PyObject* args) {
     Py_buffer lp_buf, len_buf;
     Options o;
     int threads;
-    if (!PyArg_ParseTuple(args, "Oy*y*iidddidi", &cap, &lp_buf, &len_buf, &o.beam_size, &o.token_topk,
-                          &o.token_min_logp, &o.alpha, &o.beta, &o.nbest, &o.beam_threshold, &threads))
+    if (!PyArg_ParseTuple(args, "Oy*y*iiddddidi", &cap, &lp_buf, &len_buf, &o.beam_size, &o.token_topk,
+                          &o.token_min_logp, &o.alpha, &o.beta, &o.oov_penalty, &o.nbest, &o.beam_threshold,
+                          &threads))
         return nullptr;
     auto release = [&]() {
         PyBuffer_Release(&lp_buf);

@@ -66,6 +66,9 @@ class BeamOptions:
     beam_threshold: float = 0.0  # also drop hypotheses this far below the best; 0 = off
     num_workers: int = 1  # threads decoding utterances of a batch in parallel (C++ search)
     implementation: str = "auto"  # "auto" (C++ when built), "native" (C++ or error), "python"
+    # added per word outside the LM's vocabulary (LM without lexicon), as soon as its spelling
+    # leaves the vocabulary; unweighted, like pyctcdecode's unk_score_offset and flashlight's unk_score
+    oov_penalty: float = 0.0
 
 
 @dataclass
@@ -177,7 +180,8 @@ def beam_search(
         dec = _native_decoder(lp.shape[2], options.blank, tokens, lm, lexicon)
         workers = options.num_workers if options.num_workers > 0 else (os.cpu_count() or 1)
         raw = _ctcdecode.decode(dec, lp, np.ascontiguousarray(lens), options.beam_size, options.token_topk,
-                                options.token_min_logp, options.lm_weight, options.word_bonus, options.nbest,
+                                options.token_min_logp, options.lm_weight, options.word_bonus,
+                                options.oov_penalty, options.nbest,
                                 options.beam_threshold, workers)
     else:
         raw = [reference_search(lp[b], int(lens[b]), options, tokens, lm, lexicon) for b in range(lp.shape[0])]

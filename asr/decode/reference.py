@@ -83,12 +83,13 @@ def candidate_tokens(frame: np.ndarray, topk: int, min_logp: float, blank: int) 
     return [c for c in top if c != blank and (frame[c] >= min_logp or c == best)]
 
 
-@dataclass
-class _Node:
-    lm_state: object
-    lm_score: float
-    n_words: int
-    partial: str
+@dataclass(frozen=True)
+class _Words:
+    lm_state: object = None
+    lm_score: float = 0.0  # ln P_lm of the completed words
+    n_words: int = 0  # completed words
+    n_oov: int = 0  # words (the partial one included) outside the LM vocabulary
+    partial: str = ""  # the current word's characters
 
 
 def reference_search(
@@ -119,86 +120,95 @@ def reference_search(
     if use_words and tokens is None:
         raise ValueError("tokens are required for LM fusion or a lexicon")
     kinds, chars = token_kinds(tokens, blank) if tokens is not None else ([0] * V, [""] * V)
-    prefixes = None if lexicon is None else {w[:i] for w in lexicon if w for i in range(len(w) + 1)}
-    words = None if lexicon is None else {w for w in lexicon if w}
-    lm_vocab = None
-    if lm is not None and hasattr(lm, "ngrams"):
-        lm_vocab = {w[0] for w in lm.ngrams[1]} - {"<s>", "</s>"}
-    alpha, beta = options.lm_weight, options.word_bonus
+    # the word list that spellings are checked against: the lexicon, else the LM's vocabulary
+    if lexicon is not None:
+        vocab = {w for w in lexicon if w}
+    elif lm is not None and hasattr(lm, "ngrams"):
+        vocab = {w[0] for w in lm.ngrams[1]} - {"<s>", "</s>", "<unk>", ""}
+    else:
+        vocab = None
+    prefixes = None if vocab is None else {w[:i] for w in vocab for i in range(len(w) + 1)}
+    oov_mode = lm is not None and lexicon is None and vocab is not None
+    alpha, beta, gamma = options.lm_weight, options.word_bonus, options.oov_penalty
 
-    def lm_word(w: str) -> str:
-        return w if lm_vocab is None or w in lm_vocab else "<unk>"
+    def word_term(w: _Words) -> float:
+        return alpha * w.lm_score + beta * w.n_words + gamma * w.n_oov
 
-    def complete(node: _Node) -> _Node | None:
-        if not node.partial:
-            return node
-        if words is not None and node.partial not in words:
+    def complete(w: _Words) -> _Words | None:
+        if not w.partial:
+            return w
+        known = vocab is not None and w.partial in vocab
+        if lexicon is not None and not known:
             return None
-        state, score = node.lm_state, node.lm_score
+        n_oov = w.n_oov + (1 if oov_mode and not known and w.partial in prefixes else 0)
+        state, score = w.lm_state, w.lm_score
         if lm is not None:
-            s, state = lm.score(state, lm_word(node.partial))
+            s, state = lm.score(state, w.partial if known or vocab is None else "<unk>")
             score += s
-        return _Node(state, score, node.n_words + 1, "")
+        return _Words(state, score, w.n_words + 1, n_oov, "")
 
-    nodes: dict[tuple[int, ...], _Node | None] = {(): _Node(lm.begin() if lm else None, 0.0, 0, "")}
+    def add_chars(w: _Words, piece: str) -> _Words | None:
+        partial = w.partial + piece
+        n_oov = w.n_oov
+        if prefixes is not None and partial not in prefixes:
+            if lexicon is not None:
+                return None
+            if oov_mode and w.partial in prefixes:
+                n_oov += 1
+        return _Words(w.lm_state, w.lm_score, w.n_words, n_oov, partial)
 
-    def extend(prefix: tuple[int, ...], c: int) -> tuple[int, ...] | None:
-        new = prefix + (c,)
-        if new not in nodes:
-            node = nodes[prefix]
-            if use_words:
-                if kinds[c] in (SEPARATOR, WORD_START):
-                    node = complete(node)
-                if node is not None and kinds[c] != SEPARATOR and chars[c]:
-                    node = _Node(node.lm_state, node.lm_score, node.n_words, node.partial + chars[c])
-                    if prefixes is not None and node.partial not in prefixes:
-                        node = None
-            nodes[new] = node
-        return new if nodes[new] is not None else None
+    words: dict[tuple[int, ...], _Words] = {(): _Words(lm.begin() if lm else None)}
 
-    def total(prefix: tuple[int, ...], pb: float, pnb: float) -> float:
-        s = logaddexp(pb, pnb)
-        if use_words:
-            n = nodes[prefix]
-            s += alpha * n.lm_score + beta * n.n_words
-        return s
+    def extend(prefix: tuple[int, ...], c: int) -> _Words | None:
+        w = words[prefix]
+        if kinds[c] in (SEPARATOR, WORD_START):
+            w = complete(w)
+        if w is not None and kinds[c] != SEPARATOR and chars[c]:
+            w = add_chars(w, chars[c])
+        return w
 
-    beams: dict[tuple[int, ...], list[float]] = {(): [0.0, NEG_INF]}
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, NEG_INF)}
     for t in range(int(length)):
         frame = lp[t]
         cand = candidate_tokens(frame, options.token_topk, options.token_min_logp, blank)
         p_blank = float(frame[blank])
-        nxt: dict[tuple[int, ...], list[float]] = {}
-
-        def add(prefix, pb, pnb, nxt=nxt):
-            cur = nxt.get(prefix)
-            if cur is None:
-                nxt[prefix] = [pb, pnb]
-            else:
-                cur[0] = logaddexp(cur[0], pb)
-                cur[1] = logaddexp(cur[1], pnb)
-
+        # kept prefixes first (beam order), then new ones in (beam, token) order
+        nxt: dict[tuple[int, ...], list[float]] = {
+            prefix: [logaddexp(pb, pnb) + p_blank, NEG_INF] for prefix, (pb, pnb) in beams.items()
+        }
         for prefix, (pb, pnb) in beams.items():
             p_tot = logaddexp(pb, pnb)
-            add(prefix, p_tot + p_blank, NEG_INF)
             last = prefix[-1] if prefix else None
             for c in cand:
                 pc = float(frame[c])
                 if c == last:
-                    add(prefix, NEG_INF, pnb + pc)  # a repeat without blank merges
-                    new = extend(prefix, c)  # a repeat after a blank is a new token
-                    if new is not None:
-                        add(new, NEG_INF, pb + pc)
+                    nxt[prefix][1] = logaddexp(nxt[prefix][1], pnb + pc)  # a repeat without blank merges
+                    val = pb + pc  # after a blank it is a new token
                 else:
-                    new = extend(prefix, c)
-                    if new is not None:
-                        add(new, NEG_INF, p_tot + pc)
-        ranked = sorted(nxt.items(), key=lambda kv: total(kv[0], *kv[1]), reverse=True)
-        ranked = ranked[: max(1, options.beam_size)]
+                    val = p_tot + pc
+                new = prefix + (c,)
+                if new in nxt:
+                    nxt[new][1] = logaddexp(nxt[new][1], val)
+                    continue
+                if val == NEG_INF:
+                    continue
+                w = extend(prefix, c) if use_words else None
+                if use_words and w is None:
+                    continue
+                if use_words:
+                    words[new] = w
+                nxt[new] = [NEG_INF, val]
+
+        def total(item) -> float:
+            prefix, (pb, pnb) = item
+            s = logaddexp(pb, pnb)
+            return s + word_term(words[prefix]) if use_words else s
+
+        ranked = sorted(nxt.items(), key=total, reverse=True)[: max(1, options.beam_size)]
         if options.beam_threshold > 0:
-            floor = total(ranked[0][0], *ranked[0][1]) - options.beam_threshold
-            ranked = ranked[:1] + [kv for kv in ranked[1:] if total(kv[0], *kv[1]) >= floor]
-        beams = dict(ranked)
+            floor = total(ranked[0]) - options.beam_threshold
+            ranked = ranked[:1] + [kv for kv in ranked[1:] if total(kv) >= floor]
+        beams = {prefix: (pb, pnb) for prefix, (pb, pnb) in ranked}
 
     hyps = []
     for prefix, (pb, pnb) in beams.items():
@@ -206,11 +216,12 @@ def reference_search(
         if not use_words:
             hyps.append((list(prefix), ctc, ctc, 0.0))
             continue
-        node = complete(nodes[prefix])
-        if node is None:
+        w = complete(words[prefix])
+        if w is None:
             continue
-        lm_score = node.lm_score + (lm.final(node.lm_state) if lm is not None else 0.0)
-        hyps.append((list(prefix), ctc + (alpha * lm_score + beta * node.n_words), ctc, lm_score))
+        if lm is not None:
+            w = _Words(w.lm_state, w.lm_score + lm.final(w.lm_state), w.n_words, w.n_oov)
+        hyps.append((list(prefix), ctc + word_term(w), ctc, w.lm_score))
     if not hyps:  # the lexicon rejected every final word: the best CTC prefix instead
         prefix, (pb, pnb) = max(beams.items(), key=lambda kv: logaddexp(*kv[1]))
         ctc = logaddexp(pb, pnb)

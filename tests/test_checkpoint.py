@@ -1,0 +1,137 @@
+"""Checkpoints: self-describing round trip, atomic writes, clear errors, averaging, pruning."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT
+from test_train import config, write_manifest
+
+from asr.checkpoint import (
+    CheckpointError,
+    average_checkpoints,
+    build_model,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from asr.config import load_config
+from asr.text import CharTokenizer
+from asr.train import train
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+
+
+def _model(seed: int, *over: str):
+    torch.manual_seed(seed)
+    cfg = load_config(None, ["model.num_layers=1", "model.hidden_size=8", "feature.n_mels=10",
+                             "model.subsampling=conv2", "model.conv_channels=2", *over])
+    tok = CharTokenizer("abc ")
+    model = build_model(cfg, len(tok))
+    with torch.no_grad():
+        model.frontend.set_cmvn(torch.randn(10), torch.rand(10) + 0.5)
+    return cfg, tok, model.eval()
+
+
+def test_round_trip_rebuilds_the_same_model_from_the_file_alone(tmp_path):
+    cfg, tok, model = _model(0, "model.rnn_type=gru", "model.layer_norm=true")
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, cfg, tok, model, state={"step": 7})
+    cfg2, tok2, model2, obj = load_checkpoint(path)
+    assert cfg2 == cfg and tok2.to_dict() == tok.to_dict() and obj["state"]["step"] == 7
+    wavs, lens = torch.randn(2, 16000), torch.tensor([16000, 9000])
+    with torch.no_grad():
+        torch.testing.assert_close(model(wavs, lens)[0], model2(wavs, lens)[0], rtol=0, atol=0)
+
+
+def test_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    cfg, tok, model = _model(0)
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, cfg, tok, model, state={"step": 1})
+
+    def broken_save(obj, f):
+        f.write(b"partial garbage")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(CheckpointError, match="No space left"):
+        save_checkpoint(path, cfg, tok, model, state={"step": 2})
+    monkeypatch.undo()
+    assert read_checkpoint(path)["state"]["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+def test_truncated_and_foreign_files_are_clear_errors(tmp_path):
+    cfg, tok, model = _model(0)
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, cfg, tok, model)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        read_checkpoint(cut)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(CheckpointError, match="not an asr checkpoint"):
+        read_checkpoint(other)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_average_is_the_mean_of_the_weights(tmp_path):
+    paths = []
+    for seed in (1, 2, 3):
+        cfg, tok, model = _model(seed)
+        paths.append(tmp_path / f"c{seed}.pt")
+        save_checkpoint(paths[-1], cfg, tok, model)
+    average_checkpoints(paths, tmp_path / "avg.pt")
+    objs = [read_checkpoint(p)["model"] for p in paths]
+    avg = read_checkpoint(tmp_path / "avg.pt")
+    for k, v in avg["model"].items():
+        torch.testing.assert_close(v, (objs[0][k] + objs[1][k] + objs[2][k]) / 3)
+    assert avg["optimizer"] is None and avg["state"]["averaged_from"] == [str(p) for p in paths]
+    load_checkpoint(tmp_path / "avg.pt")  # loadable as a model
+
+
+def test_asr_average_refuses_checkpoints_of_different_models(tmp_path):
+    cfg, tok, model = _model(0)
+    save_checkpoint(tmp_path / "a.pt", cfg, tok, model)
+    cfg, tok, model = _model(0, "model.hidden_size=12")
+    save_checkpoint(tmp_path / "b.pt", cfg, tok, model)
+    r = subprocess.run([sys.executable, "-m", "asr", "average", str(tmp_path / "a.pt"),
+                        str(tmp_path / "b.pt"), "-o", str(tmp_path / "avg.pt")],
+                       env=ENV, cwd=ROOT, capture_output=True, timeout=120)
+    err = r.stderr.decode()
+    assert r.returncode != 0 and err.startswith("asr: error:") and "b.pt" in err
+    assert "Traceback" not in err and not (tmp_path / "avg.pt").exists()
+
+
+def test_training_keeps_the_last_n_and_best_n_and_averages_the_best(tmp_path):
+    m = write_manifest(tmp_path, "train", [[1, 2], [3, 4], [5]])
+    cfg = config(tmp_path / "run", m, "train.epochs=4", "train.keep_last=2", "train.keep_best=2",
+                 "train.average_last=2", "train.lr=5e-3", dev_m=m)
+    out = train(cfg, resume=False)
+    ck = tmp_path / "run" / "checkpoints"
+    names = sorted(p.name for p in ck.glob("*.pt"))
+    assert [n for n in names if n.startswith("epoch-")] == ["epoch-3.pt", "epoch-4.pt"]
+    best = [n for n in names if n.startswith("best-")]
+    assert len(best) == 2 and "last.pt" in names
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    wers = sorted((h["dev_wer"], h["epoch"]) for h in history)[:2]  # ties: the earlier epoch wins
+    assert sorted(best) == sorted(f"best-epoch-{e}.pt" for _, e in wers)
+    assert read_checkpoint(out)["state"]["averaged_from"] == [str(ck / f"best-epoch-{e}.pt") for _, e in wers]
+
+
+def test_asr_average_of_a_run_folder_takes_its_best_checkpoints(tmp_path):
+    m = write_manifest(tmp_path, "train", [[1, 2], [3]])
+    train(config(tmp_path / "run", m, "train.epochs=3", "train.keep_best=2", dev_m=m), resume=False)
+    r = subprocess.run([sys.executable, "-m", "asr", "average", str(tmp_path / "run"), "--best", "2",
+                        "-o", str(tmp_path / "avg.pt")], env=ENV, cwd=ROOT, capture_output=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    src = read_checkpoint(tmp_path / "avg.pt")["state"]["averaged_from"]
+    assert len(src) == 2 and all("best-epoch-" in s for s in src)

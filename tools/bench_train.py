@@ -1,0 +1,222 @@
+#!/usr/bin/env python
+"""Training and inference throughput: our pipeline against the common naive one, in one run.
+
+Both train the same model (frontend -> stack3 -> 4x256 BiLSTM -> CTC head, Adam) on the same
+Mini LibriSpeech utterances, with the same padded-seconds budget per batch:
+
+- ours:  duration-bucketed batches (asr.data.BucketBatchSampler), asr.model.CTCModel (each
+         direction a unidirectional LSTM on the padded batch, the backward one reversed within
+         each length: exact, at padded speed), denormals flushed to zero;
+- naive: random batches (no bucketing), pack_padded_sequence into nn.LSTM(bidirectional=True),
+         default float handling.
+
+Audio is decoded once up front (both pipelines would pay the same for it), so the figures
+are audio-seconds of real (unpadded) speech processed per second of wall time. Also measured:
+inference with the same two pipelines, and the custom peephole LSTM against nn.LSTM.
+
+    flock /tmp/asr-cpu.lock .venv/bin/python tools/bench_train.py           # about 2 minutes
+    .venv/bin/python tools/bench_train.py --train-seconds 100 --infer-seconds 300   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from asr.audio import load_audio  # noqa: E402
+from asr.config import FeatureConfig, ModelConfig  # noqa: E402
+from asr.data import BucketBatchSampler, Utterance, read_manifest, write_manifest  # noqa: E402
+from asr.features import Frontend  # noqa: E402
+from asr.model import CTCModel, Subsampling, count_parameters  # noqa: E402
+from asr.text import CharTokenizer  # noqa: E402
+
+LIBRI = Path("/work/shared/data/mini_librispeech/LibriSpeech/train-clean-5")
+
+
+def mini_librispeech_manifest(path: Path) -> list[Utterance]:
+    """Import Mini LibriSpeech once (asr.importers) and cache the manifest."""
+    if path.is_file():
+        return read_manifest(path)
+    from asr.importers import import_librispeech
+
+    utts = import_librispeech(LIBRI).utts
+    write_manifest(utts, path)
+    return utts
+
+
+class NaiveCTC(nn.Module):
+    """The common recipe: packed sequences into one nn.LSTM(bidirectional=True)."""
+
+    def __init__(self, cfg: ModelConfig, input_size: int, vocab: int):
+        super().__init__()
+        self.subsample = Subsampling(cfg.subsampling, input_size)
+        self.rnn = nn.LSTM(self.subsample.output_size, cfg.hidden_size, num_layers=cfg.num_layers,
+                           bidirectional=True, dropout=cfg.dropout, batch_first=True)
+        self.head = nn.Linear(2 * cfg.hidden_size, vocab)
+
+    def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, lens = self.subsample(feats, lens)
+        packed = pack_padded_sequence(x, lens.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return torch.log_softmax(self.head(out), dim=-1), lens
+
+
+def random_batches(durs: list[float], max_seconds: float, max_size: int, seed: int) -> list[list[int]]:
+    """Shuffle, then fill each batch up to the same padded-seconds budget as the sampler."""
+    order = list(range(len(durs)))
+    random.Random(seed).shuffle(order)
+    batches, cur, cur_max = [], [], 0.0
+    for i in order:
+        m = max(cur_max, durs[i])
+        if cur and (m * (len(cur) + 1) > max_seconds or len(cur) >= max_size):
+            batches.append(cur)
+            cur, m = [], durs[i]
+        cur.append(i)
+        cur_max = m
+    return batches + ([cur] if cur else [])
+
+
+def make_batch(idx: list[int], wavs: list[torch.Tensor], toks: list[list[int]]):
+    lens = torch.tensor([wavs[i].numel() for i in idx])
+    x = torch.zeros(len(idx), int(lens.max()))
+    tl = torch.tensor([len(toks[i]) for i in idx])
+    y = torch.zeros(len(idx), int(tl.max()), dtype=torch.long)
+    for j, i in enumerate(idx):
+        x[j, : lens[j]] = wavs[i]
+        y[j, : tl[j]] = torch.tensor(toks[i])
+    return x, lens, y, tl
+
+
+def run(name: str, model: nn.Module, frontend: Frontend, batches, wavs, toks, sr: int,
+        budget_s: float, train: bool, flush: bool) -> dict:
+    """Process batches until ``budget_s`` seconds of real audio are done (after one warm-up)."""
+    torch.set_flush_denormal(flush)
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3) if train else None
+    model.train(train)
+    audio = padded = 0.0
+    t0 = None
+    bar = tqdm(total=budget_s, desc=f"{name} {'train' if train else 'infer'}", unit="audio-s", leave=False)
+    for k, idx in enumerate(batches):
+        x, lens, y, tl = make_batch(idx, wavs, toks)
+        with torch.set_grad_enabled(train):
+            with torch.no_grad():
+                feats, flens = frontend(x, lens)
+            lp, olens = model(feats, flens)
+            if train:
+                loss = nn.functional.ctc_loss(lp.transpose(0, 1), y, olens, tl, zero_infinity=True)
+                opt.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                opt.step()
+        if k == 0:
+            t0 = time.perf_counter()  # the first batch is a warm-up
+            continue
+        audio += float(lens.sum()) / sr
+        padded += float(lens.max()) * len(idx) / sr
+        bar.update(float(lens.sum()) / sr)
+        if audio >= budget_s:
+            break
+    bar.close()
+    wall = time.perf_counter() - t0
+    torch.set_flush_denormal(True)
+    return {"audio_s": audio, "wall_s": wall, "audio_s_per_s": audio / wall,
+            "padding": 1 - audio / padded, "batches": k}
+
+
+def peephole_ratio(threads: int) -> dict:
+    """Forward+backward of one BiLSTM layer (80 -> 256/direction, 8 x 300 frames)."""
+    out = {}
+    x = torch.randn(8, 300, 80)
+    lens = torch.randint(200, 301, (8,))
+    lens[0] = 300
+    for rnn in ("lstm", "lstm_peephole"):
+        cfg = ModelConfig(rnn_type=rnn, num_layers=1, hidden_size=256, subsampling="none")
+        model = CTCModel(cfg, 80, 30)
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            lp, _ = model(x, lens)
+            lp.sum().backward()
+            times.append(time.perf_counter() - t)
+        out[rnn] = min(times)
+    out["slowdown"] = out["lstm_peephole"] / out["lstm"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--manifest", type=Path, default=Path("/tmp/mini_librispeech_train.jsonl"),
+                    help="Mini LibriSpeech manifest (imported and cached here if missing)")
+    ap.add_argument("--pool-seconds", type=float, default=1500, help="audio decoded up front")
+    ap.add_argument("--train-seconds", type=float, default=300, help="audio trained on per pipeline")
+    ap.add_argument("--infer-seconds", type=float, default=900, help="audio decoded per pipeline")
+    ap.add_argument("--max-batch-seconds", type=float, default=60, help="padded seconds per batch")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    utts = [u for u in mini_librispeech_manifest(args.manifest) if u.duration <= 20.0]
+    random.Random(0).shuffle(utts)
+    pool, total = [], 0.0
+    for u in utts:
+        if total >= args.pool_seconds:
+            break
+        pool.append(u)
+        total += u.duration
+    sr = 16000
+    wavs = [torch.from_numpy(load_audio(u.audio, sr)) for u in tqdm(pool, desc="decode audio", leave=False)]
+    tok = CharTokenizer(sorted({c for u in pool for c in u.text.lower()}))
+    toks = [tok.encode(u.text) for u in pool]
+    durs = [w.numel() / sr for w in wavs]
+
+    mcfg = ModelConfig(rnn_type="lstm", num_layers=4, hidden_size=256, dropout=0.15, subsampling="stack3")
+    frontend = Frontend(FeatureConfig(n_mels=80, cmvn="utterance")).eval()
+    torch.manual_seed(0)
+    ours, naive = CTCModel(mcfg, 80, len(tok)), NaiveCTC(mcfg, 80, len(tok))
+    n_ours, n_naive = count_parameters(ours), count_parameters(naive)
+    assert n_ours == n_naive, (n_ours, n_naive)
+
+    bucketed = BucketBatchSampler(durs, args.max_batch_seconds, 64, 10, shuffle=True, seed=0)
+    ours_batches = list(bucketed)
+    naive_batches = random_batches(durs, args.max_batch_seconds, 64, seed=0)
+    res = {"threads": args.threads, "pool_utterances": len(pool), "pool_seconds": sum(durs),
+           "parameters": n_ours, "model": "stack3 + 4x256 BiLSTM, 80 log-mel, char CTC"}
+    res["train_ours"] = run("ours", ours, frontend, ours_batches, wavs, toks, sr, args.train_seconds, True, True)
+    res["train_naive"] = run("naive", naive, frontend, naive_batches, wavs, toks, sr, args.train_seconds, True, False)
+    res["infer_ours"] = run("ours", ours, frontend, ours_batches, wavs, toks, sr, args.infer_seconds, False, True)
+    res["infer_naive"] = run("naive", naive, frontend, naive_batches, wavs, toks, sr, args.infer_seconds, False, False)
+    res["peephole"] = peephole_ratio(args.threads)
+
+    print(f"Mini LibriSpeech, {len(pool)} utterances ({sum(durs) / 60:.1f} min) decoded up front; "
+          f"{res['model']}, {n_ours / 1e6:.2f}M parameters; {args.threads} threads; "
+          f"batches of <= {args.max_batch_seconds:.0f} padded seconds")
+    print(f"{'':18}{'ours':>14}{'naive':>14}{'speed-up':>10}")
+    for kind in ("train", "infer"):
+        a, b = res[f"{kind}_ours"], res[f"{kind}_naive"]
+        print(f"{kind + ' audio-s/s':18}{a['audio_s_per_s']:14.1f}{b['audio_s_per_s']:14.1f}"
+              f"{a['audio_s_per_s'] / b['audio_s_per_s']:9.1f}x")
+        print(f"{kind + ' padding':18}{100 * a['padding']:13.1f}%{100 * b['padding']:13.1f}%")
+    p = res["peephole"]
+    print(f"peephole LSTM (Python cell) vs nn.LSTM, one 256-unit BiLSTM layer fwd+bwd on 8x300 frames: "
+          f"{p['lstm_peephole']:.2f} s vs {p['lstm']:.2f} s ({p['slowdown']:.1f}x slower)")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
