@@ -13,7 +13,7 @@ setup(
             "asr.decode._ctcdecode",
             sources=["asr/decode/_ctcdecode.cpp"],
             language="c++",
-            extra_compile_args=["-O3", "-g", "-std=c++17"],
+            extra_compile_args=["-O3", "-std=c++17"],
             optional=True,
         )
     ]

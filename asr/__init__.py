@@ -3,11 +3,11 @@
 __version__ = "0.1.0"
 
 
-def load_model(path, device: str = "cpu"):
-    """Load a trained model for transcription; see :mod:`asr.transcribe`."""
+def load_model(path, device: str = "cpu", quantize: str = ""):
+    """Load a trained (or exported) model for transcription; see :func:`asr.transcribe.load_model`."""
     from asr.transcribe import load_model as _load
 
-    return _load(path, device)
+    return _load(path, device, quantize)
 
 
 __all__ = ["load_model", "__version__"]

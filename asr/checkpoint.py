@@ -72,7 +72,11 @@ def set_rng_state(st: dict) -> None:
         return tuple(tuples(i) for i in x) if isinstance(x, (list, tuple)) else x
 
     random.setstate(tuples(ast.literal_eval(st["python"])))
-    keys, pos, has_gauss, gauss = ast.literal_eval(st["numpy"])
+    saved = ast.literal_eval(st["numpy"])
+    if len(saved) == 4:
+        keys, pos, has_gauss, gauss = saved
+    else:  # the first checkpoints held the key array only
+        keys, pos, has_gauss, gauss = saved, 624, 0, 0.0
     np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():

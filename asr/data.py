@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing as mp
 import random
 import zlib
 from collections.abc import Iterator
@@ -52,6 +53,16 @@ class Utterance:
 
 
 def parse_manifest_line(line: str, base: Path, where: str) -> Utterance:
+    """One JSON line -> Utterance.
+
+    Args:
+        line: the JSON text.
+        base: folder that relative audio paths are resolved against (the manifest's).
+        where: "file:line" for error messages.
+
+    Raises:
+        ManifestError: the line is not an object with audio and a numeric duration.
+    """
     try:
         d = json.loads(line)
     except json.JSONDecodeError as e:
@@ -115,6 +126,7 @@ def read_manifest(path: str | Path, strict: bool = True) -> list[Utterance]:
 
 
 def write_manifest(utts: list[Utterance], path: str | Path) -> None:
+    """Write utterances as JSON Lines, atomically (temp file + rename); folders are created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -125,6 +137,7 @@ def write_manifest(utts: list[Utterance], path: str | Path) -> None:
 
 
 def filter_by_duration(utts: list[Utterance], min_s: float, max_s: float) -> list[Utterance]:
+    """Utterances with ``min_s <= duration <= max_s``; the others are counted in a warning."""
     keep = [u for u in utts if min_s <= u.duration <= max_s]
     if len(keep) < len(utts):
         log.warning(
@@ -159,9 +172,9 @@ def load_utterance(u: Utterance, sample_rate: int = 16000) -> np.ndarray:
 class AudioDataset(Dataset):
     """Loads an utterance's audio and token ids; a bad item yields None (reported, skipped).
 
-    ``failures`` lists ``(id, reason)`` of the items that failed in this process (with
-    DataLoader workers each worker keeps its own; the batches' ``skipped`` counts are the
-    reliable total).
+    ``num_failed`` counts failed loads across DataLoader worker processes too (shared
+    memory); ``failures`` lists ``(id, reason)`` of those that failed in this process. Each
+    batch's ``skipped`` says how many of its items were dropped.
     """
 
     def __init__(self, utts: list[Utterance], tokenizer=None, sample_rate: int = 16000, augment=None):
@@ -172,6 +185,12 @@ class AudioDataset(Dataset):
         self.epoch = 0  # set by the training loop so augmentation differs per epoch, reproducibly
         self.seed = 0
         self.failures: list[tuple[str, str]] = []
+        self._num_failed = mp.Value("q", 0)  # shared with worker processes
+
+    @property
+    def num_failed(self) -> int:
+        """Items that could not be loaded so far, in this process and its DataLoader workers."""
+        return int(self._num_failed.value)
 
     def __len__(self) -> int:
         return len(self.utts)
@@ -188,6 +207,8 @@ class AudioDataset(Dataset):
             # One bad utterance must never stop an epoch: report it with its id, count it, skip it.
             log.warning("skipping utterance %s (%s): %s", u.id, u.audio, e)
             self.failures.append((u.id, str(e)))
+            with self._num_failed.get_lock():
+                self._num_failed.value += 1
             return None
         return {"id": u.id, "wav": torch.from_numpy(wav), "tokens": torch.tensor(tokens, dtype=torch.long)}
 
@@ -286,7 +307,7 @@ class BucketBatchSampler(Sampler[list[int]]):
             rng.shuffle(batches)
         if self.num_replicas > 1 and batches:
             extra = (-len(batches)) % self.num_replicas
-            batches = batches + batches[:extra]
+            batches = batches + [batches[i % len(batches)] for i in range(extra)]  # cycle if few
             batches = batches[self.rank :: self.num_replicas]
         return batches
 

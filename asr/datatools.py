@@ -23,7 +23,7 @@ log = logging.getLogger("asr.datatools")
 
 
 def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 8,
-                  progress: bool = True) -> str:
+                  progress: bool = True, speaker_pattern: str | None = None) -> str:
     """Import a corpus folder into a manifest.
 
     Args:
@@ -32,13 +32,19 @@ def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 8,
         out: manifest to write (JSONL; written atomically).
         workers: threads reading audio headers.
         progress: show a progress bar.
+        speaker_pattern: "folder" layout only: regex whose first group is the speaker.
 
     Returns:
         a one-line summary (utterances, hours, speakers, skipped).
     """
     if kind not in IMPORTERS:
         raise CorpusError(f"unknown corpus layout {kind!r}; choose one of {', '.join(IMPORTERS)}")
-    rep = IMPORTERS[kind](src, workers=workers, progress=progress)
+    extra = {}
+    if speaker_pattern:
+        if kind != "folder":
+            raise CorpusError("--speaker-pattern applies to the 'folder' layout only")
+        extra["speaker_pattern"] = speaker_pattern
+    rep = IMPORTERS[kind](src, workers=workers, progress=progress, **extra)
     if not rep.utts:
         why = f" (e.g. {rep.skipped[0][0]}: {rep.skipped[0][1]})" if rep.skipped else ""
         raise CorpusError(f"{src}: no usable utterances found{why}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -97,8 +98,8 @@ def _resolve(pending: list[_Pending], workers: int, progress: bool, desc: str) -
                     (p.id, f"segment {p.offset:.2f}-{p.offset + dur:.2f} s lies outside "
                            f"{p.audio} ({total:.2f} s)"))
                 continue
-            rep.utts.append(Utterance(p.id, str(p.audio.resolve()), round(dur, 4), p.text,
-                                      p.speaker, round(p.offset, 4), p.duration is not None))
+            rep.utts.append(Utterance(p.id, str(p.audio.resolve()), round(dur, 6), p.text,
+                                      p.speaker, round(p.offset, 6), p.duration is not None))
     for uid, why in rep.skipped[:10]:
         log.warning("skipping %s: %s", uid, why)
     if len(rep.skipped) > 10:
@@ -179,9 +180,10 @@ def _read_table(path: Path, required: bool = True) -> dict[str, str]:
 def import_kaldi(data_dir: str | Path, workers: int = 8, progress: bool = True) -> ImportReport:
     """Import a Kaldi data directory (``wav.scp``, ``text``, optional ``utt2spk`` and ``segments``).
 
-    ``wav.scp`` entries must be file paths (relative ones are resolved against the data
-    directory's parent, Kaldi's convention of running from the recipe folder, then the
-    directory itself); piped commands (``... |``) are rejected with a message.
+    ``wav.scp`` entries must be file paths (a relative one is looked for from the current
+    folder, then the recipe folder two levels above ``data/train`` as Kaldi runs there, then
+    the data directory's parent and the directory itself); piped commands (``... |``) are
+    rejected with a message.
 
     Args:
         data_dir: the folder holding the files.
@@ -224,7 +226,9 @@ def import_kaldi(data_dir: str | Path, workers: int = 8, progress: bool = True) 
                 "(e.g. with sox or ffmpeg) and list their paths instead")
         path = Path(entry)
         if not path.is_absolute():
-            path = (d.parent / path) if (d.parent / path).exists() else (d / path)
+            # Kaldi runs from the recipe folder (data/train -> ../..); try that, then nearer.
+            bases = [Path.cwd(), d.parent.parent, d.parent, d]
+            path = next((b / path for b in bases if (b / path).exists()), d.parent.parent / path)
         pending.append(_Pending(uid, path, txt, utt2spk.get(uid, rec), offset, dur))
     rep = _resolve(pending, workers, progress, "kaldi")
     rep.skipped = skipped + rep.skipped
@@ -232,7 +236,8 @@ def import_kaldi(data_dir: str | Path, workers: int = 8, progress: bool = True) 
 
 
 def import_folder(folder: str | Path, workers: int = 8, progress: bool = True,
-                  speaker_of: Callable[[Path], str] | None = None) -> ImportReport:
+                  speaker_of: Callable[[Path], str] | None = None,
+                  speaker_pattern: str | None = None) -> ImportReport:
     """Import every audio file under ``folder`` that has a same-named ``.txt`` transcript.
 
     Args:
@@ -240,6 +245,9 @@ def import_folder(folder: str | Path, workers: int = 8, progress: bool = True,
         workers: threads reading audio headers.
         progress: show a progress bar.
         speaker_of: audio path -> speaker id; default: the name of the file's parent folder.
+        speaker_pattern: instead, a regular expression searched in the path relative to
+            ``folder``; its first group is the speaker (e.g. ``^\\d+_([a-z]+)_`` for FSDD's
+            ``<digit>_<speaker>_<n>.wav``). A file it does not match is skipped.
 
     Returns:
         ImportReport; the id is the path relative to ``folder`` without extension, with
@@ -252,16 +260,29 @@ def import_folder(folder: str | Path, workers: int = 8, progress: bool = True,
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file())
     if not files:
         raise CorpusError(f"{root}: no audio files found")
+    try:
+        pattern = re.compile(speaker_pattern) if speaker_pattern else None
+    except re.error as e:
+        raise CorpusError(f"speaker pattern {speaker_pattern!r} is not a regular expression ({e})") from None
+    if pattern is not None and pattern.groups < 1:
+        raise CorpusError(f"speaker pattern {speaker_pattern!r} needs a (group) for the speaker")
     speaker_of = speaker_of or (lambda p: p.parent.name)
     pending, skipped = [], []
     for p in files:
         uid = "-".join(p.relative_to(root).with_suffix("").parts)
+        speaker = speaker_of(p)
+        if pattern is not None:
+            m = pattern.search(p.relative_to(root).as_posix())
+            if m is None:
+                skipped.append((uid, f"{p}: speaker pattern {speaker_pattern!r} does not match"))
+                continue
+            speaker = m.group(1)
         txt = p.with_suffix(".txt")
         if not txt.is_file():
             skipped.append((uid, f"{p}: no transcript {txt.name} beside it"))
             continue
         text = " ".join(txt.read_text(encoding="utf-8").split())
-        pending.append(_Pending(uid, p, text, speaker_of(p)))
+        pending.append(_Pending(uid, p, text, speaker))
     rep = _resolve(pending, workers, progress, "folder")
     rep.skipped = skipped + rep.skipped
     return rep

@@ -166,6 +166,8 @@ def build_lm(text_path: str | Path, out_path: str | Path, order: int = 3, normal
     Returns:
         the number of n-grams per order.
     """
+    if order < 2:
+        raise LMError(f"--order must be 2 or more (KenLM and the decoders need at least bigrams), got {order}")
     sentences = read_sentences(text_path, normalize)
     model = estimate(sentences, order)
     out_path = Path(out_path)

@@ -8,7 +8,8 @@
       └─ for each epoch: train_one_epoch (train_step per update) -> validate -> save (-> early stop)
 
 Works on CPU (tested) and CUDA (AMP, pinned memory, packed RNNs); DDP through
-``torchrun --nproc_per_node N -m asr train ...``.
+``torchrun --nproc_per_node N -m asr train ...``. Device, precision, seeding, logging and
+process-group helpers live in asr.runtime; optimizers and LR schedules in asr.optim.
 
 Exactness. An update is the mean CTC loss over every utterance of its global batch
 (``accum_steps`` micro-batches on each of ``world`` ranks), whatever the micro-batch
@@ -28,13 +29,11 @@ import json
 import logging
 import math
 import os
-import random
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -56,13 +55,20 @@ from asr.decode import greedy_search
 from asr.features import CMVNAccumulator, spec_augment
 from asr.metrics import ErrorCounts, char_errors, word_errors
 from asr.model import count_parameters
+from asr.optim import LRSchedule, make_optimizer
+from asr.runtime import (
+    MetricsLog,
+    TrainingError,
+    amp_dtype,
+    init_distributed,
+    micro_batch_seed,
+    seed_everything,
+    select_device,
+    setup_logging,
+)
 from asr.text import tokenizer_from_dict, train_tokenizer
 
 log = logging.getLogger("asr.train")
-
-
-class TrainingError(RuntimeError):
-    """A training run that cannot start or go on; the message says what to change."""
 
 
 @dataclass
@@ -78,106 +84,6 @@ class TrainState:
     history: list = field(default_factory=list)  # per-epoch metrics
     best: list = field(default_factory=list)  # [(wer, path)] of kept best checkpoints
     audio_seconds: float = 0.0  # audio trained on so far (all ranks)
-
-
-# ---------------------------------------------------------------- setup
-
-
-def select_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; under torchrun each rank takes cuda:LOCAL_RANK."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingError(f"train.device={name} but CUDA is not available; use train.device=cpu")
-        if dev.index is None:
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return dev
-
-
-def amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU supports it, else fp16 (with a gradient scaler); None on CPU or when off."""
-    mode = cfg.train.amp
-    if device.type != "cuda" or mode == "off":
-        return None
-    if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def micro_batch_seed(seed: int, step: int, micro: int) -> int:
-    """Seed for the dropout and SpecAugment of one micro-batch of one update.
-
-    ``micro`` is the micro-batch's index within the global batch (rank * accum_steps + j),
-    so the same data gets the same masks with any split over ranks and accumulation.
-    """
-    return (seed * 1_000_003 + step * 10_007 + micro) % (2**62)
-
-
-def setup_logging(run_dir: Path, rank: int) -> None:
-    """Log to <run>/train.log (rank 0) and stderr (warnings only on other ranks)."""
-    root = logging.getLogger("asr")
-    root.setLevel(logging.INFO)
-    for h in list(root.handlers):
-        root.removeHandler(h)
-        h.close()
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
-    if rank == 0:
-        fh = logging.FileHandler(run_dir / "train.log")
-        fh.setFormatter(fmt)
-        root.addHandler(fh)
-    sh = logging.StreamHandler()
-    sh.setFormatter(fmt)
-    sh.setLevel(logging.INFO if rank == 0 else logging.WARNING)
-    root.addHandler(sh)
-    root.propagate = False
-
-
-def init_distributed(device: torch.device) -> tuple[int, int]:
-    """(rank, world_size); initialises the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-            dist.init_process_group("nccl", device_id=device)
-        else:
-            dist.init_process_group("gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-class MetricsLog:
-    """Per-update and per-evaluation metrics as JSON Lines in <run>/metrics.jsonl.
-
-    On resume, records past the resumed step (written before a crash) are dropped, so the
-    file always reads as one uninterrupted run.
-    """
-
-    def __init__(self, path: Path, enabled: bool):
-        self.path = path
-        self.enabled = enabled
-
-    def truncate_after(self, step: int) -> None:
-        if not self.enabled or not self.path.is_file():
-            return
-        keep = [ln for ln in self.path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(ln + "\n" for ln in keep))
-        tmp.replace(self.path)
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
 
 
 # ---------------------------------------------------------------- data
@@ -269,50 +175,6 @@ def _worker_init(_: int) -> None:
 
 
 # ---------------------------------------------------------------- model and optimisation
-
-
-class LRSchedule:
-    """Linear warm-up, then constant, cosine, Noam or reduce-on-plateau (halving)."""
-
-    def __init__(self, optimizer, cfg: Config, total_steps: int, state: TrainState):
-        self.opt, self.cfg, self.total, self.state = optimizer, cfg.train, max(1, total_steps), state
-
-    def factor(self, step: int) -> float:
-        """LR multiplier for update ``step`` (0-based)."""
-        c = self.cfg
-        warm = max(1, c.warmup_steps)
-        if c.scheduler == "noam":
-            return min((step + 1) / warm, math.sqrt(warm / (step + 1))) * self.state.plateau_scale
-        f = min(1.0, (step + 1) / warm)
-        if c.scheduler == "cosine" and step >= warm:
-            p = min(1.0, (step - warm) / max(1, self.total - warm))
-            f = c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
-        return f * self.state.plateau_scale
-
-    def step(self, step: int) -> float:
-        lr = self.cfg.lr * self.factor(step)
-        for g in self.opt.param_groups:
-            g["lr"] = lr
-        return lr
-
-    def epoch_end(self, improved: bool) -> None:
-        if self.cfg.scheduler == "plateau" and not improved:
-            self.state.plateau_scale *= 0.5
-
-    def state_dict(self) -> dict:
-        return {"plateau_scale": self.state.plateau_scale}
-
-    def load_state_dict(self, d: dict) -> None:
-        self.state.plateau_scale = d.get("plateau_scale", 1.0)
-
-
-def make_optimizer(params, cfg: Config):
-    c = cfg.train
-    if c.optimizer == "adam":
-        return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
-    if c.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
-    return torch.optim.SGD(params, lr=c.lr, momentum=0.9, nesterov=True, weight_decay=c.weight_decay)
 
 
 @torch.no_grad()
@@ -783,4 +645,4 @@ def train(cfg: Config, resume: bool = True, max_steps: int = 0, save_every_steps
             dist.destroy_process_group()
 
 
-__all__ = ["Trainer", "TrainState", "TrainingError", "train", "to_dict"]
+__all__ = ["LRSchedule", "Trainer", "TrainState", "TrainingError", "train", "to_dict"]

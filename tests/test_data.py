@@ -11,6 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import fsdd_file
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from asr.cli import main
@@ -121,6 +123,7 @@ def test_dataset_skips_counts_and_names_broken_files(tmp_path, caplog):
     items = [ds[i] for i in range(len(ds))]
     assert [x is None for x in items] == [False, True, False, True, True, False, True, False]
     assert {uid for uid, _ in ds.failures} == {"missing", "empty", "corrupt", "zero"}
+    assert ds.num_failed == 4
     for uid in ("missing", "empty", "corrupt", "zero"):
         assert uid in caplog.text
     batch = collate(items)
@@ -146,6 +149,7 @@ def test_an_epoch_with_broken_files_completes_with_workers(tmp_path):
     plan = list(sampler)
     assert skipped == sum(sum(is_bad[i] for i in b) for b in plan if not all(is_bad[i] for i in b))
     assert empty_batches == sum(all(is_bad[i] for i in b) for b in plan)
+    assert ds.num_failed == 4  # counted in the worker processes, read in this one
 
 
 def test_collate_pads_and_keeps_lengths():
@@ -186,6 +190,25 @@ def test_sampler_covers_every_item_once_within_the_cap():
         assert len(b) <= 16
         assert max(d[i] for i in b) * len(b) <= 60.0 or len(b) == 1
     assert padding_fraction(batches, d) < 0.10
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.1, 30.0), min_size=1, max_size=120), st.floats(1.0, 200.0),
+       st.integers(1, 20), st.integers(1, 4), st.integers(0, 3))
+def test_sampler_properties(durs, max_s, buckets, replicas, epoch):
+    ranks = []
+    for r in range(replicas):
+        s = BucketBatchSampler(durs, max_s, 16, buckets, seed=1, num_replicas=replicas, rank=r)
+        s.set_epoch(epoch)
+        ranks.append(list(s))
+        assert len(s) == len(ranks[-1])
+    assert len({len(b) for b in ranks}) == 1
+    flat = [i for r in ranks for b in r for i in b]
+    assert set(flat) == set(range(len(durs)))
+    if replicas == 1:
+        assert sorted(flat) == list(range(len(durs)))  # each exactly once
+    for b in (b for r in ranks for b in r):
+        assert len(b) <= 16 and (len(b) == 1 or max(durs[i] for i in b) * len(b) <= max_s)
 
 
 def test_sampler_is_seeded_differs_by_epoch_and_resumes_mid_epoch():

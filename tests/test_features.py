@@ -173,3 +173,19 @@ def test_recording_level_does_not_change_the_transcript(tiny_digits_model):
     with torch.no_grad():
         a, b = net.frontend(*batch_of(wavs[:1])), net.frontend(*batch_of([wavs[0] * 10]))
     assert (a[0] - b[0]).abs().max() < 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_frontend_and_spec_augment_on_gpu_match_cpu():
+    wav = real_speech(2.0)
+    wavs, lens = batch_of([wav, wav[:20000]])
+    fe = Frontend(FeatureConfig(cmvn="utterance"))
+    cpu, cpu_lens = fe(wavs, lens)
+    gpu, gpu_lens = fe.cuda()(wavs.cuda(), lens.cuda())
+    assert torch.equal(gpu_lens.cpu(), cpu_lens)
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=2e-3, rtol=1e-3)
+    cfg = SpecAugmentConfig()
+    a = spec_augment(cpu, cpu_lens, cfg, torch.Generator().manual_seed(0))
+    b = spec_augment(gpu, gpu_lens, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(a == 0, b.cpu() == 0)  # same masks on either device

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from conftest import fsdd_file
+from conftest import FSDD, fsdd_file
 
 from asr.cli import main
 from asr.data import Utterance, read_manifest
@@ -80,7 +80,8 @@ def test_kaldi_data_dir_with_segments(tmp_path):
     total = len(wav) / sr
     d = tmp_path / "data" / "train"
     d.mkdir(parents=True)
-    (d / "wav.scp").write_text(f"rec1 {rec}\nrecmissing {tmp_path / 'nope.wav'}\n")
+    # relative to the recipe folder (two levels above data/train), as Kaldi writes them
+    (d / "wav.scp").write_text(f"rec1 audio/rec1.flac\nrecmissing {tmp_path / 'nope.wav'}\n")
     (d / "segments").write_text(f"u1 rec1 0.00 0.10\nu2 rec1 0.10 {total:.3f}\n"
                                 f"u3 recmissing 0 1\nu4 rec1 0.2 {total + 5:.3f}\n")
     (d / "text").write_text("u1 seven a\nu2 seven b\nu3 gone\nu4 too long\n")
@@ -89,6 +90,7 @@ def test_kaldi_data_dir_with_segments(tmp_path):
     assert [u.id for u in rep.utts] == ["u1", "u2"]
     u1, u2 = rep.utts
     assert (u1.offset, u1.duration, u1.speaker, u1.text) == (0.0, 0.1, "theo", "seven a")
+    assert u1.audio == str(rec.resolve()) and u1.segment
     assert u2.offset == pytest.approx(0.1) and u2.duration == pytest.approx(total - 0.1, abs=2e-3)
     assert {uid for uid, _ in rep.skipped} == {"u3", "u4"}
 
@@ -114,6 +116,24 @@ def test_folder_of_audio_with_txt_transcripts(tmp_path):
     assert {u.speaker for u in rep.utts} == {"nicolas", "yweweler"}
     assert next(u for u in rep.utts if u.id == "nicolas-1").text == "digit 5"
     assert {uid for uid, _ in rep.skipped} == {"nicolas-2", "nicolas-3"}
+
+
+def test_folder_speaker_pattern_on_fsdd_names(tmp_path, capsys):
+    for name in ("3_theo_1", "4_george_2", "5_theo_3"):
+        shutil.copy(FSDD / f"{name}.flac", tmp_path / f"{name}.flac")
+        (tmp_path / f"{name}.txt").write_text(name[0])
+    (tmp_path / "odd.flac").write_bytes((FSDD / "3_theo_1.flac").read_bytes())
+    (tmp_path / "odd.txt").write_text("3")
+    rep = import_folder(tmp_path, progress=False, speaker_pattern=r"^\d+_([a-z]+)_")
+    assert {u.id: u.speaker for u in rep.utts} == {"3_theo_1": "theo", "4_george_2": "george",
+                                                   "5_theo_3": "theo"}
+    assert [uid for uid, _ in rep.skipped] == ["odd"]
+    with pytest.raises(CorpusError, match="group"):
+        import_folder(tmp_path, progress=False, speaker_pattern=r"^\d+_")
+    out = tmp_path / "m.jsonl"
+    assert main(["data", "import", "folder", str(tmp_path), "-o", str(out),
+                 "--speaker-pattern", "(["]) == 2
+    assert "not a regular expression" in capsys.readouterr().err
 
 
 def _utts(n_speakers: int = 10, per: int = 5) -> list[Utterance]:

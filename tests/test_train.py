@@ -17,8 +17,9 @@ import torch
 from conftest import ROOT, WORDS, make_digit_utterance
 
 from asr.checkpoint import read_checkpoint
-from asr.config import load_config
-from asr.train import LRSchedule, Trainer, TrainState, train
+from asr.config import load_config, to_dict
+from asr.optim import LRSchedule
+from asr.train import Trainer, TrainState, train
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
 BASE = [  # a tiny model on 8 kHz FSDD digits (features as in conf/digits.yaml)
@@ -57,7 +58,8 @@ def test_overfits_a_handful_of_utterances(tmp_path):
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history[-1]["train_loss"] < 0.1 * history[0]["train_loss"], history
     assert history[-1]["dev_wer"] == 0.0, history[-1]
-    assert read_checkpoint(out)["config"]["model"]["hidden_size"] == 64
+    assert read_checkpoint(out)["config"] == to_dict(cfg)  # the resolved config, in the checkpoint
+    assert load_config(tmp_path / "run" / "config.yaml") == cfg  # ... and in the run folder
     log_text = (tmp_path / "run" / "train.log").read_text()
     assert "parameters" in log_text and "dev WER" in log_text
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -132,12 +134,14 @@ def _losses(run_dir: Path) -> dict[int, float]:
 
 
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
-    """Dropout, SpecAugment, speed perturbation, Adam, cosine LR and dev evaluation all in play."""
+    """Dropout, SpecAugment, speed perturbation, Adam, cosine LR and dev evaluation (every 3
+    updates and at epoch ends) all in play: the resumed run repeats the reference step for step."""
     m = write_manifest(tmp_path, "train", [[1, 2], [3, 4, 5], [6], [7, 8], [9, 0, 1], [2, 3],
                                            [4], [5, 6, 7]])
     dev = write_manifest(tmp_path, "dev", [[8, 9]], index0=30)
     args = [*BASE, f"data.train_manifest={m}", f"data.dev_manifest={dev}", "model.dropout=0.3",
-            "augment.speed_perturb=[0.9,1.0,1.1]", "train.epochs=4", "train.warmup_steps=3"]
+            "augment.speed_perturb=[0.9,1.0,1.1]", "train.epochs=4", "train.warmup_steps=3",
+            "train.eval_every=3"]
 
     def run(run_dir: Path) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "asr", "train", "-c", str(ROOT / "conf" / "digits.yaml"),
@@ -165,6 +169,9 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert again.returncode == 0, err.decode()[-2000:]
     assert "resumed from" in (tmp_path / "killed" / "train.log").read_text()
 
+    dev_steps = [json.loads(x)["step"] for x in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()
+                 if "dev_wer" in x]
+    assert {3, 6, 9} <= set(dev_steps)  # train.eval_every=3, besides the epoch ends
     expected, got = _losses(tmp_path / "ref"), _losses(tmp_path / "killed")
     assert sorted(got) == sorted(expected)
     for step in expected:

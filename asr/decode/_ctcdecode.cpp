@@ -9,7 +9,8 @@
 //   lm_from_arpa(data: bytes) -> capsule                       parse an ARPA text
 //   lm_order(lm) -> int
 //   lm_sentence(lm, words: list[str], bos: bool, eos: bool) -> float   log10 P(sentence)
-//   decoder_new(token_bytes: list[bytes], kinds: list[int], lm | None, lexicon: list[str] | None)
+//   decoder_new(token_bytes: list[bytes], kinds: list[int], blank: int, lm | None,
+//               lexicon: list[str] | None, max_dense_cells: int = 2**23)
 //   decode(decoder, log_probs: buffer float32 (B, T, V), lengths: buffer int64 (B,),
 //          beam_size, token_topk, token_min_logp, alpha, beta, oov_penalty, nbest, beam_threshold,
 //          threads)
@@ -382,13 +383,30 @@ struct Decoder {
 
     int32_t lm_word(const std::string& w) const { return lm ? lm->lookup_word(w) : -1; }
 
+    // trie node after appending token c's characters at ``node`` (>= 0); -1 = off the trie
+    inline int32_t trie_step(int32_t node, int c) const {
+        if (!trie_next.empty()) return trie_next[static_cast<size_t>(node) * V + c];
+        return trie_walk(node, chars[c]);
+    }
+
     void finish_init() {
         use_words = lm != nullptr || lexicon;
         oov_mode = lm != nullptr && !lexicon;
         start_node.assign(V, 0);
         for (int c = 0; c < V; ++c)
             if (kind[c] == WORD_START) start_node[c] = trie_walk(0, chars[c]);
+        // a dense (node, token) -> node table when it is small (character vocabularies)
+        const size_t cells = trie_word.size() * static_cast<size_t>(V);
+        if (use_words && cells <= max_dense_cells) {
+            trie_next.assign(cells, -1);
+            for (size_t n = 0; n < trie_word.size(); ++n)
+                for (int c = 0; c < V; ++c)
+                    trie_next[n * V + c] = trie_walk(static_cast<int32_t>(n), chars[c]);
+        }
     }
+
+    std::vector<int32_t> trie_next;
+    size_t max_dense_cells = size_t{1} << 23;
 };
 
 struct Options {
@@ -482,18 +500,21 @@ class Search {
         };
         // how much completing a word can raise a score (for the early stop below); infinite
         // when the weights or the LM allow scores to rise
-        double rise = 0.0;
+        std::vector<double> rise(V, 0.0);
         if (d_.use_words) {
             const bool bounded = o_.alpha >= 0 && o_.oov_penalty <= 0 && (!d_.lm || d_.lm->nonpositive);
-            rise = bounded ? std::max(0.0, o_.beta) : std::numeric_limits<double>::infinity();
+            for (int c = 0; c < V; ++c)
+                if (d_.kind[c] == SEPARATOR || d_.kind[c] == WORD_START || !bounded)
+                    rise[c] = bounded ? std::max(0.0, o_.beta) : std::numeric_limits<double>::infinity();
         }
         for (int t = 0; t < T; ++t) {
             const float* frame = lp + static_cast<size_t>(t) * V;
             select_tokens(frame, k, order, cand);
-            for (int c : cand) is_cand[c] = t;
-            std::sort(cand.begin(), cand.end(), [frame](int a, int b) {
-                return frame[a] != frame[b] ? frame[a] > frame[b] : a < b;
-            });
+            double best_pc = NEG_INF;  // the best candidate's log-prob, plus the rise of word ends
+            for (int c : cand) {
+                is_cand[c] = t;
+                best_pc = std::max(best_pc, frame[c] + rise[c]);
+            }
             const double p_blank = frame[d_.blank];
             nb = static_cast<int32_t>(beams.size());
             // which beam entries are children of which (for merging extensions into them)
@@ -537,13 +558,16 @@ class Search {
                     if (is_cand[c] == t)
                         kept[j].pnb = logaddexp(kept[j].pnb, (c == last ? b.pb : p_tot) + frame[c]);
                 }
-                // new prefixes, most likely token first. Only the ``width`` best can make the
-                // beam: the heap holds the best so far (kept prefixes at their lower bound, new
-                // ones exactly); once even an upper bound cannot beat its top, stop.
+                // New prefixes. Only the ``width`` best can make the beam: the heap holds the
+                // best so far (kept prefixes at their lower bound, new ones exactly); skip what
+                // even an upper bound cannot bring above its top: the whole beam entry at once
+                // when its best token cannot.
+                const double bound = p_tot + parent_words;
+                if (heap.size() >= width && bound + best_pc < item_score(heap.front())) continue;
                 for (int c : cand) {
                     const double pc = frame[c];
                     const bool full = heap.size() >= width;
-                    if (full && p_tot + pc + parent_words + rise < item_score(heap.front())) break;
+                    if (full && bound + pc + rise[c] < item_score(heap.front())) continue;
                     int32_t j = merge_head[i];
                     while (j >= 0 && nodes_[beams[j].node].token != c) j = merge_next[j];
                     if (j >= 0) continue;  // merged above
@@ -671,7 +695,7 @@ class Search {
             const std::string& s = d_.chars[c];
             if (s.empty()) return true;
             const int32_t before = out.trie;
-            out.trie = before >= 0 ? d_.trie_walk(before, s) : -1;
+            out.trie = before >= 0 ? d_.trie_step(before, c) : -1;
             out.partial = true;
             if (out.trie < 0) {
                 if (d_.lexicon) return false;
@@ -839,9 +863,12 @@ PyObject* py_lm_sentence(PyObject*, PyObject* args) {
 PyObject* py_decoder_new(PyObject*, PyObject* args) {
     PyObject *tok_seq, *kind_seq, *lm_cap, *lex_seq;
     int blank;
-    if (!PyArg_ParseTuple(args, "OOiOO", &tok_seq, &kind_seq, &blank, &lm_cap, &lex_seq)) return nullptr;
+    Py_ssize_t dense = Py_ssize_t{1} << 23;
+    if (!PyArg_ParseTuple(args, "OOiOO|n", &tok_seq, &kind_seq, &blank, &lm_cap, &lex_seq, &dense))
+        return nullptr;
     auto* h = new DecoderHolder();
     Decoder& d = h->dec;
+    d.max_dense_cells = static_cast<size_t>(std::max<Py_ssize_t>(0, dense));
     PyObject* toks = PySequence_Fast(tok_seq, "token_bytes must be a sequence");
     PyObject* kinds = toks ? PySequence_Fast(kind_seq, "kinds must be a sequence") : nullptr;
     if (!toks || !kinds) {

@@ -33,6 +33,7 @@ from asr.decode.reference import SP_SPACE, words_of
 
 Decoder = Callable[[torch.Tensor, torch.Tensor], list[list[Hypothesis]]]
 BACKENDS = ("ours", "flashlight", "pyctcdecode")
+DEFAULT_OPTIONS = BeamOptions()
 
 
 class BackendError(RuntimeError):
@@ -47,7 +48,7 @@ def lm_vocabulary(lm_path: str | Path) -> list[str]:
     return [w[0] for w in lm.ngrams[1] if w[0] not in ("<s>", "</s>", "<unk>")]
 
 
-def make_decoder(name: str, tokens: list[str], options: BeamOptions = BeamOptions(),
+def make_decoder(name: str, tokens: list[str], options: BeamOptions = DEFAULT_OPTIONS,
                  lm_path: str | Path | None = None, lexicon: set[str] | None = None) -> Decoder:
     """A batch decoder from a backend name.
 

@@ -82,6 +82,8 @@ class Hypothesis:
 
 _WARNED = False
 _DECODERS: dict[tuple, tuple] = {}
+# the word trie becomes a dense (node x token) table up to this many cells (character vocabularies)
+DENSE_TRIE_CELLS = 1 << 23
 
 
 def _native_decoder(V: int, blank: int, tokens: list[str] | None, lm, lexicon):
@@ -96,7 +98,7 @@ def _native_decoder(V: int, blank: int, tokens: list[str] | None, lm, lexicon):
         kinds, chars = [0] * V, [""] * V
     lex = sorted(lexicon) if lexicon is not None else None
     dec = _ctcdecode.decoder_new([c.encode() for c in chars], kinds, blank,
-                                 lm.native if lm is not None else None, lex)
+                                 lm.native if lm is not None else None, lex, DENSE_TRIE_CELLS)
     if len(_DECODERS) >= 8:
         _DECODERS.pop(next(iter(_DECODERS)))
     _DECODERS[key] = (dec, lm, lexicon)

@@ -1,0 +1,119 @@
+"""Where and how a training process runs: device, precision, seeds, logging, DDP, metrics file.
+
+Small pieces the training loop (asr.train) calls at setup; none of them knows about models.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from asr.config import Config
+
+
+class TrainingError(RuntimeError):
+    """A training run that cannot start or go on; the message says what to change."""
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; under torchrun each rank takes cuda:LOCAL_RANK."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingError(f"train.device={name} but CUDA is not available; use train.device=cpu")
+        if dev.index is None:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return dev
+
+
+def amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else fp16 (with a gradient scaler); None on CPU or when off."""
+    mode = cfg.train.amp
+    if device.type != "cuda" or mode == "off":
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def micro_batch_seed(seed: int, step: int, micro: int) -> int:
+    """Seed for the dropout and SpecAugment of one micro-batch of one update.
+
+    ``micro`` is the micro-batch's index within the global batch (rank * accum_steps + j),
+    so the same data gets the same masks with any split over ranks and accumulation.
+    """
+    return (seed * 1_000_003 + step * 10_007 + micro) % (2**62)
+
+
+def setup_logging(run_dir: Path, rank: int) -> None:
+    """Log to <run>/train.log (rank 0) and stderr (warnings only on other ranks)."""
+    root = logging.getLogger("asr")
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    if rank == 0:
+        fh = logging.FileHandler(run_dir / "train.log")
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+    sh = logging.StreamHandler()
+    sh.setFormatter(fmt)
+    sh.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    root.addHandler(sh)
+    root.propagate = False
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world_size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+class MetricsLog:
+    """Per-update and per-evaluation metrics as JSON Lines in <run>/metrics.jsonl.
+
+    On resume, records past the resumed step (written before a crash) are dropped, so the
+    file always reads as one uninterrupted run.
+    """
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path = path
+        self.enabled = enabled
+
+    def truncate_after(self, step: int) -> None:
+        if not self.enabled or not self.path.is_file():
+            return
+        keep = [ln for ln in self.path.read_text().splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(ln + "\n" for ln in keep))
+        tmp.replace(self.path)
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")

@@ -1,0 +1,249 @@
+"""CTC decoders: hand-worked examples, exhaustive search, C++ == Python reference, LM fusion vs kenlm,
+lexicon constraint, properties, batching and threads."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from asr.decode import BeamOptions, beam_search, greedy_search, prefix_beam_search
+from asr.decode import beam as beam_mod
+from asr.decode.lm import LN10, NGramLM, arpa_text
+from asr.decode.reference import words_of
+from asr.lm_build import estimate
+
+native = pytest.mark.skipif(not beam_mod.native_available(), reason="C++ beam search not built")
+IMPLS = [pytest.param("native", marks=native), "python"]
+WORDS = "the cat sat on a mat dog ran up hill and down".split()
+CHARS = ["<blank>", " "] + sorted(set("".join(WORDS)))
+PIECES = ["<blank>", "\u2581the", "\u2581c", "at", "\u2581", "s", "on", "a", "m", "\u2581d", "og", "r", "an",
+          "up", "h", "ill", "n", "d", "ow", "\u2581a"]
+
+
+def opts(impl: str, **kw) -> BeamOptions:
+    return BeamOptions(implementation=impl, **kw)
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory) -> NGramLM:
+    rng = random.Random(0)
+    sents = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 7))) for _ in range(300)]
+    path = tmp_path_factory.mktemp("lm") / "lm.arpa"
+    path.write_text(arpa_text(estimate(sents, 3)))
+    return NGramLM.from_arpa(path)
+
+
+def random_log_probs(rng: np.random.Generator, B: int, T: int, V: int, scale: float = 3.0) -> torch.Tensor:
+    return torch.log_softmax(torch.tensor(rng.normal(size=(B, T, V)) * scale, dtype=torch.float32), -1)
+
+
+# ---- hand-worked examples ------------------------------------------------------------------
+
+# two frames, tokens (blank, a, b), the same distribution (0.5, 0.4, 0.1) at each.
+# P("a") = .4*.4 + .4*.5 + .5*.4 = .56, P("") = .25, P("b") = .1*.1 + .1*.5 + .5*.1 = .11,
+# P("ab") = P("ba") = .04. The best path is blank-blank, so greedy says "" and beam search "a".
+HAND = torch.log(torch.tensor([[[0.5, 0.4, 0.1], [0.5, 0.4, 0.1]]]))
+
+
+def test_greedy_hand_worked():
+    assert greedy_search(HAND, torch.tensor([2])) == [[]]
+    lp = torch.log(torch.tensor([[[.1, .9, 0], [.1, .9, 0], [.8, .1, .1], [.1, .9, 0], [.1, 0, .9]]]))
+    assert greedy_search(lp, torch.tensor([5])) == [[1, 1, 2]]
+    assert greedy_search(lp, torch.tensor([3])) == [[1]]  # only the valid frames count
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_beam_hand_worked(impl):
+    hyps = beam_search(HAND, [2], opts(impl, beam_size=10, nbest=5, token_min_logp=-math.inf))[0]
+    assert [h.tokens for h in hyps[:3]] == [[1], [], [2]]
+    assert [math.exp(h.score) for h in hyps] == pytest.approx([0.56, 0.25, 0.11, 0.04, 0.04])
+    assert sorted(map(tuple, (h.tokens for h in hyps[3:]))) == [(1, 2), (2, 1)]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_beam_hand_worked_with_lexicon(impl):
+    # words "a" and "b" separated by a space token: (blank, " ", a, b)
+    lp = torch.log(torch.tensor([[[0.1, 0.0, 0.5, 0.4], [0.9, 0.1, 0.0, 0.0], [0.1, 0.0, 0.4, 0.5]]]) + 1e-12)
+    free = beam_search(lp, [3], opts(impl, beam_size=8, word_bonus=0.0), ["-", " ", "a", "b"], lexicon=None)[0]
+    assert free[0].tokens == [2, 3]  # "ab": one word
+    only_b = beam_search(lp, [3], opts(impl, beam_size=8, word_bonus=0.0), ["-", " ", "a", "b"], lexicon={"b"})[0]
+    assert only_b[0].words == ["b"]  # "a" is not a word; "ab" is not either
+
+
+# ---- exhaustive search ---------------------------------------------------------------------
+
+def exhaustive(lp: np.ndarray) -> dict[tuple[int, ...], float]:
+    """P(label sequence) summed over every CTC path (tiny inputs only)."""
+    T, V = lp.shape
+    out: dict[tuple[int, ...], float] = {}
+    for path in itertools.product(range(V), repeat=T):
+        labels = tuple(k for k, _ in itertools.groupby(path) if k != 0)
+        out[labels] = out.get(labels, 0.0) + math.exp(sum(lp[t, k] for t, k in enumerate(path)))
+    return out
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=25, deadline=None)
+@given(T=st.integers(1, 4), V=st.integers(2, 3), seed=st.integers(0, 10_000))
+def test_beam_equals_exhaustive_search(impl, T, V, seed):
+    lp = random_log_probs(np.random.default_rng(seed), 1, T, V)
+    truth = sorted(exhaustive(lp[0].double().numpy()).items(), key=lambda kv: -kv[1])
+    n = len(truth)
+    hyps = beam_search(lp, [T], opts(impl, beam_size=n, nbest=n, token_min_logp=-math.inf))[0]
+    assert len(hyps) == n
+    assert [math.exp(h.score) for h in hyps] == pytest.approx([p for _, p in truth], rel=1e-5)
+    best = {tuple(h.tokens) for h in hyps if math.exp(h.score) > truth[0][1] * (1 - 1e-6)}
+    assert truth[0][0] in best
+
+
+# ---- C++ == Python reference -----------------------------------------------------------------
+
+@native
+@pytest.mark.parametrize("tokens", [CHARS, PIECES], ids=["chars", "sentencepiece"])
+@pytest.mark.parametrize("use_lm,lexicon", [(True, None), (True, "all"), (True, "some"), (False, "all")])
+@pytest.mark.parametrize("dense", [True, False], ids=["dense-trie", "hash-trie"])
+def test_native_equals_reference(lm, tokens, use_lm, lexicon, dense, monkeypatch):
+    monkeypatch.setattr(beam_mod, "DENSE_TRIE_CELLS", 1 << 23 if dense else 0)
+    monkeypatch.setattr(beam_mod, "_DECODERS", {})
+    lex = {"all": set(WORDS), "some": set(WORDS[:5]), None: None}[lexicon]
+    rng = np.random.default_rng(len(tokens) + 7 * dense)
+    for trial in range(6):
+        lp = random_log_probs(rng, 3, 20, len(tokens))
+        lens = [20, 13, 1]
+        o = BeamOptions(beam_size=6, nbest=4, token_min_logp=-4.0, lm_weight=0.7, word_bonus=0.3,
+                        beam_threshold=8.0 if trial % 2 else 0.0, oov_penalty=-2.0 if trial % 3 else 0.0,
+                        token_topk=5 if trial == 4 else 0)
+        a = beam_search(lp, lens, o, tokens, lm if use_lm else None, lex)
+        b = beam_search(lp, lens, BeamOptions(**{**o.__dict__, "implementation": "python"}), tokens,
+                        lm if use_lm else None, lex)
+        for ha, hb in zip(a, b):
+            assert [h.tokens for h in ha] == [h.tokens for h in hb]
+            assert [h.score for h in ha] == pytest.approx([h.score for h in hb], abs=1e-9)
+            assert [h.lm_score for h in ha] == pytest.approx([h.lm_score for h in hb], abs=1e-9)
+
+
+# ---- LM fusion -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("tokens", [CHARS, PIECES], ids=["chars", "sentencepiece"])
+def test_fused_lm_scores_equal_kenlm(lm, impl, tokens):
+    kenlm = pytest.importorskip("kenlm")
+    model = kenlm.Model(str(lm.path))
+    rng = np.random.default_rng(3)
+    lp = random_log_probs(rng, 4, 30, len(tokens))
+    o = opts(impl, beam_size=8, nbest=3, lm_weight=0.8, word_bonus=0.5, token_min_logp=-5.0)
+    checked = 0
+    for hyps in beam_search(lp, [30] * 4, o, tokens, lm, set(WORDS)):
+        for h in hyps:
+            if h.lm_score == 0.0:  # no final word was in the lexicon: the best CTC prefix instead
+                continue
+            assert all(w in WORDS for w in h.words)
+            expected = model.score(" ".join(h.words), bos=True, eos=True) * LN10
+            assert h.lm_score == pytest.approx(expected, abs=1e-4)
+            assert h.score == pytest.approx(h.ctc_score + 0.8 * h.lm_score + 0.5 * len(h.words), abs=1e-9)
+            checked += 1
+    assert checked >= 4
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_lm_repairs_a_confusion(lm, impl):
+    # "the cat" spelled with an ambiguous middle letter: c(a|o)t; the LM knows "cat", not "cot"
+    tokens = CHARS
+    idx = {c: i for i, c in enumerate(tokens)}
+    frames = []
+    for ch in "the cat":
+        p = np.full(len(tokens), 1e-4)
+        if ch == "a":
+            p[idx["a"]], p[idx["o"]] = 0.45, 0.55
+        else:
+            p[idx[ch]] = 0.9
+        frames += [p, np.eye(len(tokens))[0] * 0.9 + 1e-4]
+    lp = torch.log(torch.tensor(np.array(frames) / np.array(frames).sum(1, keepdims=True), dtype=torch.float32))[None]
+    no_lm = beam_search(lp, [lp.shape[1]], opts(impl, beam_size=8), tokens)[0][0]
+    assert words_of(no_lm.tokens, tokens) == ["the", "cot"]
+    with_lm = beam_search(lp, [lp.shape[1]], opts(impl, beam_size=8, lm_weight=1.0, word_bonus=0.0), tokens, lm)[0][0]
+    assert with_lm.words == ["the", "cat"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_oov_penalty_prefers_known_words(lm, impl):
+    tokens = CHARS
+    idx = {c: i for i, c in enumerate(tokens)}
+    frames = []
+    for ch in "dog":  # "dog" is known; "dag" is not and is slightly more likely acoustically
+        p = np.full(len(tokens), 1e-4)
+        if ch == "o":
+            p[idx["o"]], p[idx["a"]] = 0.4, 0.6
+        else:
+            p[idx[ch]] = 0.9
+        frames += [p, np.eye(len(tokens))[0] * 0.9 + 1e-4]
+    lp = torch.log(torch.tensor(np.array(frames) / np.array(frames).sum(1, keepdims=True), dtype=torch.float32))[None]
+    base = dict(beam_size=8, lm_weight=0.0, word_bonus=0.0)
+    assert beam_search(lp, [6], opts(impl, **base), tokens, lm)[0][0].words == ["dag"]
+    assert beam_search(lp, [6], opts(impl, **base, oov_penalty=-2.0), tokens, lm)[0][0].words == ["dog"]
+
+
+# ---- properties ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), T=st.integers(0, 25), beam=st.integers(1, 10), nbest=st.integers(1, 5),
+       use_lm=st.booleans(), use_lex=st.booleans(), scale=st.floats(0.1, 8.0))
+def test_hypothesis_properties(lm, impl, seed, T, beam, nbest, use_lm, use_lex, scale):
+    lp = random_log_probs(np.random.default_rng(seed), 2, max(T, 1), len(CHARS), scale)
+    lens = [T, max(T - 3, 0)]
+    o = opts(impl, beam_size=beam, nbest=nbest)
+    out = beam_search(lp, lens, o, CHARS, lm if use_lm else None, set(WORDS[:6]) if use_lex else None)
+    assert len(out) == 2
+    for hyps in out:
+        assert 1 <= len(hyps) <= nbest
+        scores = [h.score for h in hyps]
+        assert all(math.isfinite(s) for s in scores)
+        assert scores == sorted(scores, reverse=True)
+        assert all(0 < t < len(CHARS) for h in hyps for t in h.tokens)
+        assert len({tuple(h.tokens) for h in hyps}) == len(hyps)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_batch_equals_single_and_threads(lm, impl):
+    rng = np.random.default_rng(5)
+    lp = random_log_probs(rng, 5, 30, len(CHARS), 2.0)
+    lens = [30, 12, 0, 29, 5]
+    o = opts(impl, beam_size=6, nbest=3)
+    batch = beam_search(lp, lens, o, CHARS, lm)
+    for b in range(5):
+        single = prefix_beam_search(lp[b, : lens[b]], None, o, CHARS, lm)
+        assert [h.tokens for h in single] == [h.tokens for h in batch[b]]
+        assert [h.score for h in single] == pytest.approx([h.score for h in batch[b]])
+    threaded = beam_search(lp, lens, BeamOptions(**{**o.__dict__, "num_workers": 2}), CHARS, lm)
+    assert [[h.tokens for h in hs] for hs in threaded] == [[h.tokens for h in hs] for hs in batch]
+
+
+def test_numpy_input_and_empty_batch():
+    lp = HAND.numpy()
+    assert beam_search(lp, np.array([2]), BeamOptions(beam_size=4))[0][0].tokens == [1]
+    assert beam_search(np.zeros((0, 3, 3), dtype=np.float32), [], BeamOptions()) == []
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"lengths": [3]}, "lengths must lie"),
+    ({"lengths": [1, 1]}, "lengths must be"),
+    ({"tokens": ["-", "a"]}, "token strings"),
+    ({"lexicon": {"a"}}, "tokens are required"),
+])
+def test_bad_inputs(kwargs, match):
+    args = {"lengths": [2], "tokens": None, "lexicon": None, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        beam_search(HAND, args["lengths"], BeamOptions(), args["tokens"], None, args["lexicon"])
+
+
+def test_unknown_implementation():
+    with pytest.raises(ValueError, match="implementation"):
+        beam_search(HAND, [2], BeamOptions(implementation="gpu"))
