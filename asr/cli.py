@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def cmd_train(args) -> int:
         overrides.append(f"run_dir={args.run_dir}")
     cfg = load_config(args.config, overrides)
     out = train(cfg, resume=not args.no_resume, max_steps=args.max_steps, save_every_steps=args.save_every)
-    print(out)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, only rank 0 reports
+        print(out)
     return 0
 
 
@@ -399,16 +401,25 @@ def cmd_tune_lm(args) -> int:
     lexicon = None
     if args.lexicon:
         lexicon = {w.split()[0] for w in Path(args.lexicon).read_text().splitlines() if w.strip()}
-    lps, refs = [], []
-    for u in tqdm(utts, desc="log-probs", unit="utt"):  # the acoustic model runs once
+    lps, refs, wavs = [], [], []
+
+    def run_batch():  # the acoustic model runs once, on batches of similar length
+        lp, lens = model.log_probs([w for w, _ in wavs])
+        for k, (_, u) in enumerate(wavs):
+            lps.append(lp[k, : int(lens[k])])
+            refs.append(model.tokenizer.normalize(u.text))
+        wavs.clear()
+
+    for u in tqdm(sorted(utts, key=lambda u: u.duration), desc="log-probs", unit="utt"):
         try:
-            wav = load_audio(u.audio, model.sample_rate, u.offset, u.duration if u.offset else None)
+            wavs.append((load_audio(u.audio, model.sample_rate, u.offset, u.duration if u.offset else None), u))
         except AudioError as e:
             print(f"asr: warning: skipping utterance {u.id}: {e}", file=sys.stderr)
             continue
-        lp, lens = model.log_probs([wav])
-        lps.append(lp[0, : int(lens[0])])
-        refs.append(model.tokenizer.normalize(u.text))
+        if sum(w.size for w, _ in wavs) >= 60 * model.sample_rate:
+            run_batch()
+    if wavs:
+        run_batch()
     if not lps:
         raise CLIError(f"{args.manifest}: no readable utterances")
     lengths = [x.shape[0] for x in lps]

@@ -186,7 +186,7 @@ def test_oov_penalty_prefers_known_words(lm, impl):
         frames += [p, np.eye(len(tokens))[0] * 0.9 + 1e-4]
     lp = torch.log(torch.tensor(np.array(frames) / np.array(frames).sum(1, keepdims=True), dtype=torch.float32))[None]
     base = dict(beam_size=8, lm_weight=0.0, word_bonus=0.0)
-    assert beam_search(lp, [6], opts(impl, **base), tokens, lm)[0][0].words == ["dag"]
+    assert beam_search(lp, [6], opts(impl, **base, oov_penalty=0.0), tokens, lm)[0][0].words == ["dag"]
     assert beam_search(lp, [6], opts(impl, **base, oov_penalty=-2.0), tokens, lm)[0][0].words == ["dog"]
 
 
@@ -247,3 +247,37 @@ def test_bad_inputs(kwargs, match):
 def test_unknown_implementation():
     with pytest.raises(ValueError, match="implementation"):
         beam_search(HAND, [2], BeamOptions(implementation="gpu"))
+
+
+# ---- tuning --------------------------------------------------------------------------------
+
+def test_grid_search_picks_the_lm_weight_that_fixes_errors(lm, tmp_path):
+    from asr.decode.tune import grid_search, tuned_path, write_tuned
+
+    idx = {c: i for i, c in enumerate(CHARS)}
+    refs = ["the cat", "a dog ran"]
+    confusable = {"a": "o", "o": "a"}
+    lps = []
+    for text in refs:
+        frames = []
+        for ch in text:
+            p = np.full(len(CHARS), 1e-4)
+            if ch in confusable and ch != " ":  # the acoustics slightly prefer the wrong vowel
+                p[idx[ch]], p[idx[confusable[ch]]] = 0.45, 0.55
+            else:
+                p[idx[ch]] = 0.9
+            frames += [p, np.eye(len(CHARS))[0] * 0.9 + 1e-4]
+        lps.append(np.log(np.array(frames) / np.array(frames).sum(1, keepdims=True)))
+    T = max(len(x) for x in lps)
+    batch = np.full((2, T, len(CHARS)), -1e4, dtype=np.float32)
+    batch[:, :, 0] = 0.0
+    for i, x in enumerate(lps):
+        batch[i, : len(x)] = x
+    res = grid_search(batch, [len(x) for x in lps], refs, CHARS, lm, None,
+                      BeamOptions(beam_size=8, oov_penalty=0.0), alphas=[0.0, 1.0], betas=[0.0, 1.0], progress=False)
+    by_alpha = {(g["lm_weight"], g["word_bonus"]): g["wer"] for g in res.grid}
+    assert by_alpha[(0.0, 0.0)] == pytest.approx(3 / 5)  # "the cot", "o dag ran"
+    assert res.lm_weight == 1.0 and res.wer == 0.0
+    out = write_tuned(tmp_path / "model.pt", res, {"lm_path": str(lm.path)})
+    assert out == tuned_path(tmp_path / "model.pt") == tmp_path / "model.lm.json"
+    assert '"lm_weight": 1.0' in out.read_text()

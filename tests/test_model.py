@@ -148,3 +148,18 @@ def test_waveform_batch_equals_single_through_frontend_and_model():
             single, single_len = model(wavs[b : b + 1, : lens[b]], lens[b : b + 1])
             assert int(single_len) == int(out_lens[b])
             torch.testing.assert_close(out[b, : out_lens[b]], single[0], atol=1e-5, rtol=1e-5)
+
+
+def test_large_inference_batch_uses_onednn_and_still_equals_single_utterances():
+    """Batches of >= NATIVE_LSTM_BELOW_BATCH run oneDNN, single utterances the native kernel."""
+    from asr.model import NATIVE_LSTM_BELOW_BATCH
+
+    torch.manual_seed(0)
+    model = CTCModel(ModelConfig(num_layers=2, hidden_size=8, subsampling="stack2"), 12, 5).eval()
+    lengths = [30 - 2 * i for i in range(NATIVE_LSTM_BELOW_BATCH + 1)]
+    x, lens = _batch(lengths)
+    with torch.no_grad():
+        out, out_lens = model(x, lens)
+        for b in (0, len(lengths) - 1):
+            single, _ = model(x[b : b + 1, : lens[b]], lens[b : b + 1])
+            torch.testing.assert_close(out[b, : out_lens[b]], single[0], atol=1e-5, rtol=1e-5)

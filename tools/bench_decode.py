@@ -42,7 +42,7 @@ from asr.metrics import ErrorCounts, word_errors  # noqa: E402
 from asr.text import CharTokenizer, normalize_text  # noqa: E402
 
 
-def model_log_probs(model_path: str, manifest: str, limit: int):
+def model_log_probs(model_path: str, manifest: str, limit: int, batch_seconds: float = 60.0):
     """(B, T, V) log-probs, (B,) lengths, references and token strings from a checkpoint."""
     from tqdm import tqdm
 
@@ -50,15 +50,22 @@ def model_log_probs(model_path: str, manifest: str, limit: int):
     from asr.data import read_manifest
     from asr.transcribe import load_model
 
-    torch.set_num_threads(1)
     model = load_model(model_path, "cpu")
     utts = read_manifest(manifest, strict=False)[: limit or None]
-    lps, refs = [], []
-    for u in tqdm(utts, desc="log-probs", unit="utt"):
-        wav = load_audio(u.audio, model.sample_rate, u.offset, u.duration if u.offset else None)
-        lp, lens = model.log_probs([wav])
-        lps.append(lp[0, : int(lens[0])].numpy())
-        refs.append(model.tokenizer.normalize(u.text))
+    order = sorted(range(len(utts)), key=lambda i: utts[i].duration)  # similar lengths per batch
+    lps: list[np.ndarray | None] = [None] * len(utts)
+    batch: list[int] = []
+    with tqdm(total=len(utts), desc="log-probs", unit="utt") as bar:
+        for n, i in enumerate(order):
+            batch.append(i)
+            if sum(utts[j].duration for j in batch) >= batch_seconds or n == len(order) - 1:
+                wavs = [load_audio(utts[j].audio, model.sample_rate) for j in batch]
+                lp, lens = model.log_probs(wavs)
+                for k, j in enumerate(batch):
+                    lps[j] = lp[k, : int(lens[k])].numpy()
+                bar.update(len(batch))
+                batch = []
+    refs = [model.tokenizer.normalize(u.text) for u in utts]
     return (*_pad(lps), refs, model.tokenizer.token_strings())
 
 
@@ -135,14 +142,21 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="first N utterances of the manifest")
     ap.add_argument("--repeat", type=int, default=1, help="best of N timings")
     ap.add_argument("--no-lm-runs", action="store_true", help="skip the runs without an LM")
+    ap.add_argument("--cache", help="save the model's log-probs here (.npz) and reuse them next time")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
     if args.model:
         if not args.manifest:
             ap.error("--model needs --manifest")
-        lp, lens, refs, tokens = model_log_probs(args.model, args.manifest, args.limit)
-        source = f"{Path(args.model)} on {Path(args.manifest).name}"
+        if args.cache and Path(args.cache).is_file():
+            z = np.load(args.cache, allow_pickle=False)
+            lp, lens, refs, tokens = z["lp"], z["lens"], list(z["refs"]), list(z["tokens"])
+        else:
+            lp, lens, refs, tokens = model_log_probs(args.model, args.manifest, args.limit)
+            if args.cache:
+                np.savez(args.cache, lp=lp, lens=lens, refs=np.array(refs), tokens=np.array(tokens))
+        source = f"{Path(args.model)} on {Path(args.manifest).name} ({len(refs)} utterances)"
     elif args.synthetic:
         src = args.manifest or args.lm_text
         if not src:

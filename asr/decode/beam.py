@@ -68,7 +68,7 @@ class BeamOptions:
     implementation: str = "auto"  # "auto" (C++ when built), "native" (C++ or error), "python"
     # added per word outside the LM's vocabulary (LM without lexicon), as soon as its spelling
     # leaves the vocabulary; unweighted, like pyctcdecode's unk_score_offset and flashlight's unk_score
-    oov_penalty: float = 0.0
+    oov_penalty: float = -10.0
 
 
 @dataclass
