@@ -82,6 +82,9 @@ def load_audio(
     name = "<bytes>" if isinstance(path, (bytes, bytearray)) else str(path)
     if not isinstance(path, (bytes, bytearray)) and not Path(path).is_file():
         raise AudioError(f"{name}: file does not exist")
+    size = len(path) if isinstance(path, (bytes, bytearray)) else Path(path).stat().st_size
+    if size == 0:
+        raise AudioError(f"{name}: file is empty (0 bytes)")
     src = io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else str(path)
     try:
         with sf.SoundFile(src) as f:

@@ -33,20 +33,27 @@ class CheckpointError(RuntimeError):
 def atomic_torch_save(obj: dict, path: str | Path) -> None:
     """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = ""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        where = f" ({e.filename})" if e.filename and e.filename != tmp else ""
+        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}{where}") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise
+    # Temp files of a process killed mid-write (SIGKILL, power loss) are never loaded; remove them.
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def get_rng_state() -> dict:

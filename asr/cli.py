@@ -88,7 +88,8 @@ def cmd_evaluate(args) -> int:
 
     model = load_model(args.model, _device(args.device), quantize=args.quantize or "")
     model.with_decoding(**_decode_overrides(args))
-    utts = read_manifest(args.manifest, strict=False)
+    bad_lines: list[str] = []
+    utts = read_manifest(args.manifest, strict=False, skipped=bad_lines)
     if args.limit:
         utts = utts[: args.limit]
     if not utts:
@@ -101,7 +102,8 @@ def cmd_evaluate(args) -> int:
         "manifest": str(Path(args.manifest).resolve()),
         "model_file": _file_info(args.model),
         "model_kind": model.kind,
-        "manifest_file": dict(_file_info(args.manifest), utterances_used=len(utts)),
+        "manifest_file": dict(_file_info(args.manifest), utterances_used=len(utts),
+                              lines_skipped=bad_lines),
         "decode": dataclasses.asdict(model.decode_cfg),
         "lm_file": _file_info(model.decode_cfg.lm_path) if model.decode_cfg.lm_path else None,
         "model_config": {k: to_dict(getattr(model.config, k)) for k in ("feature", "model", "tokenizer")},
@@ -112,7 +114,8 @@ def cmd_evaluate(args) -> int:
     }
     write_report(res, out_dir, meta)
     print(f"WER {100 * res.wer:.2f}%  CER {100 * res.cer:.2f}%  "
-          f"({len(res.utts)} utterances, {res.words.ref} words, {len(res.failed)} failed)  "
+          f"({len(res.utts)} utterances, {res.words.ref} words, {len(res.failed)} failed"
+          f"{f', {len(bad_lines)} manifest lines skipped' if bad_lines else ''})  "
           f"report: {out_dir / 'report.html'}")
     return 1 if res.failed and not res.utts else 0
 
@@ -558,6 +561,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CLIError, ConfigError, CheckpointError, ManifestError, AudioError, LMError, TrainingError,
             ExportError) as e:
         print(f"asr: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a read-only or missing folder, a path through a file...
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"asr: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("asr: interrupted", file=sys.stderr)

@@ -89,12 +89,13 @@ def parse_manifest_line(line: str, base: Path, where: str) -> Utterance:
     return Utterance(uid, str(path), duration, text, str(d.get("speaker", "")), offset, "offset" in d)
 
 
-def read_manifest(path: str | Path, strict: bool = True) -> list[Utterance]:
+def read_manifest(path: str | Path, strict: bool = True, skipped: list[str] | None = None) -> list[Utterance]:
     """Read a JSONL manifest.
 
     Args:
         path: manifest file.
         strict: raise on the first bad line; otherwise log it, skip it and go on.
+        skipped: when given (and not strict), each skipped line's "file:line: reason" is appended.
 
     Returns:
         the utterances, in file order.
@@ -113,6 +114,8 @@ def read_manifest(path: str | Path, strict: bool = True) -> list[Utterance]:
                 if strict:
                     raise err from None
                 log.warning("skipping %s", err)
+                if skipped is not None:
+                    skipped.append(str(err))
                 continue
             if not line:
                 continue
@@ -122,6 +125,8 @@ def read_manifest(path: str | Path, strict: bool = True) -> list[Utterance]:
                 if strict:
                     raise
                 log.warning("skipping %s", e)
+                if skipped is not None:
+                    skipped.append(str(e))
     return out
 
 

@@ -88,6 +88,11 @@ def _size(utts: list[Utterance]) -> str:
 # ---------------------------------------------------------------- validate
 
 
+# Fast read speech is about 15-20 characters a second; far more means a transcript that does
+# not belong to its audio (or a wrong duration), and CTC cannot fit it anyway.
+MAX_CHARS_PER_SECOND = 40
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a manifest line."""
@@ -95,7 +100,7 @@ class Problem:
     line: int  # 1-based line number in the manifest
     id: str  # utterance id ("" when the line could not be parsed)
     kind: str  # bad-line, duplicate-id, missing-audio, empty-audio, unreadable-audio,
-    #            zero-duration, duration-mismatch, empty-text, unencodable-text
+    #            zero-duration, duration-mismatch, empty-text, unencodable-text, text-too-long
     message: str
 
     def format(self, manifest: str | Path) -> str:
@@ -178,6 +183,11 @@ def validate_manifest(manifest: str | Path, tokenizer=None, check_audio: bool = 
                 seen[u.id] = n
             if not u.text.strip():
                 problems.append(Problem(n, u.id, "empty-text", "transcript is empty"))
+            elif u.duration > 0 and len(u.text) > MAX_CHARS_PER_SECOND * u.duration:
+                problems.append(Problem(n, u.id, "text-too-long",
+                                        f"{len(u.text)} characters for {u.duration:.2f} s of audio "
+                                        f"(more than {MAX_CHARS_PER_SECOND}/s: wrong transcript or "
+                                        "duration?)"))
             elif tokenizer is not None:
                 bad = tokenizer.unknown_chars(u.text)
                 if bad:

@@ -592,7 +592,10 @@ class Trainer:
         cfg, st = self.cfg, self.state
         log.info("run folder %s; config written to config.yaml", self.run_dir)
         while st.epoch < cfg.train.epochs:
+            failed_before = self.train_loader.dataset.num_failed
             metrics = self.train_one_epoch()
+            # utterances whose audio could not be loaded (this rank's shard); each was logged by id
+            metrics["failed_utts"] = self.train_loader.dataset.num_failed - failed_before
             if metrics.pop("stopped"):
                 self.save_last()
                 log.info("stopped after %d steps (max_steps); resume by running again", st.step)
@@ -612,6 +615,10 @@ class Trainer:
             st.history.append(metrics)
             log.info("epoch %d: train loss %.4f, %.0f audio-s/s", st.epoch, metrics["train_loss"],
                      metrics["audio_seconds_per_second"])
+            if metrics["failed_utts"]:
+                log.warning("epoch %d: skipped %d utterances whose audio could not be loaded (named in "
+                            "the warnings above; `asr data validate` lists them all)", st.epoch,
+                            metrics["failed_utts"])
             self.log_dev(dev, st.epoch)
             self.save_epoch(wer)
             if cfg.train.patience and wer is not None and st.bad_epochs >= cfg.train.patience:

@@ -178,7 +178,11 @@ class Model:
         self.sample_rate = config.feature.sample_rate
         factor = SUBSAMPLING_FACTOR.get(config.model.subsampling, 1)
         self.frame_shift = config.feature.hop_ms / 1000 * factor  # seconds per output frame
-        self.min_samples = int(round(self.sample_rate * config.feature.win_ms / 1000))
+        # Shorter input is zero-padded to one output frame: the first frame spans n_fft samples
+        # (the window rounded up to a power of two) and stack-k subsampling needs k frames.
+        win = int(round(self.sample_rate * config.feature.win_ms / 1000))
+        hop = int(round(self.sample_rate * config.feature.hop_ms / 1000))
+        self.min_samples = (1 << (win - 1).bit_length()) + (factor - 1) * hop
         self.decode_cfg = decode or config.decode
         self.segment_opts = SegmentOptions()
         self.train_state: dict = {}  # epoch, step, best_wer... of a checkpoint

@@ -281,3 +281,10 @@ def test_grid_search_picks_the_lm_weight_that_fixes_errors(lm, tmp_path):
     out = write_tuned(tmp_path / "model.pt", res, {"lm_path": str(lm.path)})
     assert out == tuned_path(tmp_path / "model.pt") == tmp_path / "model.lm.json"
     assert '"lm_weight": 1.0' in out.read_text()
+
+
+def test_native_search_is_built_in_ci():
+    import os
+
+    if os.environ.get("CI") and not beam_mod.native_available():
+        pytest.fail("the C++ beam search was not built by pip install; see setup.py")

@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 STAMP=.venv/.asr-installed-$EXTRAS
-if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then
+if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ] && [ "$STAMP" -nt setup.py ] && [ "$STAMP" -nt asr/decode/_ctcdecode.cpp ]; then
     echo "[install] .venv is up to date ($STAMP)"
     exit 0
 fi
