@@ -33,7 +33,28 @@ def _decode_overrides(args) -> dict:
     out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if out.get("lm_path") and "method" not in out:
         out["method"] = "beam"
+    if out.get("lm_path") and getattr(args, "model", None):
+        _tuned_weights(args.model, out)
     return out
+
+
+def _tuned_weights(model: str, out: dict) -> None:
+    """Take alpha/beta not given on the command line from ``asr tune-lm``'s file beside the model."""
+    from asr.decode.tune import tuned_path
+
+    path = tuned_path(model)
+    if not path.is_file() or ("lm_weight" in out and "word_bonus" in out):
+        return
+    try:
+        tuned = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CLIError(f"{path}: cannot read the tuned LM weights ({e}); delete it or run asr tune-lm again") from None
+    if Path(tuned.get("lm_path", "")).resolve() != Path(out["lm_path"]).resolve():
+        return  # tuned for another LM
+    for key in ("lm_weight", "word_bonus"):
+        out.setdefault(key, tuned[key])
+    print(f"asr: using lm_weight {out['lm_weight']} and word_bonus {out['word_bonus']} (tuned: {path})",
+          file=sys.stderr)
 
 
 def _device(name: str) -> str:
@@ -447,6 +468,25 @@ def cmd_tune_lm(args) -> int:
     return 0
 
 
+def cmd_decode(args) -> int:
+    if not args.tune_lm:
+        raise CLIError("asr decode needs --tune-lm (to decode and score a manifest, use asr evaluate)")
+    return cmd_tune_lm(args)
+
+
+def _add_tune_args(t: argparse.ArgumentParser) -> None:
+    t.add_argument("--model", "-m", required=True)
+    t.add_argument("--manifest", required=True, help="dev manifest (held out from training)")
+    t.add_argument("--lm", required=True, help="ARPA word n-gram (or KenLM binary)")
+    t.add_argument("--lexicon", help="file of allowed words")
+    t.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
+    t.add_argument("--betas", type=float, nargs="+", default=[-1.0, 0.0, 1.0, 2.0, 3.0])
+    t.add_argument("--beam-size", type=int, default=16)
+    t.add_argument("--workers", type=int, default=1, help="decoding threads")
+    t.add_argument("--limit", type=int, default=0, help="only the first N utterances")
+    t.add_argument("--device", default="auto", help="cpu, cuda or auto")
+
+
 def _add_lm_parsers(sub) -> None:
     lm = sub.add_parser("lm", help="word n-gram language models")
     lsub = lm.add_subparsers(dest="lm_cmd", required=True)
@@ -464,19 +504,18 @@ def _add_lm_parsers(sub) -> None:
 
     t = sub.add_parser("tune-lm", help="grid-search the LM weight and word bonus on a dev manifest",
                        description="Run the model once over a dev manifest, then beam-search its log-probs for "
-                       "every (alpha, beta) pair and write the best to <model>.lm.json beside the model "
-                       "(use them with --lm-weight/--word-bonus).")
-    t.add_argument("--model", "-m", required=True)
-    t.add_argument("--manifest", required=True, help="dev manifest (held out from training)")
-    t.add_argument("--lm", required=True, help="ARPA word n-gram (or KenLM binary)")
-    t.add_argument("--lexicon", help="file of allowed words")
-    t.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
-    t.add_argument("--betas", type=float, nargs="+", default=[-1.0, 0.0, 1.0, 2.0, 3.0])
-    t.add_argument("--beam-size", type=int, default=16)
-    t.add_argument("--workers", type=int, default=1, help="decoding threads")
-    t.add_argument("--limit", type=int, default=0, help="only the first N utterances")
-    t.add_argument("--device", default="auto", help="cpu, cuda or auto")
+                       "every (alpha, beta) pair and write the best to <model>.lm.json beside the model; "
+                       "asr evaluate/transcribe --lm LM then use them unless given explicitly.")
+    _add_tune_args(t)
     t.set_defaults(func=cmd_tune_lm)
+
+    d = sub.add_parser("decode", help="decoder tools: --tune-lm (same as asr tune-lm)",
+                       description="asr decode --tune-lm: grid-search the LM weight (alpha) and word bonus "
+                       "(beta) on a dev manifest and write the best to <model>.lm.json beside the model; "
+                       "asr evaluate/transcribe --lm LM then use them unless given explicitly.")
+    d.add_argument("--tune-lm", action="store_true", help="tune alpha and beta (required)")
+    _add_tune_args(d)
+    d.set_defaults(func=cmd_decode)
 
 
 def build_parser() -> argparse.ArgumentParser:

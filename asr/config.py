@@ -155,6 +155,8 @@ class DecodeConfig:
     word_bonus: float = 1.0  # beta, added per word
     lexicon: str = ""  # file of allowed words (one per line); empty disables
     nbest: int = 1  # hypotheses returned per utterance
+    oov_penalty: float = -10.0  # added per word the LM does not know (with an LM, no lexicon)
+    num_workers: int = 1  # threads decoding the utterances of a batch in parallel
 
 
 @dataclass(frozen=True)

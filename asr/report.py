@@ -219,7 +219,7 @@ def _chart(groups: list[dict], title: str, xlabel: str) -> str:
                   fontsize=8)
     ax.set_ylabel("WER (%)")
     ax.set_xlabel(xlabel)
-    ax.set_title(title + " (numbers: utterances)", fontsize=10)
+    ax.set_title(f"{title}\n(labels: utterances per bar)", fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     buf = io.BytesIO()

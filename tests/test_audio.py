@@ -94,7 +94,7 @@ def test_broken_files_raise_audio_error_naming_the_file(tmp_path, speech):
     cases = {}
     cases["missing"] = (tmp_path / "missing.wav", "does not exist")
     (tmp_path / "empty.wav").write_bytes(b"")
-    cases["empty"] = (tmp_path / "empty.wav", "cannot decode")
+    cases["empty"] = (tmp_path / "empty.wav", r"file is empty \(0 bytes\)")
     (tmp_path / "corrupt.flac").write_bytes(b"fLaC" + bytes(range(256)) * 8)
     cases["corrupt"] = (tmp_path / "corrupt.flac", "cannot decode")
     sf.write(tmp_path / "zero.wav", np.zeros(0, dtype=np.float32), sr)

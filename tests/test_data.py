@@ -255,7 +255,7 @@ def test_validate_reports_each_problem_with_line_and_id(tmp_path):
     weird = Utterance("weird-text", good[2].audio, good[2].duration, "digit ζ")
     dup = Utterance("good0", good[3].audio, good[3].duration, "digit 3")
     silent = Utterance("no-text", good[3].audio, good[3].duration, " ")
-    seg = Utterance("seg", good[0].audio, 0.1, "digit 0", offset=0.0, segment=True)
+    seg = Utterance("seg", good[0].audio, 0.3, "digit 0", offset=0.0, segment=True)
     m = tmp_path / "m.jsonl"
     write_manifest([good[0], *bad, wrong, weird, dup, silent, seg], m)
     with open(m, "a") as f:

@@ -288,3 +288,24 @@ def test_native_search_is_built_in_ci():
 
     if os.environ.get("CI") and not beam_mod.native_available():
         pytest.fail("the C++ beam search was not built by pip install; see setup.py")
+
+
+def test_cli_uses_tuned_weights_for_the_same_lm(tmp_path, capsys):
+    import argparse
+    import json
+
+    from asr.cli import _decode_overrides
+
+    model, lm_file = tmp_path / "model.pt", tmp_path / "lm.arpa"
+    (tmp_path / "model.lm.json").write_text(json.dumps({"lm_weight": 0.7, "word_bonus": 2.0, "lm_path": str(lm_file)}))
+
+    def args(**kw):
+        base = dict(model=str(model), method=None, beam_size=None, lm_path=str(lm_file), lm_weight=None,
+                    word_bonus=None, lexicon=None)
+        return argparse.Namespace(**{**base, **kw})
+
+    assert _decode_overrides(args()) == {"lm_path": str(lm_file), "method": "beam", "lm_weight": 0.7, "word_bonus": 2.0}
+    assert "tuned" in capsys.readouterr().err
+    assert _decode_overrides(args(lm_weight=0.1))["lm_weight"] == 0.1  # the command line wins
+    other = _decode_overrides(args(lm_path=str(tmp_path / "other.arpa")))
+    assert "lm_weight" not in other  # tuned for another LM

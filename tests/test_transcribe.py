@@ -106,7 +106,9 @@ def test_long_recording_is_cut_and_stitched(tiny_digits_model, tmp_path):
         assert all(w["end"] <= seg["end"] + 0.05 for w in inside)
 
 
-def test_cli_folder_formats_and_a_broken_file(tiny_digits_model, tmp_path):
+def test_cli_folder_formats_and_a_broken_file(tiny_digits_model, tmp_path, capsys):
+    from asr.cli import main
+
     clips, expect = known_utterances(tiny_digits_model, 1, start=0)
     audio = clips[0]
     d = tmp_path / "in"
@@ -116,28 +118,26 @@ def test_cli_folder_formats_and_a_broken_file(tiny_digits_model, tmp_path):
     (d / "broken.wav").write_bytes(b"RIFF not really a wav file")
     (d / "notes.txt").write_text("not audio")
 
-    r = run_asr("transcribe", "--model", tiny_digits_model, d, "-q")
-    assert r.returncode == 1  # one input failed
-    err = r.stderr.decode()
-    assert "broken.wav" in err and "Traceback" not in err and "notes.txt" not in err
-    out = dict(line.split("\t") for line in r.stdout.decode().splitlines())
+    assert main(["transcribe", "--model", str(tiny_digits_model), str(d), "-q"]) == 1  # one input failed
+    cap = capsys.readouterr()
+    assert "broken.wav" in cap.err and "Traceback" not in cap.err and "notes.txt" not in cap.err
+    out = dict(line.split("\t") for line in cap.out.splitlines())
     assert set(out) == {str(d / "a.wav"), str(d / "sub" / "b.flac")}
     assert all(v == expect for v in out.values())
 
-    r = run_asr("transcribe", "-m", tiny_digits_model, "-f", "json", d / "a.wav")
-    assert r.returncode == 0, r.stderr.decode()
-    obj = json.loads(r.stdout)
+    assert main(["transcribe", "-m", str(tiny_digits_model), "-f", "json", str(d / "a.wav")]) == 0
+    obj = json.loads(capsys.readouterr().out)
     assert obj["text"] == expect and [w["word"] for w in obj["words"]] == expect.split()
     assert all(0 <= w["start"] < w["end"] <= obj["duration"] + 0.05 for w in obj["words"])
 
     outdir = tmp_path / "subs"
-    r = run_asr("transcribe", "-m", tiny_digits_model, "-f", "vtt", "-o", outdir, d / "a.wav", d / "sub")
-    assert r.returncode == 0, r.stderr.decode()
+    assert main(["transcribe", "-m", str(tiny_digits_model), "-f", "vtt", "-o", str(outdir),
+                 str(d / "a.wav"), str(d / "sub")]) == 0
     vtt = (outdir / "a.vtt").read_text()
     assert vtt.startswith("WEBVTT") and " --> " in vtt and all(w in vtt for w in expect.split())
     assert (outdir / "b.vtt").is_file()
 
-    # standard input, srt
+    # standard input (a real process with a pipe), srt
     r = run_asr("transcribe", "-m", tiny_digits_model, "-f", "srt", "-", stdin=(d / "a.wav").read_bytes())
     assert r.returncode == 0, r.stderr.decode()
     srt = r.stdout.decode()
@@ -180,6 +180,8 @@ def test_missing_model_is_one_line_error(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["srt", "vtt"])
-def test_subtitles_need_an_output_dir_for_several_inputs(tiny_digits_model, tmp_path, fmt):
-    r = run_asr("transcribe", "-m", tiny_digits_model, "-f", fmt, tmp_path / "a.wav", tmp_path / "b.wav")
-    assert r.returncode == 2 and "--output-dir" in r.stderr.decode()
+def test_subtitles_need_an_output_dir_for_several_inputs(tiny_digits_model, tmp_path, fmt, capsys):
+    from asr.cli import main
+
+    rc = main(["transcribe", "-m", str(tiny_digits_model), "-f", fmt, str(tmp_path / "a.wav"), str(tmp_path / "b.wav")])
+    assert rc == 2 and "--output-dir" in capsys.readouterr().err
