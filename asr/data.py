@@ -79,6 +79,9 @@ def parse_manifest_line(line: str, base: Path, where: str) -> Utterance:
         offset = float(d.get("offset", 0.0) or 0.0)
     except (TypeError, ValueError):
         raise ManifestError(f"{where}: 'duration' and 'offset' must be numbers") from None
+    if not (math.isfinite(duration) and math.isfinite(offset)) or offset < 0:
+        raise ManifestError(f"{where}: 'duration' and 'offset' must be finite and 'offset' not "
+                            f"negative (got {duration}, {offset}); run `asr data import` to recompute")
     path = Path(audio)
     if not path.is_absolute():
         path = base / path
@@ -145,13 +148,9 @@ def filter_by_duration(utts: list[Utterance], min_s: float, max_s: float) -> lis
     """Utterances with ``min_s <= duration <= max_s``; the others are counted in a warning."""
     keep = [u for u in utts if min_s <= u.duration <= max_s]
     if len(keep) < len(utts):
-        log.warning(
-            "skipped %d utterances outside %.2f-%.1f s (e.g. %s)",
-            len(utts) - len(keep),
-            min_s,
-            max_s,
-            next(u.id for u in utts if not min_s <= u.duration <= max_s),
-        )
+        out = [u.id for u in utts if not min_s <= u.duration <= max_s]
+        log.warning("skipped %d utterances outside %.2f-%.1f s (e.g. %s)", len(out), min_s, max_s,
+                    ", ".join(out[:5]) + (", ..." if len(out) > 5 else ""))
     return keep
 
 

@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from asr.audio import AudioError, load_audio
-from asr.data import BucketBatchSampler, Utterance
+from asr.data import BucketBatchSampler, Utterance, load_utterance
 from asr.metrics import ErrorCounts, char_errors, word_errors
 from asr.transcribe import Model
 
@@ -66,7 +66,7 @@ def evaluate(model: Model, utts: list[Utterance], max_batch_seconds: float = 120
                 bar.update(u.duration)
                 continue
             try:
-                wavs.append(load_audio(u.audio, model.sample_rate, u.offset, u.duration if u.offset else None))
+                wavs.append(load_utterance(u, model.sample_rate))
                 batch_utts.append(u)
             except AudioError as e:
                 log.warning("skipping utterance %s: %s", u.id, e)

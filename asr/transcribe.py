@@ -103,6 +103,8 @@ def iter_segments(
     name = "<stdin>" if isinstance(source, (bytes, bytearray)) else str(source)
     if not isinstance(source, (bytes, bytearray)) and not Path(source).is_file():
         raise AudioError(f"{name}: file does not exist")
+    if (len(source) if isinstance(source, (bytes, bytearray)) else Path(source).stat().st_size) == 0:
+        raise AudioError(f"{name}: file is empty (0 bytes)")
     try:
         f = sf.SoundFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source))
     except Exception as e:  # soundfile raises several types

@@ -472,6 +472,18 @@ def test_a_malicious_pickle_is_refused_and_never_runs(tiny_digits_model, tmp_pat
         rc, _, err = run_cli(argv, capsys)
         assert rc == 2
         assert_one_line_error(err, str(evil), "refused to load")
+    # Dressed up as a TorchScript export (a code/ folder in the zip): torch.jit.load refuses it.
+    import zipfile
+
+    from asr.export import ExportError
+    from asr.transcribe import load_model
+
+    disguised = tmp_path / "evil.ts"
+    disguised.write_bytes(evil.read_bytes())
+    with zipfile.ZipFile(disguised, "a") as z:
+        z.writestr("evil/code/__torch__.py", "def f(): pass\n")
+    with pytest.raises((ExportError, CheckpointError)):
+        load_model(disguised)
     assert not marker.exists()
     # The payload is real: an unsafe load would have run it.
     torch.load(evil, weights_only=False)
@@ -577,3 +589,18 @@ def test_greedy_collapses_the_best_path_and_ignores_padding(seed, T, V, pad):
     noisy[0, T:] = torch.randn(pad, V, generator=g).log_softmax(-1)
     assert greedy_search(noisy, torch.tensor([T])) == [ids]
     assert 0 not in ids and len(ids) <= T
+
+
+@pytest.mark.parametrize("fields", ['"duration": NaN', '"duration": Infinity', '"duration": 1, "offset": -2',
+                                    '"duration": "1.0s"'])
+def test_non_finite_or_negative_times_in_a_manifest_are_bad_lines(tmp_path, fields):
+    from asr.data import ManifestError, read_manifest
+    from asr.datatools import validate_manifest
+
+    m = tmp_path / "m.jsonl"
+    m.write_text('{"id": "a", "audio": "a.wav", ' + fields + ', "text": "one"}\n')
+    with pytest.raises(ManifestError, match=f"{m}:1: 'duration' and 'offset' must be"):
+        read_manifest(m)
+    assert read_manifest(m, strict=False) == []
+    _, problems = validate_manifest(m, check_audio=False, progress=False)
+    assert [(p.line, p.kind) for p in problems] == [(1, "bad-line")]
