@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from asr.audio import AudioError, load_audio
+from asr.audio import AudioError
 from asr.data import BucketBatchSampler, Utterance, load_utterance
 from asr.metrics import ErrorCounts, char_errors, word_errors
 from asr.transcribe import Model
@@ -93,7 +93,8 @@ def evaluate(model: Model, utts: list[Utterance], max_batch_seconds: float = 120
 def _evaluate_long(model: Model, u: Utterance, res: EvalResult) -> None:
     """Score one utterance longer than a segment through ``model.transcribe`` (chunked)."""
     try:
-        src = load_audio(u.audio, model.sample_rate, u.offset, u.duration) if u.offset else u.audio
+        # a whole file is streamed from disk; a segment of one is read (only its frames) first
+        src = load_utterance(u, model.sample_rate) if (u.segment or u.offset) else u.audio
         with torch.no_grad():
             out = model.transcribe(src)
     except AudioError as e:

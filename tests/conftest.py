@@ -46,19 +46,8 @@ def digits_manifest(tmp_path: Path):
 
     def make(n: int = 8, speaker: str = "jackson", index_range=range(10, 50), seed: int = 0,
              name: str = "train", min_digits: int = 2, max_digits: int = 4) -> Path:
-        rng = random.Random(seed)
-        out = tmp_path / name
-        out.mkdir(exist_ok=True)
-        lines = []
-        for i in range(n):
-            digits = [rng.randrange(10) for _ in range(rng.randint(min_digits, max_digits))]
-            p = out / f"{name}-{i:03d}.wav"
-            dur = make_digit_utterance(p, digits, speaker, rng.choice(list(index_range)))
-            lines.append({"id": f"{name}-{i:03d}", "audio": str(p), "duration": dur,
-                          "text": " ".join(WORDS[d] for d in digits), "speaker": speaker})
-        m = tmp_path / f"{name}.jsonl"
-        m.write_text("".join(json.dumps(x) + "\n" for x in lines))
-        return m
+        return write_digits_manifest(tmp_path, n, name, (speaker,), index_range, seed,
+                                     min_digits, max_digits)
 
     return make
 
