@@ -291,6 +291,10 @@ def test_evaluate_streams_a_recording_longer_than_a_segment(tiny_digits_model, t
     assert [u.id for u in cut.utts] == ["long"] and cut.words.ref == len(digits)
     assert abs(cut.audio_seconds - whole.audio_seconds) < 0.01
     assert cut.words.errors <= whole.words.errors + 1, (cut.utts[0].hyp, whole.utts[0].hyp)
+    # a long segment of a file (offset 0 included) decodes only its own frames
+    seg = Utterance("seg", str(wav), 3.0, "three one four", offset=0.0, segment=True)
+    res = evaluate(model, [seg], progress=False)
+    assert [u.id for u in res.utts] == ["seg"] and abs(res.audio_seconds - 3.0) < 0.01, res.audio_seconds
 
 
 def test_train_skips_and_counts_bad_items_and_finishes(bad_corpus, tmp_path, capsys):
