@@ -264,7 +264,7 @@ def test_transcribe_reports_each_bad_file_and_goes_on_and_an_hour_is_bounded(bad
         assert texts[str(bad_corpus[name]["audio"])] == bad_corpus[name]["text"]
     # An hour is cut into segments and streamed: memory stays bounded (the hour at 16 kHz
     # is 230 MB of float32 alone; decoding it in one piece needed 3 GB).
-    assert max_rss_mb(r) < 1500, max_rss_mb(r)
+    assert max_rss_mb(r) < 2048, max_rss_mb(r)  # the 2 GB goal of issue 6
     assert took < 150
 
 
