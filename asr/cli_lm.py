@@ -1,0 +1,128 @@
+"""`asr lm build`, `asr tune-lm` and `asr decode --tune-lm`: word n-gram LMs and their fusion weights."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from asr.cli import CLIError, _device
+
+
+def cmd_lm_build(args) -> int:
+    from asr.lm_build import build_lm
+
+    counts = build_lm(args.text, args.out, args.order, not args.no_normalize, args.lexicon)
+    print(f"{args.out}: {args.order}-gram, " + ", ".join(f"{n}-grams {c}" for n, c in counts.items()))
+    return 0
+
+
+def cmd_tune_lm(args) -> int:
+    from tqdm import tqdm
+
+    from asr.audio import AudioError, load_audio
+    from asr.data import read_manifest
+    from asr.decode import BeamOptions
+    from asr.decode.lm import load_lm
+    from asr.decode.tune import corpus_wer, grid_search, write_tuned
+    from asr.transcribe import load_model
+
+    model = load_model(args.model, _device(args.device))
+    utts = read_manifest(args.manifest, strict=False)[: args.limit or None]
+    if not utts:
+        raise CLIError(f"{args.manifest}: no utterances to tune on")
+    lm = load_lm(args.lm)
+    lexicon = None
+    if args.lexicon:
+        lexicon = {w.split()[0] for w in Path(args.lexicon).read_text().splitlines() if w.strip()}
+    lps, refs, wavs = [], [], []
+
+    def run_batch():  # the acoustic model runs once, on batches of similar length
+        lp, lens = model.log_probs([w for w, _ in wavs])
+        for k, (_, u) in enumerate(wavs):
+            lps.append(lp[k, : int(lens[k])])
+            refs.append(model.tokenizer.normalize(u.text))
+        wavs.clear()
+
+    for u in tqdm(sorted(utts, key=lambda u: u.duration), desc="log-probs", unit="utt"):
+        try:
+            wavs.append((load_audio(u.audio, model.sample_rate, u.offset, u.duration if u.offset else None), u))
+        except AudioError as e:
+            print(f"asr: warning: skipping utterance {u.id}: {e}", file=sys.stderr)
+            continue
+        if sum(w.size for w, _ in wavs) >= 60 * model.sample_rate:
+            run_batch()
+    if wavs:
+        run_batch()
+    if not lps:
+        raise CLIError(f"{args.manifest}: no readable utterances")
+    lengths = [x.shape[0] for x in lps]
+    batch = lps[0].new_full((len(lps), max(lengths), lps[0].shape[1]), -1e4)
+    for i, x in enumerate(lps):
+        batch[i, : x.shape[0]] = x
+    tokens = model.tokenizer.token_strings()
+    opts = BeamOptions(beam_size=args.beam_size, num_workers=args.workers)
+    res = grid_search(batch, lengths, refs, tokens, lm, lexicon, opts, args.alphas, args.betas)
+    from asr.decode import greedy_search
+
+    greedy = corpus_wer([model.tokenizer.decode(ids) for ids in greedy_search(batch, lengths)], refs)
+    print("alpha  beta   WER %")
+    for g in res.grid:
+        print(f"{g['lm_weight']:5.2f} {g['word_bonus']:5.2f} {100 * g['wer']:7.2f}")
+    out = write_tuned(args.model, res, {"lm_path": str(Path(args.lm).resolve()), "beam_size": args.beam_size,
+                                        "lexicon": str(Path(args.lexicon).resolve()) if args.lexicon else "",
+                                        "dev_manifest": str(Path(args.manifest).resolve()),
+                                        "utterances": len(refs), "greedy_wer": greedy})
+    print(f"best: --lm-weight {res.lm_weight} --word-bonus {res.word_bonus}: WER {100 * res.wer:.2f}% "
+          f"(greedy {100 * greedy:.2f}%); written to {out}")
+    return 0
+
+
+def cmd_decode(args) -> int:
+    if not args.tune_lm:
+        raise CLIError("asr decode needs --tune-lm (to decode and score a manifest, use asr evaluate)")
+    return cmd_tune_lm(args)
+
+
+def _add_tune_args(t: argparse.ArgumentParser) -> None:
+    t.add_argument("--model", "-m", required=True)
+    t.add_argument("--manifest", required=True, help="dev manifest (held out from training)")
+    t.add_argument("--lm", required=True, help="ARPA word n-gram (or KenLM binary)")
+    t.add_argument("--lexicon", help="file of allowed words")
+    t.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
+    t.add_argument("--betas", type=float, nargs="+", default=[-1.0, 0.0, 1.0, 2.0, 3.0])
+    t.add_argument("--beam-size", type=int, default=16)
+    t.add_argument("--workers", type=int, default=1, help="decoding threads")
+    t.add_argument("--limit", type=int, default=0, help="only the first N utterances")
+    t.add_argument("--device", default="auto", help="cpu, cuda or auto")
+
+
+def add_lm_parsers(sub) -> None:
+    lm = sub.add_parser("lm", help="word n-gram language models")
+    lsub = lm.add_subparsers(dest="lm_cmd", required=True)
+    b = lsub.add_parser("build", help="estimate a word n-gram (modified Kneser-Ney) and write ARPA",
+                        description="Estimate an interpolated modified Kneser-Ney word n-gram from a text file "
+                        "(a sentence per line) or a JSONL manifest (its text fields) and write ARPA, which "
+                        "kenlm, flashlight and pyctcdecode also read.")
+    b.add_argument("text", help="text file or manifest (.jsonl)")
+    b.add_argument("--out", "-o", required=True, help="ARPA file to write")
+    b.add_argument("--order", type=int, default=3, help="n of the n-gram (2 or more)")
+    b.add_argument("--lexicon", help="also write the vocabulary here (a word per line; use with --lexicon)")
+    b.add_argument("--no-normalize", action="store_true",
+                   help="keep the text as it is (default: lower-case, no punctuation, as the tokenizers do)")
+    b.set_defaults(func=cmd_lm_build)
+
+    t = sub.add_parser("tune-lm", help="grid-search the LM weight and word bonus on a dev manifest",
+                       description="Run the model once over a dev manifest, then beam-search its log-probs for "
+                       "every (alpha, beta) pair and write the best to <model>.lm.json beside the model; "
+                       "asr evaluate/transcribe --lm LM then use them unless given explicitly.")
+    _add_tune_args(t)
+    t.set_defaults(func=cmd_tune_lm)
+
+    d = sub.add_parser("decode", help="decoder tools: --tune-lm (same as asr tune-lm)",
+                       description="asr decode --tune-lm: grid-search the LM weight (alpha) and word bonus "
+                       "(beta) on a dev manifest and write the best to <model>.lm.json beside the model; "
+                       "asr evaluate/transcribe --lm LM then use them unless given explicitly.")
+    d.add_argument("--tune-lm", action="store_true", help="tune alpha and beta (required)")
+    _add_tune_args(d)
+    d.set_defaults(func=cmd_decode)
