@@ -37,7 +37,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asr.augment import WaveAugment
@@ -50,9 +49,9 @@ from asr.checkpoint import (
     set_rng_state,
 )
 from asr.config import Config, save_config, to_dict
-from asr.data import AudioDataset, BucketBatchSampler, collate, filter_by_duration, read_manifest
+from asr.data import BucketBatchSampler, filter_by_duration, read_manifest
 from asr.decode import greedy_search
-from asr.features import CMVNAccumulator, spec_augment
+from asr.features import spec_augment
 from asr.metrics import ErrorCounts, char_errors, word_errors
 from asr.model import count_parameters
 from asr.optim import LRSchedule, make_optimizer
@@ -67,6 +66,13 @@ from asr.runtime import (
     setup_logging,
 )
 from asr.text import tokenizer_from_dict, train_tokenizer
+from asr.train_data import (  # noqa: F401  (output_frames, min_frames_for: public via asr.train)
+    compute_cmvn,
+    filter_trainable,
+    make_loader,
+    min_frames_for,
+    output_frames,
+)
 
 log = logging.getLogger("asr.train")
 
@@ -86,116 +92,6 @@ class TrainState:
     audio_seconds: float = 0.0  # audio trained on so far (all ranks)
 
 
-# ---------------------------------------------------------------- data
-
-
-def min_frames_for(tokens: list[int]) -> int:
-    """CTC needs one frame per token plus one blank between each repeated pair."""
-    return len(tokens) + sum(1 for a, b in zip(tokens, tokens[1:]) if a == b)
-
-
-def output_frames(duration: float, cfg: Config) -> int:
-    """Model output frames for an utterance of ``duration`` seconds (after subsampling)."""
-    sr = cfg.feature.sample_rate
-    win = int(round(sr * cfg.feature.win_ms / 1000))
-    n_fft = 1 << (win - 1).bit_length()  # as asr.features.Frontend: each frame spans n_fft samples
-    hop = int(round(sr * cfg.feature.hop_ms / 1000))
-    frames = max(1, (int(round(duration * sr)) - n_fft) // hop + 1)
-    sub = cfg.model.subsampling
-    if sub.startswith("stack"):
-        return frames // int(sub[-1])
-    if sub.startswith("conv"):
-        for _ in range(1 if sub == "conv2" else 2):
-            frames = (frames - 1) // 2 + 1
-    return frames
-
-
-def filter_trainable(utts, tokenizer, cfg: Config, name: str):
-    """Drop utterances the tokenizer cannot encode or whose targets cannot fit CTC's frames.
-
-    Args:
-        utts: list of Utterance.
-        tokenizer: encodes text to ids (blank = 0 is never produced).
-        cfg: feature and subsampling settings decide the output frame count.
-        name: "train" or "dev", for the warning.
-    Returns:
-        the usable utterances; each kind of skip is logged once with a count and an example.
-    """
-    keep, bad_text, too_long = [], [], []
-    for u in utts:
-        try:
-            toks = tokenizer.encode(u.text)
-        except ValueError as e:
-            bad_text.append((u.id, str(e)))
-            continue
-        if not toks or min_frames_for(toks) > output_frames(u.duration, cfg):
-            too_long.append(u.id)
-            continue
-        keep.append(u)
-    if bad_text:
-        log.warning("%s: skipped %d utterances with text the tokenizer cannot encode (e.g. %s: %s)",
-                    name, len(bad_text), *bad_text[0])
-    if too_long:
-        log.warning("%s: skipped %d utterances with empty text or more CTC targets than output "
-                    "frames after %s subsampling (e.g. %s); use less subsampling or a smaller "
-                    "token inventory to keep them", name, len(too_long), cfg.model.subsampling,
-                    too_long[0])
-    return keep
-
-
-def make_loader(utts, tokenizer, cfg: Config, train: bool, rank=0, world=1, augment=None, pin=False):
-    """DataLoader over duration buckets; the training one is sharded over DDP ranks."""
-    ds = AudioDataset(utts, tokenizer, cfg.feature.sample_rate, augment=augment)
-    ds.seed = cfg.train.seed
-    sampler = BucketBatchSampler(
-        [u.duration for u in utts],
-        cfg.data.max_batch_seconds,
-        cfg.data.max_batch_size,
-        cfg.data.num_buckets,
-        shuffle=train,
-        seed=cfg.train.seed,
-        num_replicas=world if train else 1,
-        rank=rank if train else 0,
-    )
-    return DataLoader(
-        ds,
-        batch_sampler=sampler,
-        collate_fn=collate,
-        num_workers=cfg.data.num_workers,
-        worker_init_fn=_worker_init,
-        pin_memory=pin,
-        # Its own generator: iterating must not draw from the global torch RNG, or a resumed
-        # epoch (a new iterator) would shift every later random draw.
-        generator=torch.Generator().manual_seed(cfg.train.seed),
-    )
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # several torch processes spinning on few cores is ~10x slower
-
-
-# ---------------------------------------------------------------- model and optimisation
-
-
-@torch.no_grad()
-def compute_cmvn(model, utts, tokenizer, cfg: Config, device, rank: int = 0, world: int = 1) -> None:
-    """Global mean/std of raw features over the training set; DDP ranks each take a shard."""
-    acc = CMVNAccumulator(model.frontend.dim)
-    loader = make_loader(utts[rank::world], tokenizer, cfg, False)
-    for batch in tqdm(loader, desc="cmvn", unit="batch", leave=False, disable=rank != 0 or None):
-        if batch is None:
-            continue
-        feats, lens = model.frontend.raw_features(batch["wavs"].to(device), batch["wav_lens"].to(device))
-        acc.update(feats, lens)
-    if world > 1:
-        sums = torch.cat([torch.tensor([float(acc.n)], dtype=torch.float64), acc.sum, acc.sumsq])
-        sums = sums.to(device)
-        dist.all_reduce(sums)
-        sums = sums.cpu()
-        d = model.frontend.dim
-        acc.n, acc.sum, acc.sumsq = int(sums[0]), sums[1 : 1 + d], sums[1 + d :]
-    mean, std = acc.result()
-    model.frontend.set_cmvn(mean.to(device), std.to(device))
 
 
 def compute_loss(model, ctc_module, batch, device, cfg: Config, amp: torch.dtype | None,
