@@ -152,20 +152,28 @@ def test_fused_lm_scores_equal_kenlm(lm, impl, tokens):
     assert checked >= 4
 
 
+def spelled_log_probs(text: str, ambiguous: str, probs: dict[str, float]) -> torch.Tensor:
+    """(1, 2*len(text), V) log-probs spelling ``text`` (each char then a blank frame); the frames
+    of the character ``ambiguous`` get the distribution ``probs`` instead."""
+    idx = {c: i for i, c in enumerate(CHARS)}
+    frames = []
+    for ch in text:
+        p = np.full(len(CHARS), 1e-4)
+        if ch == ambiguous:
+            for c, v in probs.items():
+                p[idx[c]] = v
+        else:
+            p[idx[ch]] = 0.9
+        frames += [p, np.eye(len(CHARS))[0] * 0.9 + 1e-4]
+    f = np.array(frames)
+    return torch.log(torch.tensor(f / f.sum(1, keepdims=True), dtype=torch.float32))[None]
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 def test_lm_repairs_a_confusion(lm, impl):
     # "the cat" spelled with an ambiguous middle letter: c(a|o)t; the LM knows "cat", not "cot"
     tokens = CHARS
-    idx = {c: i for i, c in enumerate(tokens)}
-    frames = []
-    for ch in "the cat":
-        p = np.full(len(tokens), 1e-4)
-        if ch == "a":
-            p[idx["a"]], p[idx["o"]] = 0.45, 0.55
-        else:
-            p[idx[ch]] = 0.9
-        frames += [p, np.eye(len(tokens))[0] * 0.9 + 1e-4]
-    lp = torch.log(torch.tensor(np.array(frames) / np.array(frames).sum(1, keepdims=True), dtype=torch.float32))[None]
+    lp = spelled_log_probs("the cat", "a", {"a": 0.45, "o": 0.55})
     no_lm = beam_search(lp, [lp.shape[1]], opts(impl, beam_size=8), tokens)[0][0]
     assert words_of(no_lm.tokens, tokens) == ["the", "cot"]
     with_lm = beam_search(lp, [lp.shape[1]], opts(impl, beam_size=8, lm_weight=1.0, word_bonus=0.0), tokens, lm)[0][0]
@@ -175,16 +183,8 @@ def test_lm_repairs_a_confusion(lm, impl):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_oov_penalty_prefers_known_words(lm, impl):
     tokens = CHARS
-    idx = {c: i for i, c in enumerate(tokens)}
-    frames = []
-    for ch in "dog":  # "dog" is known; "dag" is not and is slightly more likely acoustically
-        p = np.full(len(tokens), 1e-4)
-        if ch == "o":
-            p[idx["o"]], p[idx["a"]] = 0.4, 0.6
-        else:
-            p[idx[ch]] = 0.9
-        frames += [p, np.eye(len(tokens))[0] * 0.9 + 1e-4]
-    lp = torch.log(torch.tensor(np.array(frames) / np.array(frames).sum(1, keepdims=True), dtype=torch.float32))[None]
+    # "dog" is known; "dag" is not and is slightly more likely acoustically
+    lp = spelled_log_probs("dog", "o", {"o": 0.4, "a": 0.6})
     base = dict(beam_size=8, lm_weight=0.0, word_bonus=0.0)
     assert beam_search(lp, [6], opts(impl, **base, oov_penalty=0.0), tokens, lm)[0][0].words == ["dag"]
     assert beam_search(lp, [6], opts(impl, **base, oov_penalty=-2.0), tokens, lm)[0][0].words == ["dog"]
