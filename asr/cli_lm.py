@@ -62,7 +62,8 @@ def cmd_tune_lm(args) -> int:
         batch[i, : x.shape[0]] = x
     tokens = model.tokenizer.token_strings()
     opts = BeamOptions(beam_size=args.beam_size, num_workers=args.workers)
-    res = grid_search(batch, lengths, refs, tokens, lm, lexicon, opts, args.alphas, args.betas)
+    res = grid_search(batch, lengths, refs, tokens, lm, lexicon, opts, args.alphas, args.betas,
+                      refine=not args.no_refine)
     from asr.decode import greedy_search
 
     greedy = corpus_wer([model.tokenizer.decode(ids) for ids in greedy_search(batch, lengths)], refs)
@@ -91,6 +92,8 @@ def _add_tune_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--lexicon", help="file of allowed words")
     t.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
     t.add_argument("--betas", type=float, nargs="+", default=[-1.0, 0.0, 1.0, 2.0, 3.0])
+    t.add_argument("--no-refine", action="store_true",
+                   help="only the grid (default: then hill-climb from its best pair, also beyond its edges)")
     t.add_argument("--beam-size", type=int, default=16)
     t.add_argument("--workers", type=int, default=1, help="decoding threads")
     t.add_argument("--limit", type=int, default=0, help="only the first N utterances")

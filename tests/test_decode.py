@@ -251,9 +251,8 @@ def test_unknown_implementation():
 
 # ---- tuning --------------------------------------------------------------------------------
 
-def test_grid_search_picks_the_lm_weight_that_fixes_errors(lm, tmp_path):
-    from asr.decode.tune import grid_search, tuned_path, write_tuned
-
+def _confusable_vowels():
+    """Log-probs of two utterances where the acoustics slightly prefer the wrong vowel."""
     idx = {c: i for i, c in enumerate(CHARS)}
     refs = ["the cat", "a dog ran"]
     confusable = {"a": "o", "o": "a"}
@@ -273,7 +272,14 @@ def test_grid_search_picks_the_lm_weight_that_fixes_errors(lm, tmp_path):
     batch[:, :, 0] = 0.0
     for i, x in enumerate(lps):
         batch[i, : len(x)] = x
-    res = grid_search(batch, [len(x) for x in lps], refs, CHARS, lm, None,
+    return batch, [len(x) for x in lps], refs
+
+
+def test_grid_search_picks_the_lm_weight_that_fixes_errors(lm, tmp_path):
+    from asr.decode.tune import grid_search, tuned_path, write_tuned
+
+    batch, lengths, refs = _confusable_vowels()
+    res = grid_search(batch, lengths, refs, CHARS, lm, None,
                       BeamOptions(beam_size=8, oov_penalty=0.0), alphas=[0.0, 1.0], betas=[0.0, 1.0], progress=False)
     by_alpha = {(g["lm_weight"], g["word_bonus"]): g["wer"] for g in res.grid}
     assert by_alpha[(0.0, 0.0)] == pytest.approx(4 / 5)  # "the cot", "o dag ron"
@@ -281,6 +287,19 @@ def test_grid_search_picks_the_lm_weight_that_fixes_errors(lm, tmp_path):
     out = write_tuned(tmp_path / "model.pt", res, {"lm_path": str(lm.path)})
     assert out == tuned_path(tmp_path / "model.pt") == tmp_path / "model.lm.json"
     assert '"lm_weight": 1.0' in out.read_text()
+
+
+def test_refinement_finds_an_optimum_beyond_the_grid(lm):
+    from asr.decode.tune import grid_search
+
+    batch, lengths, refs = _confusable_vowels()
+    opts = BeamOptions(beam_size=8, oov_penalty=0.0)
+    only_grid = grid_search(batch, lengths, refs, CHARS, lm, None, opts, alphas=[0.0], betas=[0.0],
+                            progress=False, refine=False)
+    assert only_grid.wer == pytest.approx(4 / 5) and len(only_grid.grid) == 1
+    refined = grid_search(batch, lengths, refs, CHARS, lm, None, opts, alphas=[0.0], betas=[0.0], progress=False)
+    assert refined.wer == 0.0 and refined.lm_weight > 0  # climbed past the edge of a one-point grid
+    assert len(refined.grid) > 1 and min(g["wer"] for g in refined.grid) == refined.wer
 
 
 def test_native_search_is_built_in_ci():

@@ -49,6 +49,7 @@ def grid_search(
     alphas=DEFAULT_ALPHAS,
     betas=DEFAULT_BETAS,
     progress: bool = True,
+    refine: bool = True,
 ) -> TuneResult:
     """Decode the dev set at every (alpha, beta) and keep the pair with the lowest WER.
 
@@ -63,23 +64,54 @@ def grid_search(
         alphas: LM weights to try.
         betas: word bonuses to try.
         progress: show a progress bar.
+        refine: after the grid, hill-climb from its best pair (grid steps, then half steps).
 
     Returns:
-        the best pair (ties: the earlier in the grid), its WER, and the whole grid.
+        the best pair (ties: the earlier one tried), its WER, and every pair tried.
     """
     if len(refs) != len(lengths):
         raise ValueError(f"{len(refs)} references for {len(lengths)} utterances")
-    grid = []
+    grid: list[dict] = []
+    seen: dict[tuple[float, float], dict] = {}
+
+    def score(alpha: float, beta: float) -> dict:
+        key = (round(float(alpha), 6), round(float(beta), 6))
+        if key not in seen:
+            opts = replace(options, lm_weight=key[0], word_bonus=key[1], nbest=1)
+            out = beam_search(log_probs, lengths, opts, tokens, lm, lexicon)
+            wer = corpus_wer([" ".join(h[0].words) for h in out], refs)
+            seen[key] = {"lm_weight": key[0], "word_bonus": key[1], "wer": wer}
+            grid.append(seen[key])
+        return seen[key]
+
     best = None
     pairs = list(itertools.product(alphas, betas))
     for alpha, beta in tqdm(pairs, desc="tune alpha/beta", disable=not progress or None):
-        opts = replace(options, lm_weight=float(alpha), word_bonus=float(beta), nbest=1)
-        out = beam_search(log_probs, lengths, opts, tokens, lm, lexicon)
-        wer = corpus_wer([" ".join(h[0].words) for h in out], refs)
-        grid.append({"lm_weight": float(alpha), "word_bonus": float(beta), "wer": wer})
-        if best is None or wer < best["wer"]:
-            best = grid[-1]
+        g = score(alpha, beta)
+        if best is None or g["wer"] < best["wer"]:
+            best = g
+    if refine:
+        best = _refine(score, best, _spacing(alphas, 0.25), _spacing(betas, 1.0))
     return TuneResult(best["lm_weight"], best["word_bonus"], best["wer"], grid)
+
+
+def _spacing(values, default: float) -> float:
+    v = sorted(set(float(x) for x in values))
+    return min(b - a for a, b in zip(v, v[1:])) if len(v) > 1 else default
+
+
+def _refine(score, best: dict, step_a: float, step_b: float, max_moves: int = 12) -> dict:
+    """Hill-climb from the best grid point: move to a better neighbour while there is one (so an
+    optimum beyond the edge of the grid is still found), then once more at half the step."""
+    for sa, sb in ((step_a, step_b), (step_a / 2, step_b / 2)):
+        for _ in range(max_moves):
+            a0, b0 = best["lm_weight"], best["word_bonus"]
+            moves = [(a0 + da * sa, b0 + db * sb) for da in (-1, 0, 1) for db in (-1, 0, 1) if da or db]
+            cand = min((score(a, b) for a, b in moves if a >= 0), key=lambda g: g["wer"])
+            if cand["wer"] >= best["wer"]:
+                break
+            best = cand
+    return best
 
 
 def tuned_path(model_path: str | Path) -> Path:
