@@ -49,7 +49,8 @@ class EvalResult:
 def evaluate(model: Model, utts: list[Utterance], max_batch_seconds: float = 120.0, progress: bool = True) -> EvalResult:
     """Transcribe every utterance (batched by duration) and accumulate error counts.
 
-    An utterance whose audio cannot be read is reported, counted in ``failed`` and skipped.
+    An utterance whose audio cannot be read, or that makes the model or decoder fail, is reported,
+    counted in ``failed`` and skipped; the others are still scored.
     """
     res = EvalResult()
     sampler = BucketBatchSampler([u.duration for u in utts], max_batch_seconds, 64, 10, shuffle=False)
@@ -74,9 +75,7 @@ def evaluate(model: Model, utts: list[Utterance], max_batch_seconds: float = 120
             bar.update(u.duration)
         if not wavs:
             continue
-        with torch.no_grad():
-            outs = model.transcribe_batch(wavs)
-        for u, out, w in zip(batch_utts, outs, wavs):
+        for u, out, w in _transcribe_or_isolate(model, batch_utts, wavs, res):
             ref = model.tokenizer.normalize(u.text)
             we, ce = word_errors(ref, out.text), char_errors(ref, out.text)
             res.words += we
@@ -88,6 +87,23 @@ def evaluate(model: Model, utts: list[Utterance], max_batch_seconds: float = 120
     order = {u.id: i for i, u in enumerate(utts)}
     res.utts.sort(key=lambda r: order[r.id])
     return res
+
+
+def _transcribe_or_isolate(model: Model, utts: list[Utterance], wavs: list, res: EvalResult):
+    """Transcribe a batch; if it fails, retry each utterance alone so that only the one at fault
+    is reported (in ``res.failed``) and skipped, and the evaluation goes on."""
+    try:
+        with torch.no_grad():
+            return list(zip(utts, model.transcribe_batch(wavs), wavs))
+    except Exception as e:  # noqa: BLE001 - any failure of one batch must not lose the whole evaluation
+        if len(wavs) == 1:
+            log.warning("skipping utterance %s (%s): %s: %s", utts[0].id, utts[0].audio, type(e).__name__, e)
+            res.failed.append((utts[0].id, f"{type(e).__name__}: {e}"))
+            return []
+    out = []
+    for u, w in zip(utts, wavs):
+        out += _transcribe_or_isolate(model, [u], [w], res)
+    return out
 
 
 def _evaluate_long(model: Model, u: Utterance, res: EvalResult) -> None:

@@ -103,3 +103,27 @@ def test_cli_evaluate_and_compare(tiny_digits_model, digits_manifest, tmp_path, 
     assert main(["compare", str(tmp_path / "greedy"), str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("asr: error:") and "nothing" in err
+
+
+def test_evaluate_skips_only_the_utterance_that_breaks_the_model(tiny_digits_model, digits_manifest):
+    from asr.data import read_manifest
+    from asr.evaluate import evaluate
+    from asr.transcribe import load_model
+
+    model = load_model(tiny_digits_model)
+    utts = read_manifest(digits_manifest(4, name="test", index_range=range(0, 5)))
+    clean = evaluate(model, utts, progress=False)
+    bad_id = utts[2].id
+    bad_len = round(utts[2].duration * model.sample_rate)
+    real = model.transcribe_batch
+
+    def breaks_on_one(wavs):  # e.g. a decoder bug or out-of-memory triggered by one utterance
+        if any(abs(w.size - bad_len) <= 1 for w in wavs):
+            raise RuntimeError("boom")
+        return real(wavs)
+
+    model.transcribe_batch = breaks_on_one
+    res = evaluate(model, utts, progress=False)
+    assert res.failed == [(bad_id, "RuntimeError: boom")]
+    assert [u.id for u in res.utts] == [u.id for u in clean.utts if u.id != bad_id]
+    assert {u.id: u.hyp for u in res.utts} == {u.id: u.hyp for u in clean.utts if u.id != bad_id}
