@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from asr.cli import CLIError, _device
@@ -18,13 +17,10 @@ def cmd_lm_build(args) -> int:
 
 
 def cmd_tune_lm(args) -> int:
-    from tqdm import tqdm
-
-    from asr.audio import AudioError, load_audio
     from asr.data import read_manifest
     from asr.decode import BeamOptions
     from asr.decode.lm import load_lm
-    from asr.decode.tune import corpus_wer, grid_search, write_tuned
+    from asr.decode.tune import corpus_wer, dev_log_probs, grid_search, write_tuned
     from asr.transcribe import load_model
 
     model = load_model(args.model, _device(args.device))
@@ -35,31 +31,10 @@ def cmd_tune_lm(args) -> int:
     lexicon = None
     if args.lexicon:
         lexicon = {w.split()[0] for w in Path(args.lexicon).read_text().splitlines() if w.strip()}
-    lps, refs, wavs = [], [], []
-
-    def run_batch():  # the acoustic model runs once, on batches of similar length
-        lp, lens = model.log_probs([w for w, _ in wavs])
-        for k, (_, u) in enumerate(wavs):
-            lps.append(lp[k, : int(lens[k])])
-            refs.append(model.tokenizer.normalize(u.text))
-        wavs.clear()
-
-    for u in tqdm(sorted(utts, key=lambda u: u.duration), desc="log-probs", unit="utt"):
-        try:
-            wavs.append((load_audio(u.audio, model.sample_rate, u.offset, u.duration if u.offset else None), u))
-        except AudioError as e:
-            print(f"asr: warning: skipping utterance {u.id}: {e}", file=sys.stderr)
-            continue
-        if sum(w.size for w, _ in wavs) >= 60 * model.sample_rate:
-            run_batch()
-    if wavs:
-        run_batch()
-    if not lps:
-        raise CLIError(f"{args.manifest}: no readable utterances")
-    lengths = [x.shape[0] for x in lps]
-    batch = lps[0].new_full((len(lps), max(lengths), lps[0].shape[1]), -1e4)
-    for i, x in enumerate(lps):
-        batch[i, : x.shape[0]] = x
+    try:
+        batch, lengths, refs = dev_log_probs(model, utts)
+    except ValueError as e:
+        raise CLIError(f"{args.manifest}: {e}") from None
     tokens = model.tokenizer.token_strings()
     opts = BeamOptions(beam_size=args.beam_size, num_workers=args.workers)
     res = grid_search(batch, lengths, refs, tokens, lm, lexicon, opts, args.alphas, args.betas,

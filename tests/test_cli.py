@@ -81,3 +81,29 @@ def test_python_m_asr_help():
     r = asr("--help")
     assert r.returncode == 0 and b"transcribe" in r.stdout
     assert Path(ROOT / "asr" / "__main__.py").is_file()
+
+
+def test_decode_tune_lm_writes_weights_that_evaluate_then_uses(tiny_digits_model, digits_manifest, tmp_path, capsys):
+    import shutil
+
+    from asr.cli import main
+
+    model = tmp_path / "model.pt"  # a copy: the tuned weights are written beside the model
+    shutil.copy(tiny_digits_model, model)
+    dev = digits_manifest(6, name="dev", index_range=range(0, 5))
+    arpa = tmp_path / "lm.arpa"
+    assert main(["lm", "build", str(digits_manifest(40, name="lmtext")), "-o", str(arpa), "--order", "2"]) == 0
+    rc = main(["decode", "--tune-lm", "-m", str(model), "--manifest", str(dev), "--lm", str(arpa),
+               "--beam-size", "4", "--alphas", "0", "0.5", "--betas", "0", "1"])
+    assert rc == 0
+    tuned = json.loads((tmp_path / "model.lm.json").read_text())
+    assert tuned["utterances"] == 6 and tuned["lm_path"] == str(arpa.resolve())
+    assert len(tuned["grid"]) >= 4  # the 2x2 grid, then the hill-climb's neighbours
+    assert tuned["dev_wer"] == min(g["wer"] for g in tuned["grid"])
+    out = capsys.readouterr().out
+    assert f"--lm-weight {tuned['lm_weight']} --word-bonus {tuned['word_bonus']}" in out
+    rc = main(["evaluate", "-m", str(model), "--manifest", str(dev), "--method", "beam", "--beam-size", "4",
+               "--lm", str(arpa), "--out", str(tmp_path / "ev")])
+    assert rc == 0
+    meta = json.loads((tmp_path / "ev" / "report.json").read_text())["meta"]["decode"]
+    assert meta["lm_weight"] == tuned["lm_weight"] and meta["word_bonus"] == tuned["word_bonus"]

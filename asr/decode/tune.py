@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -112,6 +113,42 @@ def _refine(score, best: dict, step_a: float, step_b: float, max_moves: int = 12
                 break
             best = cand
     return best
+
+
+def dev_log_probs(model, utts, batch_seconds: float = 60.0, progress: bool = True):
+    """Run the acoustic model once over ``utts`` (batched by duration).
+
+    Returns (log_probs (B, T, V) padded with -1e4, lengths, normalised references); unreadable
+    utterances are reported and skipped. Raises ValueError when none can be read.
+    """
+    from asr.audio import AudioError, load_audio
+
+    lps, refs, wavs = [], [], []
+
+    def run_batch():
+        lp, lens = model.log_probs([w for w, _ in wavs])
+        for k, (_, u) in enumerate(wavs):
+            lps.append(lp[k, : int(lens[k])])
+            refs.append(model.tokenizer.normalize(u.text))
+        wavs.clear()
+
+    for u in tqdm(sorted(utts, key=lambda u: u.duration), desc="log-probs", unit="utt", disable=not progress or None):
+        try:
+            wavs.append((load_audio(u.audio, model.sample_rate, u.offset, u.duration if u.offset else None), u))
+        except AudioError as e:
+            print(f"asr: warning: skipping utterance {u.id}: {e}", file=sys.stderr)
+            continue
+        if sum(w.size for w, _ in wavs) >= batch_seconds * model.sample_rate:
+            run_batch()
+    if wavs:
+        run_batch()
+    if not lps:
+        raise ValueError("no readable utterances")
+    lengths = [x.shape[0] for x in lps]
+    batch = lps[0].new_full((len(lps), max(lengths), lps[0].shape[1]), -1e4)
+    for i, x in enumerate(lps):
+        batch[i, : x.shape[0]] = x
+    return batch, lengths, refs
 
 
 def tuned_path(model_path: str | Path) -> Path:
