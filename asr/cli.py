@@ -51,6 +51,9 @@ def _tuned_weights(model: str, out: dict) -> None:
         raise CLIError(f"{path}: cannot read the tuned LM weights ({e}); delete it or run asr tune-lm again") from None
     if Path(tuned.get("lm_path", "")).resolve() != Path(out["lm_path"]).resolve():
         return  # tuned for another LM
+    lexicon = str(Path(out["lexicon"]).resolve()) if out.get("lexicon") else ""
+    if tuned.get("lexicon", "") != lexicon:
+        return  # tuned with another lexicon (or with none): those weights do not carry over
     for key in ("lm_weight", "word_bonus"):
         out.setdefault(key, tuned[key])
     print(f"asr: using lm_weight {out['lm_weight']} and word_bonus {out['word_bonus']} (tuned: {path})",

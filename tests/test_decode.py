@@ -328,3 +328,9 @@ def test_cli_uses_tuned_weights_for_the_same_lm(tmp_path, capsys):
     assert _decode_overrides(args(lm_weight=0.1))["lm_weight"] == 0.1  # the command line wins
     other = _decode_overrides(args(lm_path=str(tmp_path / "other.arpa")))
     assert "lm_weight" not in other  # tuned for another LM
+    assert "lm_weight" not in _decode_overrides(args(lexicon=str(tmp_path / "words.txt")))  # tuned without one
+    words = tmp_path / "words.txt"
+    (tmp_path / "model.lm.json").write_text(json.dumps({"lm_weight": 0.4, "word_bonus": 1.0, "lm_path": str(lm_file),
+                                                        "lexicon": str(words.resolve())}))
+    assert _decode_overrides(args(lexicon=str(words)))["lm_weight"] == 0.4
+    assert "lm_weight" not in _decode_overrides(args())  # tuned with a lexicon, used without

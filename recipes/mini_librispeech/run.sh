@@ -9,10 +9,11 @@
 # Stages:
 #   0  data: import the LibriSpeech-layout folder (any audio extension) -> manifest; fixed speaker-disjoint
 #      dev split: speakers 1088, 1898 (female), 118, 163 (male) = 318 utterances; the rest trains
-#   1  word 3-gram LM (modified Kneser-Ney) from the TRAINING transcripts only
+#   1  word 3-gram LM (modified Kneser-Ney) and its word list (the lexicon) from the TRAINING transcripts only
 #   2  train (resumes automatically if the run folder has a checkpoint)
 #   3  average the best checkpoints into model.pt (done by training when train.average_last > 1)
-#   4  decode dev: greedy, beam, beam + LM with alpha/beta tuned on dev; HTML + JSON reports
+#   4  decode dev: greedy, beam, beam + LM restricted to the lexicon, beam + LM open-vocabulary
+#      (alpha/beta tuned on dev for each); HTML + JSON reports
 # Extra arguments of the form key=value are passed to `asr train` as config overrides.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,7 +24,7 @@ exp=exp/mini_librispeech
 corpus=../shared/data/mini_librispeech/LibriSpeech
 download=false
 lm_order=3
-beam=16
+beam=64
 dev_speakers=1088,1898,118,163
 overrides=()
 while [ $# -gt 0 ]; do
@@ -68,7 +69,8 @@ fi
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "stage 1: word ${lm_order}-gram LM from the training transcripts -> $exp/lm/${lm_order}gram.arpa"
   mkdir -p "$exp/lm"
-  $ASR lm build "$data/train.jsonl" -o "$exp/lm/${lm_order}gram.arpa" --order "$lm_order"
+  $ASR lm build "$data/train.jsonl" -o "$exp/lm/${lm_order}gram.arpa" --order "$lm_order" \
+    --lexicon "$exp/lm/words.txt"
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
@@ -93,9 +95,15 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   log "stage 4b: beam search (beam $beam), no LM"
   $ASR evaluate --model "$exp/model.pt" --manifest "$data/dev.jsonl" --method beam --beam-size "$beam" \
     --out "$exp/eval-dev-beam"
-  log "stage 4c: tuning LM weight and word bonus on dev"
+  lex=$exp/lm/words.txt
+  log "stage 4c: beam + ${lm_order}-gram LM, words restricted to the lexicon ($lex): tuning alpha/beta on dev"
+  $ASR decode --tune-lm --model "$exp/model.pt" --manifest "$data/dev.jsonl" --lm "$lm" --lexicon "$lex" \
+    --beam-size "$beam"
+  $ASR evaluate --model "$exp/model.pt" --manifest "$data/dev.jsonl" --method beam --beam-size "$beam" \
+    --lm "$lm" --lexicon "$lex" --out "$exp/eval-dev-beam-lm-lex"
+  # last, so that the tuned weights left beside the model are the open-vocabulary ones `asr transcribe --lm` uses
+  log "stage 4d: beam + ${lm_order}-gram LM, open vocabulary: tuning alpha/beta on dev"
   $ASR decode --tune-lm --model "$exp/model.pt" --manifest "$data/dev.jsonl" --lm "$lm" --beam-size "$beam"
-  log "stage 4d: beam search + ${lm_order}-gram LM with the tuned weights"
   $ASR evaluate --model "$exp/model.pt" --manifest "$data/dev.jsonl" --method beam --beam-size "$beam" \
     --lm "$lm" --out "$exp/eval-dev-beam-lm"
   log "reports: $exp/eval-dev-*/report.html"
