@@ -36,6 +36,7 @@ def main() -> int:
     from asr.decode import BeamOptions, greedy_search
     from asr.decode.lm import load_lm
     from asr.decode.tune import corpus_wer, dev_log_probs, grid_search
+    from asr.metrics import ErrorCounts, char_errors
     from asr.transcribe import load_model
 
     model = load_model(args.model, "cpu")
@@ -44,11 +45,15 @@ def main() -> int:
     batch, lengths, refs = dev_log_probs(model, utts)
     print(f"acoustic model: {len(refs)} utterances in {time.time() - t0:.1f} s")
     tokens = model.tokenizer.token_strings()
-    greedy = corpus_wer([model.tokenizer.decode(ids) for ids in greedy_search(batch, lengths)], refs)
+    greedy_hyps = [model.tokenizer.decode(ids) for ids in greedy_search(batch, lengths)]
+    greedy = corpus_wer(greedy_hyps, refs)
+    chars = ErrorCounts()
+    for h, r in zip(greedy_hyps, refs):
+        chars += char_errors(r, h)
     lexicons = [None]
     if args.lexicon:
         lexicons.append({w.split()[0] for w in Path(args.lexicon).read_text().splitlines() if w.strip()})
-    print(f"greedy (no LM): WER {100 * greedy:.2f} %\n")
+    print(f"greedy (no LM): WER {100 * greedy:.2f} %, CER {100 * chars.rate:.2f} %\n")
     print("| LM | lexicon | beam | alpha | beta | dev WER | settings tried | search s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for lm_path in args.lm:
