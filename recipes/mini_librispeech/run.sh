@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mini LibriSpeech (train-clean-5) BiLSTM-CTC recipe, in stages.
 #
-#   bash recipes/mini_librispeech/run.sh                      # everything, CPU budget config
+#   bash recipes/mini_librispeech/run.sh                      # everything (sets up .venv first), CPU budget config
 #   bash recipes/mini_librispeech/run.sh --stage 4            # only decoding + reports
 #   bash recipes/mini_librispeech/run.sh --conf conf/mini_librispeech_gpu.yaml --exp exp/mls_gpu
 #   bash recipes/mini_librispeech/run.sh --download --corpus /data/LibriSpeech   # fetch OpenSLR 31 first
@@ -42,10 +42,14 @@ while [ $# -gt 0 ]; do
     *) echo "run.sh: unknown argument $1" >&2; exit 2;;
   esac
 done
-PY=${PY:-.venv/bin/python}
-[ -x "$PY" ] || PY=python3
-ASR="$PY -m asr"
 log() { echo "[$(date +%H:%M:%S)] [mini_librispeech] $*"; }
+if [ -z "${PY:-}" ]; then
+  # a fresh clone: set up .venv first (tools/install.sh is a no-op when it is up to date)
+  log "setup: bash tools/install.sh dev,lm"
+  bash tools/install.sh dev,lm
+  PY=.venv/bin/python
+fi
+ASR="$PY -m asr"
 data=$exp/data
 mkdir -p "$data"
 
