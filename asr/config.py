@@ -63,12 +63,12 @@ class ModelConfig:
     proj_size: int = 0  # LSTMP-style projection of each layer's output; 0 disables
     dropout: float = 0.1  # dropout between recurrent layers
     layer_norm: bool = False  # layer norm on each layer's output
-    subsampling: str = "stack3"  # "none", "stack2", "stack3", "conv2" or "conv4"
+    subsampling: str = "stack3"  # "none", "stack2", "stack3", "stack4", "conv2" or "conv4"
     conv_channels: int = 32  # channels of the Conv2d subsampling front-end
 
     def __post_init__(self) -> None:
         _check_choice("model.rnn_type", self.rnn_type, ("lstm", "gru", "lstm_peephole"))
-        _check_choice("model.subsampling", self.subsampling, ("none", "stack2", "stack3", "conv2", "conv4"))
+        _check_choice("model.subsampling", self.subsampling, ("none", "stack2", "stack3", "stack4", "conv2", "conv4"))
         _check_range("model.num_layers", self.num_layers, 1)
         _check_range("model.hidden_size", self.hidden_size, 1)
         _check_range("model.conv_channels", self.conv_channels, 1)

@@ -160,14 +160,14 @@ class RNNLayer(nn.Module):
 
 
 class Subsampling(nn.Module):
-    """Reduce the frame rate: frame stacking (x2, x3) or strided Conv2d (x2, x4)."""
+    """Reduce the frame rate: frame stacking (x2, x3, x4) or strided Conv2d (x2, x4)."""
 
     def __init__(self, kind: str, input_size: int, channels: int = 32):
         super().__init__()
         self.kind = kind
         if kind == "none":
             self.factor, self.output_size = 1, input_size
-        elif kind in ("stack2", "stack3"):
+        elif kind in ("stack2", "stack3", "stack4"):
             self.factor = int(kind[-1])
             self.output_size = input_size * self.factor
         elif kind in ("conv2", "conv4"):
@@ -181,7 +181,7 @@ class Subsampling(nn.Module):
             self.convs = nn.ModuleList(layers)
             self.output_size = channels * f
         else:
-            raise ValueError(f"model.subsampling must be none, stack2, stack3, conv2 or conv4, got {kind!r}")
+            raise ValueError(f"model.subsampling must be none, stack2, stack3, stack4, conv2 or conv4, got {kind!r}")
 
     def out_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         if self.kind.startswith("stack"):

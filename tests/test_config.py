@@ -34,7 +34,7 @@ def test_config_is_frozen():
     ("train.lr", "section.key=value"),
     ("train.epochs=2.5", "expected an integer"),
     ("model.rnn_type=lsmt", "lstm, gru, lstm_peephole"),
-    ("model.subsampling=conv3", "stack2, stack3, conv2, conv4"),
+    ("model.subsampling=conv3", "stack2, stack3, stack4, conv2, conv4"),
     ("train.scheduler=linear", "constant, cosine, noam, plateau"),
     ("train.amp=fp8", "auto, off, bf16, fp16"),
     ("model.dropout=1.5", "model.dropout must be"),

@@ -15,7 +15,7 @@ from asr.model import CTCModel, PeepholeLSTM, RNNLayer, count_parameters, revers
 from asr.train import output_frames
 
 COMBOS = list(itertools.product(["lstm", "gru", "lstm_peephole"],
-                                ["none", "stack2", "stack3", "conv2", "conv4"], [True, False]))
+                                ["none", "stack2", "stack3", "stack4", "conv2", "conv4"], [True, False]))
 
 
 def _batch(lengths: list[int], dim: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +117,7 @@ def test_parameter_count_matches_hand_count():
         assert count_parameters(model) == 2 * per_direction + (2 * H * V + V)
 
 
-@pytest.mark.parametrize("subsampling", ["none", "stack2", "stack3", "conv2", "conv4"])
+@pytest.mark.parametrize("subsampling", ["none", "stack2", "stack3", "stack4", "conv2", "conv4"])
 def test_output_frames_used_for_ctc_filtering_matches_the_model(subsampling):
     """train.output_frames (data-time CTC filter) must agree with what the model emits."""
     cfg = Config(feature=FeatureConfig(sample_rate=8000, n_mels=10, cmvn="none"),
