@@ -54,6 +54,10 @@ class AugmentConfig:
     noise_manifest: str = ""  # manifest of noise recordings; empty means generated noise
 
 
+# model.subsampling kinds and the frame-rate reduction of each (the one list: config, model, transcribe)
+SUBSAMPLING_FACTOR = {"none": 1, "stack2": 2, "stack3": 3, "stack4": 4, "conv2": 2, "conv4": 4}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     rnn_type: str = "lstm"  # "lstm", "gru" or "lstm_peephole" (custom cell, slower)
@@ -68,7 +72,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check_choice("model.rnn_type", self.rnn_type, ("lstm", "gru", "lstm_peephole"))
-        _check_choice("model.subsampling", self.subsampling, ("none", "stack2", "stack3", "stack4", "conv2", "conv4"))
+        _check_choice("model.subsampling", self.subsampling, tuple(SUBSAMPLING_FACTOR))
         _check_range("model.num_layers", self.num_layers, 1)
         _check_range("model.hidden_size", self.hidden_size, 1)
         _check_range("model.conv_channels", self.conv_channels, 1)

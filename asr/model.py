@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from asr.config import ModelConfig
+from asr.config import SUBSAMPLING_FACTOR, ModelConfig
 from asr.features import lengths_to_mask
 
 
@@ -167,8 +167,8 @@ class Subsampling(nn.Module):
         self.kind = kind
         if kind == "none":
             self.factor, self.output_size = 1, input_size
-        elif kind in ("stack2", "stack3", "stack4"):
-            self.factor = int(kind[-1])
+        elif kind.startswith("stack") and kind in SUBSAMPLING_FACTOR:
+            self.factor = SUBSAMPLING_FACTOR[kind]
             self.output_size = input_size * self.factor
         elif kind in ("conv2", "conv4"):
             self.factor = int(kind[-1])
@@ -181,7 +181,7 @@ class Subsampling(nn.Module):
             self.convs = nn.ModuleList(layers)
             self.output_size = channels * f
         else:
-            raise ValueError(f"model.subsampling must be none, stack2, stack3, stack4, conv2 or conv4, got {kind!r}")
+            raise ValueError(f"model.subsampling must be one of {', '.join(SUBSAMPLING_FACTOR)}, got {kind!r}")
 
     def out_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         if self.kind.startswith("stack"):

@@ -27,11 +27,10 @@ import torch
 
 from asr.align import frame_energy_db, word_timestamps
 from asr.audio import AudioError, _reason, resample
-from asr.config import Config, DecodeConfig
+from asr.config import SUBSAMPLING_FACTOR, Config, DecodeConfig
 from asr.decode import BeamOptions, beam_search, greedy_search
 from asr.decode.lm import load_lm
 
-SUBSAMPLING_FACTOR = {"none": 1, "stack2": 2, "stack3": 3, "stack4": 4, "conv2": 2, "conv4": 4}
 # Extensions taken from folders: every format soundfile (libsndfile) reads, plus common aliases.
 AUDIO_EXTENSIONS = {k.lower() for k in sf.available_formats()} | {
     "opus", "oga", "aif", "aiff", "mp3", "w64", "snd", "au"}
