@@ -12,6 +12,7 @@ import ast
 import os
 import pickle
 import random
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -247,3 +248,55 @@ def average_checkpoints(paths: list[str | Path], out: str | Path) -> None:
     state = {k: v for k, v in first.get("state", {}).items() if k not in ("rng", "scaler")}
     result["state"] = dict(state, averaged_from=[str(p) for p in paths])
     atomic_torch_save(result, out)
+
+
+def retain_checkpoints(ckpt_dir: str | Path, epoch: int, wer: float | None, best: list,
+                       keep_best: int, keep_last: int) -> list:
+    """The retention policy, applied once ``<ckpt_dir>/epoch-<epoch>.pt`` has been written.
+
+    The epoch file is copied to ``best-epoch-<epoch>.pt`` and ranked by dev WER (a tie goes to
+    the earlier epoch); best files beyond ``keep_best`` and epoch files beyond the last
+    ``keep_last`` are deleted (0 keeps none of that kind).
+
+    Args:
+        ckpt_dir: the run's checkpoints folder.
+        epoch: the (1-based) epoch just saved.
+        wer: its dev WER, or None without a dev set (then it cannot rank among the best).
+        best: ``[[wer, path], ...]`` kept so far, best first (TrainState.best).
+    Returns:
+        the new ``best`` list, best first.
+    """
+    d = Path(ckpt_dir)
+    best = [list(b) for b in best]
+    if wer is not None and keep_best > 0:
+        best_path = d / f"best-epoch-{epoch}.pt"
+        shutil.copyfile(d / f"epoch-{epoch}.pt", best_path)
+        best.append([wer, str(best_path)])
+        best.sort(key=lambda b: b[0])  # stable: the earlier epoch wins a tie
+        for _, p in best[keep_best:]:
+            Path(p).unlink(missing_ok=True)
+        best = best[:keep_best]
+    epochs = sorted(d.glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    for p in epochs[:-keep_last] if keep_last > 0 else epochs:
+        p.unlink(missing_ok=True)
+    return best
+
+
+def export_model(ckpt_dir: str | Path, best: list, average: int, out: str | Path) -> str:
+    """Write the final model: the average of the ``average`` best checkpoints when there are two
+    or more (and ``average`` > 1), else the best one, else ``last.pt`` (no dev set).
+
+    Args:
+        best: ``[[wer, path], ...]`` best first, as returned by :func:`retain_checkpoints`.
+    Returns:
+        what ``out`` is, in words (for the log).
+    """
+    kept = [(w, p) for w, p in best if Path(p).is_file()]
+    if average > 1 and len(kept) > 1:
+        average_checkpoints([p for _, p in kept[:average]], out)
+        return f"average of the {min(len(kept), average)} best checkpoints"
+    if kept:
+        shutil.copyfile(kept[0][1], out)
+        return f"best checkpoint {kept[0][1]} (dev WER {100 * kept[0][0]:.2f}%)"
+    shutil.copyfile(Path(ckpt_dir) / "last.pt", out)
+    return "last checkpoint (no dev set, so no best)"

@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +40,11 @@ from tqdm import tqdm
 
 from asr.augment import WaveAugment
 from asr.checkpoint import (
-    average_checkpoints,
     build_model,
+    export_model,
     get_rng_state,
     read_checkpoint,
+    retain_checkpoints,
     save_checkpoint,
     set_rng_state,
 )
@@ -90,8 +90,6 @@ class TrainState:
     history: list = field(default_factory=list)  # per-epoch metrics
     best: list = field(default_factory=list)  # [(wer, path)] of kept best checkpoints
     audio_seconds: float = 0.0  # audio trained on so far (all ranks)
-
-
 
 
 def compute_loss(model, ctc_module, batch, device, cfg: Config, amp: torch.dtype | None,
@@ -314,34 +312,15 @@ class Trainer:
         if not self.is_main:
             return
         c = self.cfg.train
-        ep = self.state.epoch
-        path = self.ckpt_dir / f"epoch-{ep}.pt"
-        self._save(path)
-        if wer is not None and c.keep_best > 0:
-            best_path = self.ckpt_dir / f"best-epoch-{ep}.pt"
-            shutil.copyfile(path, best_path)
-            self.state.best.append([wer, str(best_path)])
-            self.state.best.sort(key=lambda b: b[0])  # stable: the earlier epoch wins a tie
-            for _, p in self.state.best[c.keep_best:]:
-                Path(p).unlink(missing_ok=True)
-            self.state.best = self.state.best[: c.keep_best]
-        epochs = sorted(self.ckpt_dir.glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-        for p in epochs[: -c.keep_last] if c.keep_last > 0 else epochs:
-            p.unlink(missing_ok=True)
+        self._save(self.ckpt_dir / f"epoch-{self.state.epoch}.pt")
+        self.state.best = retain_checkpoints(self.ckpt_dir, self.state.epoch, wer, self.state.best,
+                                             c.keep_best, c.keep_last)
         self._save(self.ckpt_dir / "last.pt")
 
     def export_final(self) -> Path:
         """Write <run>/model.pt: the average of the best N checkpoints, or the best, or the last."""
         out = self.run_dir / "model.pt"
-        best = [p for _, p in self.state.best if Path(p).is_file()]
-        if self.cfg.train.average_last > 1 and len(best) > 1:
-            average_checkpoints(best[: self.cfg.train.average_last], out)
-            log.info("model.pt = average of %d best checkpoints", min(len(best), self.cfg.train.average_last))
-        elif best:
-            shutil.copyfile(best[0], out)
-            log.info("model.pt = best checkpoint %s (dev WER %.2f%%)", best[0], 100 * self.state.best[0][0])
-        else:
-            shutil.copyfile(self.ckpt_dir / "last.pt", out)
+        log.info("model.pt = %s", export_model(self.ckpt_dir, self.state.best, self.cfg.train.average_last, out))
         return out
 
     # -- the loop

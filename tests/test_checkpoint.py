@@ -16,8 +16,10 @@ from asr.checkpoint import (
     CheckpointError,
     average_checkpoints,
     build_model,
+    export_model,
     load_checkpoint,
     read_checkpoint,
+    retain_checkpoints,
     save_checkpoint,
 )
 from asr.config import load_config
@@ -124,6 +126,44 @@ def test_training_keeps_the_last_n_and_best_n_and_averages_the_best(tmp_path):
     wers = sorted((h["dev_wer"], h["epoch"]) for h in history)[:2]  # ties: the earlier epoch wins
     assert sorted(best) == sorted(f"best-epoch-{e}.pt" for _, e in wers)
     assert read_checkpoint(out)["state"]["averaged_from"] == [str(ck / f"best-epoch-{e}.pt") for _, e in wers]
+
+
+def test_retention_keeps_the_best_n_by_wer_and_the_last_n_epochs(tmp_path):
+    cfg, tok, model = _model(0)
+    best = []
+    for epoch, wer in [(1, 0.9), (2, 0.5), (3, 0.7), (4, 0.5), (5, 0.8)]:
+        save_checkpoint(tmp_path / f"epoch-{epoch}.pt", cfg, tok, model)
+        best = retain_checkpoints(tmp_path, epoch, wer, best, keep_best=2, keep_last=2)
+    # 0.5 twice: epoch 2 came first and ranks above epoch 4; epochs 1, 3 and 5 are not kept as best
+    assert best == [[0.5, str(tmp_path / "best-epoch-2.pt")], [0.5, str(tmp_path / "best-epoch-4.pt")]]
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == [
+        "best-epoch-2.pt", "best-epoch-4.pt", "epoch-4.pt", "epoch-5.pt"]
+    # without a dev set nothing ranks; keep_last=0 keeps no epoch files
+    save_checkpoint(tmp_path / "epoch-6.pt", cfg, tok, model)
+    assert retain_checkpoints(tmp_path, 6, None, best, keep_best=2, keep_last=0) == best
+    assert not list(tmp_path.glob("epoch-*.pt"))
+
+
+def test_export_model_averages_the_best_or_copies_the_best_or_last(tmp_path):
+    paths = []
+    for seed in (1, 2, 3):
+        cfg, tok, model = _model(seed)
+        paths.append(tmp_path / f"best-epoch-{seed}.pt")
+        save_checkpoint(paths[-1], cfg, tok, model)
+    save_checkpoint(tmp_path / "last.pt", cfg, tok, model)
+    best = [[0.3, str(paths[2])], [0.4, str(paths[0])], [0.6, str(paths[1])]]
+    out = tmp_path / "model.pt"
+    assert "average of the 2 best" in export_model(tmp_path, best, 2, out)
+    assert read_checkpoint(out)["state"]["averaged_from"] == [str(paths[2]), str(paths[0])]
+    expect = (read_checkpoint(paths[2])["model"]["head.weight"].double()
+              + read_checkpoint(paths[0])["model"]["head.weight"].double()) / 2
+    assert torch.allclose(read_checkpoint(out)["model"]["head.weight"].double(), expect, atol=1e-6)
+    paths[2].unlink()  # a best file that went missing is passed over
+    assert "best checkpoint" in export_model(tmp_path, best, 1, out)
+    assert torch.equal(read_checkpoint(out)["model"]["head.weight"], read_checkpoint(paths[0])["model"]["head.weight"])
+    assert "last checkpoint" in export_model(tmp_path, [], 3, out)
+    assert torch.equal(read_checkpoint(out)["model"]["head.weight"],
+                       read_checkpoint(tmp_path / "last.pt")["model"]["head.weight"])
 
 
 def test_asr_average_of_a_run_folder_takes_its_best_checkpoints(tmp_path):
