@@ -178,10 +178,12 @@ class AudioDataset(Dataset):
 
     ``num_failed`` counts failed loads across DataLoader worker processes too (shared
     memory); ``failures`` lists ``(id, reason)`` of those that failed in this process. Each
-    batch's ``skipped`` says how many of its items were dropped.
+    bad utterance is named in a warning the first time it fails in this process (not again
+    every epoch). Each batch's ``skipped`` says how many of its items were dropped.
     """
 
-    def __init__(self, utts: list[Utterance], tokenizer=None, sample_rate: int = 16000, augment=None):
+    def __init__(self, utts: list[Utterance], tokenizer=None, sample_rate: int = 16000, augment=None,
+                 warned: set[str] | None = None):
         self.utts = utts
         self.tokenizer = tokenizer
         self.sample_rate = sample_rate
@@ -190,6 +192,9 @@ class AudioDataset(Dataset):
         self.seed = 0
         self.failures: list[tuple[str, str]] = []
         self._num_failed = mp.Value("q", 0)  # shared with worker processes
+        # ids already named in a warning by this process; datasets over the same utterances
+        # (the CMVN pass and training) share one set
+        self._warned = warned if warned is not None else set()
 
     @property
     def num_failed(self) -> int:
@@ -209,7 +214,13 @@ class AudioDataset(Dataset):
                 wav = self.augment(wav, rng)
         except (AudioError, ValueError, RuntimeError, MemoryError) as e:
             # One bad utterance must never stop an epoch: report it with its id, count it, skip it.
-            log.warning("skipping utterance %s (%s): %s", u.id, u.audio, e)
+            # Named once: a file that fails in epoch 1 fails again in every later epoch. (DataLoader
+            # workers that are not persistent start from the main process's set each epoch.)
+            if u.id not in self._warned:
+                self._warned.add(u.id)
+                log.warning("skipping utterance %s (%s): %s", u.id, u.audio, e)
+            else:
+                log.debug("skipping utterance %s again", u.id)
             self.failures.append((u.id, str(e)))
             with self._num_failed.get_lock():
                 self._num_failed.value += 1

@@ -215,8 +215,9 @@ class Trainer:
                 self.tokenizer, cfg, "dev")
         pin = self.device.type == "cuda"
         augment = WaveAugment(cfg.augment, cfg.feature.sample_rate)
+        warned: set[str] = set()  # unloadable training files are named once, not in every pass
         self.train_loader = make_loader(train_utts, self.tokenizer, cfg, True, self.rank, self.world,
-                                        augment if augment.active else None, pin)
+                                        augment if augment.active else None, pin, warned)
         self.dev_loader = make_loader(dev_utts, self.tokenizer, cfg, False, pin=pin) if dev_utts else None
         self.train_seconds = sum(u.duration for u in train_utts)
 
@@ -243,7 +244,8 @@ class Trainer:
         if self.resume_obj is not None:
             self._restore(self.resume_obj)
         elif cfg.feature.cmvn == "global":
-            compute_cmvn(self.model, train_utts, self.tokenizer, cfg, self.device, self.rank, self.world)
+            compute_cmvn(self.model, train_utts, self.tokenizer, cfg, self.device, self.rank, self.world,
+                         warned)
         if self.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
 
@@ -491,8 +493,8 @@ class Trainer:
             log.info("epoch %d: train loss %.4f, %.0f audio-s/s", st.epoch, metrics["train_loss"],
                      metrics["audio_seconds_per_second"])
             if metrics["failed_utts"]:
-                log.warning("epoch %d: skipped %d utterances whose audio could not be loaded (named in "
-                            "the warnings above; `asr data validate` lists them all)", st.epoch,
+                log.warning("epoch %d: skipped %d utterances whose audio could not be loaded (each named "
+                            "once, when it first failed; `asr data validate` lists them all)", st.epoch,
                             metrics["failed_utts"])
             self.log_dev(dev, st.epoch)
             self.save_epoch(wer)

@@ -70,9 +70,11 @@ def filter_trainable(utts, tokenizer, cfg: Config, name: str):
     return keep
 
 
-def make_loader(utts, tokenizer, cfg: Config, train: bool, rank=0, world=1, augment=None, pin=False):
-    """DataLoader over duration buckets; the training one is sharded over DDP ranks."""
-    ds = AudioDataset(utts, tokenizer, cfg.feature.sample_rate, augment=augment)
+def make_loader(utts, tokenizer, cfg: Config, train: bool, rank=0, world=1, augment=None, pin=False,
+                warned: set[str] | None = None):
+    """DataLoader over duration buckets; the training one is sharded over DDP ranks. ``warned``:
+    ids of unloadable utterances already named in a warning (see AudioDataset)."""
+    ds = AudioDataset(utts, tokenizer, cfg.feature.sample_rate, augment=augment, warned=warned)
     ds.seed = cfg.train.seed
     sampler = BucketBatchSampler(
         [u.duration for u in utts],
@@ -105,10 +107,11 @@ def _worker_init(_: int) -> None:
 
 
 @torch.no_grad()
-def compute_cmvn(model, utts, tokenizer, cfg: Config, device, rank: int = 0, world: int = 1) -> None:
+def compute_cmvn(model, utts, tokenizer, cfg: Config, device, rank: int = 0, world: int = 1,
+                 warned: set[str] | None = None) -> None:
     """Global mean/std of raw features over the training set; DDP ranks each take a shard."""
     acc = CMVNAccumulator(model.frontend.dim)
-    loader = make_loader(utts[rank::world], tokenizer, cfg, False)
+    loader = make_loader(utts[rank::world], tokenizer, cfg, False, warned=warned)
     for batch in tqdm(loader, desc="cmvn", unit="batch", leave=False, disable=rank != 0 or None):
         if batch is None:
             continue

@@ -126,6 +126,9 @@ def test_dataset_skips_counts_and_names_broken_files(tmp_path, caplog):
     assert ds.num_failed == 4
     for uid in ("missing", "empty", "corrupt", "zero"):
         assert uid in caplog.text
+    caplog.clear()
+    assert ds[1] is None and ds.num_failed == 5  # fails again (next epoch): counted, not named again
+    assert "skipping utterance" not in caplog.text
     batch = collate(items)
     assert batch["skipped"] == 4 and batch["ids"] == ["good0", "good1", "good2", "good3"]
     assert collate([items[1], items[3]]) is None  # every item bad
