@@ -6,7 +6,7 @@
    duration buckets (asr.data.BucketBatchSampler) against random batches with the same cap.
 3. loader: audio-seconds per second the DataLoader delivers (decode + resample + collate),
    with 0 and 1 worker processes, against the model's training throughput (frontend,
-   4x256 BiLSTM, CTC loss, backward, Adam step) on the same batches. The loader keeps up
+   the CPU recipe's BiLSTM, CTC loss, backward, Adam step) on the same batches. The loader keeps up
    when its figure is above the model's.
 
     flock /tmp/asr-cpu.lock .venv/bin/python tools/bench_data.py         # about 1-2 min, 2 cores
