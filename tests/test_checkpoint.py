@@ -84,12 +84,18 @@ def test_truncated_and_foreign_files_are_clear_errors(tmp_path):
         read_checkpoint(tmp_path / "missing.pt")
 
 
-def test_average_is_the_mean_of_the_weights(tmp_path):
+def _three_checkpoints(tmp_path, prefix: str) -> list:
+    """Checkpoints <prefix>1.pt .. <prefix>3.pt of the same config with different weights."""
     paths = []
     for seed in (1, 2, 3):
         cfg, tok, model = _model(seed)
-        paths.append(tmp_path / f"c{seed}.pt")
+        paths.append(tmp_path / f"{prefix}{seed}.pt")
         save_checkpoint(paths[-1], cfg, tok, model)
+    return paths
+
+
+def test_average_is_the_mean_of_the_weights(tmp_path):
+    paths = _three_checkpoints(tmp_path, "c")
     average_checkpoints(paths, tmp_path / "avg.pt")
     objs = [read_checkpoint(p)["model"] for p in paths]
     avg = read_checkpoint(tmp_path / "avg.pt")
@@ -145,12 +151,8 @@ def test_retention_keeps_the_best_n_by_wer_and_the_last_n_epochs(tmp_path):
 
 
 def test_export_model_averages_the_best_or_copies_the_best_or_last(tmp_path):
-    paths = []
-    for seed in (1, 2, 3):
-        cfg, tok, model = _model(seed)
-        paths.append(tmp_path / f"best-epoch-{seed}.pt")
-        save_checkpoint(paths[-1], cfg, tok, model)
-    save_checkpoint(tmp_path / "last.pt", cfg, tok, model)
+    paths = _three_checkpoints(tmp_path, "best-epoch-")
+    save_checkpoint(tmp_path / "last.pt", *_model(3))
     best = [[0.3, str(paths[2])], [0.4, str(paths[0])], [0.6, str(paths[1])]]
     out = tmp_path / "model.pt"
     assert "average of the 2 best" in export_model(tmp_path, best, 2, out)
