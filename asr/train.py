@@ -9,7 +9,8 @@
 
 Works on CPU (tested) and CUDA (AMP, pinned memory, packed RNNs); DDP through
 ``torchrun --nproc_per_node N -m asr train ...``. Device, precision, seeding, logging and
-process-group helpers live in asr.runtime; optimizers and LR schedules in asr.optim.
+process-group helpers live in asr.runtime; optimizers and LR schedules in asr.optim; the CTC
+forward (loss) and dev validation in asr.ctc; checkpoint retention in asr.checkpoint.
 
 Exactness. An update is the mean CTC loss over every utterance of its global batch
 (``accum_steps`` micro-batches on each of ``world`` ranks), whatever the micro-batch
@@ -49,10 +50,8 @@ from asr.checkpoint import (
     set_rng_state,
 )
 from asr.config import Config, save_config, to_dict
+from asr.ctc import compute_loss, validate
 from asr.data import BucketBatchSampler, filter_by_duration, read_manifest
-from asr.decode import greedy_search
-from asr.features import spec_augment
-from asr.metrics import ErrorCounts, char_errors, word_errors
 from asr.model import count_parameters
 from asr.optim import LRSchedule, make_optimizer
 from asr.runtime import (
@@ -90,63 +89,6 @@ class TrainState:
     history: list = field(default_factory=list)  # per-epoch metrics
     best: list = field(default_factory=list)  # [(wer, path)] of kept best checkpoints
     audio_seconds: float = 0.0  # audio trained on so far (all ranks)
-
-
-def compute_loss(model, ctc_module, batch, device, cfg: Config, amp: torch.dtype | None,
-                 generator: torch.Generator | None = None):
-    """Forward one batch: summed CTC loss (blank 0, zero_infinity) and the model output.
-
-    Features are computed in fp32; the RNN runs under autocast when AMP is on; the CTC
-    loss is always fp32 (log_probs are returned in fp32).
-
-    Args:
-        model: ASRModel (its frontend is used directly).
-        ctc_module: model.ctc or its DDP wrapper.
-        batch: collated batch (see asr.data.collate).
-        generator: SpecAugment's RNG (training only).
-    Returns:
-        (loss summed over the batch's utterances (scalar), log_probs (B, T', V), out_lens (B,))
-    """
-    wavs = batch["wavs"].to(device, non_blocking=True)
-    wav_lens = batch["wav_lens"].to(device, non_blocking=True)
-    feats, feat_lens = model.frontend(wavs, wav_lens)  # (B, T, F)
-    if model.training and cfg.augment.specaugment:
-        feats = spec_augment(feats, feat_lens, cfg.augment.spec, generator)
-    with torch.autocast(device_type=device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        log_probs, out_lens = ctc_module(feats, feat_lens)  # (B, T', V)
-    loss = torch.nn.functional.ctc_loss(
-        log_probs.transpose(0, 1),  # (B, T', V) -> (T', B, V) as ctc_loss expects
-        batch["tokens"].to(device),
-        out_lens,
-        batch["token_lens"].to(device),
-        blank=0,
-        reduction="sum",
-        zero_infinity=True,
-    )
-    return loss, log_probs, out_lens
-
-
-@torch.no_grad()
-def validate(model, loader, tokenizer, device, cfg: Config, amp) -> dict:
-    """Dev loss (mean per utterance) and greedy WER/CER over a loader."""
-    was_training = model.training
-    model.eval()
-    wer, cer = ErrorCounts(), ErrorCounts()
-    total_loss, n = 0.0, 0
-    for batch in loader:
-        if batch is None:
-            continue
-        loss, log_probs, out_lens = compute_loss(model, model.ctc, batch, device, cfg, amp)
-        if torch.isfinite(loss):
-            total_loss += float(loss)
-            n += len(batch["ids"])
-        for i, ids in enumerate(greedy_search(log_probs, out_lens)):
-            ref = tokenizer.decode(batch["tokens"][i, : batch["token_lens"][i]].tolist())
-            hyp = tokenizer.decode(ids)
-            wer += word_errors(ref, hyp)
-            cer += char_errors(ref, hyp)
-    model.train(was_training)
-    return {"dev_loss": total_loss / max(1, n), "dev_wer": wer.rate, "dev_cer": cer.rate, "dev_utts": n}
 
 
 # ---------------------------------------------------------------- the trainer
