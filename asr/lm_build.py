@@ -1,6 +1,6 @@
 """Estimate a word n-gram LM with interpolated modified Kneser-Ney and write it as ARPA.
 
-The estimate follows KenLM's ``lmplz`` (Heafield et al., 2013), without pruning:
+The estimate follows KenLM's ``lmplz`` (Heafield et al., 2013):
 
 1. counts: sentences are padded ``<s> ... </s>``; the highest order uses raw counts, lower
    orders use adjusted counts a(x) = the number of distinct words seen left of x (raw counts
@@ -16,55 +16,32 @@ The estimate follows KenLM's ``lmplz`` (Heafield et al., 2013), without pruning:
 
 No PyPI package does this (KenLM's pip wheel has no ``lmplz``; nltk does not write ARPA), so it
 is written here and tested against kenlm's scores on the files it writes (tests/test_lm.py).
-Counting runs in Python dicts: fine for transcripts and book-sized text (millions of words).
+
+``build_lm`` streams the text (``asr.lm_corpus``), counts in numpy (``asr.lm_count``) and
+estimates on numpy tables (``estimate_tables``), so 50 M words fit in a few GB; count cut-offs
+move a pruned n-gram's whole count into its context's back-off mass (the model stays
+normalised), and ``asr.lm_prune`` then applies entropy pruning. ``estimate`` is the same
+estimate in Python dicts of tuples: the readable reference the tests compare against.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from asr.decode.lm import LMError, arpa_text
-from asr.text import normalize_text
+import numpy as np
+
+from asr.decode.lm import LMError
+from asr.lm_corpus import BOS, UNK, WordIds, id_chunks, read_sentences, read_vocab
+from asr.lm_count import NGramCounter, adjusted_counts, id_bits, relabel
+from asr.lm_table import NGramTables, context_groups
 
 log = logging.getLogger("asr.lm_build")
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
-
-
-def read_sentences(path: str | Path, normalize: bool = True) -> list[str]:
-    """Sentences from a text file (one per line) or a JSONL manifest (its ``text`` fields).
-
-    Args:
-        path: ``.txt`` (or any text) file, or ``.jsonl``/``.json`` manifest.
-        normalize: apply ``normalize_text`` (lower case, no punctuation) like the tokenizers do.
-
-    Returns:
-        non-empty sentences.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise LMError(f"LM training text {path} does not exist")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            if path.suffix in (".jsonl", ".json"):
-                try:
-                    line = json.loads(line)["text"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise LMError(f"{path}:{n}: not a manifest line with a \"text\" field") from None
-            text = normalize_text(line) if normalize else " ".join(line.split())
-            if text:
-                out.append(text)
-    if not out:
-        raise LMError(f"{path}: no sentences to train an LM on")
-    return out
 
 
 def discounts(counts_of_counts: dict[int, int], order: int) -> tuple[float, float, float]:
@@ -152,28 +129,165 @@ def estimate(sentences: Iterable[str], order: int = 3) -> dict[int, dict[tuple[s
     return out
 
 
-def build_lm(text_path: str | Path, out_path: str | Path, order: int = 3, normalize: bool = True,
-             lexicon_path: str | Path | None = None) -> dict[int, int]:
-    """Read text or a manifest, estimate the model and write ARPA (and optionally the word list).
+def parse_cutoffs(text: str | None, order: int) -> list[int]:
+    """``"0,1,1"`` -> a count cut-off per order (the last one repeats; unigrams must be 0).
+
+    An n-gram whose count is at most its order's cut-off is dropped (KenLM ``--prune 0 1 1``).
+    """
+    if not text:
+        return [0] * order
+    try:
+        values = [int(v) for v in text.replace(" ", ",").split(",") if v]
+    except ValueError:
+        raise LMError(f"--cutoffs {text!r}: give integers separated by commas, e.g. 0,1,1") from None
+    if not values or values[0] != 0 or any(v < 0 for v in values):
+        raise LMError(f"--cutoffs {text!r}: the unigram cut-off must be 0 and none negative (e.g. 0,1,1)")
+    return (values + [values[-1]] * order)[:order]
+
+
+def estimate_tables(counts: list[tuple[np.ndarray, np.ndarray]], vocab: list[str],
+                    cutoffs: list[int] | None = None) -> NGramTables:
+    """Interpolated modified Kneser-Ney on numpy tables (same model as ``estimate``).
 
     Args:
-        text_path: text file (a sentence per line) or JSONL manifest.
-        out_path: the ARPA file to write.
+        counts: ``asr.lm_count.adjusted_counts`` output, word ids indexing ``vocab``.
+        vocab: id -> word; must contain ``<s>``, ``</s>`` and ``<unk>``.
+        cutoffs: per order, drop n-grams with count <= cut-off (kept anyway when a kept
+            higher-order n-gram starts or ends with them); their mass goes to the back-off.
+
+    Returns:
+        the model (prefix-closed tables).
+    """
+    order = len(counts)
+    cutoffs = cutoffs or [0] * order
+    wid = {w: i for i, w in enumerate(vocab)}
+    bos, unk = wid[BOS], wid[UNK]
+    rows1, c1 = counts[0]
+    c1 = c1.copy()
+    c1[rows1[:, 0] == bos] = 0  # <s> is never predicted
+    if not np.any(rows1[:, 0] == unk):
+        at = int(np.searchsorted(rows1[:, 0], unk))
+        rows1, c1 = np.insert(rows1, at, [unk], axis=0), np.insert(c1, at, 0)
+    counts = [(rows1, c1)] + list(counts[1:])
+    full = NGramTables(vocab, [r for r, _ in counts], [], [])
+    keep: list[np.ndarray] = [None] * order
+    for n in range(order, 0, -1):
+        rows, c = counts[n - 1]
+        k = c > cutoffs[n - 1] if n > 1 else np.ones(len(c), dtype=bool)
+        if n < order:
+            higher = counts[n][0][keep[n]]
+            for part in (higher[:, :-1], higher[:, 1:]):
+                idx = full.find(np.ascontiguousarray(part))
+                k[idx[idx >= 0]] = True
+        keep[n - 1] = k
+    model = NGramTables(vocab, [counts[n][0][keep[n]] for n in range(order)],
+                        [None] * order, [np.zeros(int(keep[n].sum())) for n in range(order)])
+    for n in range(1, order + 1):
+        rows, c = counts[n - 1]
+        kept = keep[n - 1]
+        t = np.bincount(c[(c > 0) & (c <= 4)], minlength=5)
+        d = np.array((0.0,) + discounts({k: int(t[k]) for k in range(1, 5)}, n))
+        dc = d[np.minimum(c, 3)]
+        starts, group = context_groups(rows)
+        total = np.add.reduceat(c, starts).astype(np.float64)
+        gamma = np.add.reduceat(np.where(kept, dc, c), starts) / total
+        u = (c[kept] - dc[kept]) / total[group[kept]]
+        if n == 1:
+            lower = 1.0 / (len(rows) - 1)  # uniform over the vocabulary with <unk>, without <s>
+        else:
+            idx = model.find(np.ascontiguousarray(rows[kept][:, 1:]))
+            lower = 10.0 ** model.prob[n - 2][idx]
+        with np.errstate(divide="ignore"):
+            prob = np.log10(u + gamma[group[kept]] * lower)
+        if n == 1:
+            prob[model.rows[0][:, 0] == bos] = -99.0
+        model.prob[n - 1] = prob
+        if n > 1:
+            ctx = model.find(np.ascontiguousarray(rows[starts, :-1]))
+            ok = ctx >= 0
+            model.bow[n - 2][ctx[ok]] = np.log10(gamma[ok])
+    return model
+
+
+def count_text(paths: Iterable[str | Path], order: int, normalize: bool = True,
+               vocab_words: list[str] | None = None, max_vocab: int = 0, progress: bool = False,
+               chunk_words: int = 4_000_000) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
+    """Stream the text and count: KN counts per order and the vocabulary (sorted, specials included).
+
+    Words outside ``vocab_words`` or outside the ``max_vocab`` most frequent become ``<unk>``.
+    """
+    from tqdm import tqdm
+
+    ids = WordIds(vocab_words)
+    counter = NGramCounter(order, id_bits(len(ids)))
+    bar = tqdm(unit="word", unit_scale=True, desc="count", disable=None if progress else True)
+    try:
+        for chunk in id_chunks(read_sentences(paths, normalize), ids, chunk_words, bar):
+            counter.bits = id_bits(len(ids))  # ids only grow: packing with more bits keeps the order
+            counter.add(chunk)
+    finally:
+        bar.close()
+    raw = counter.raw_counts()
+    words = ids.words()
+    freq = np.zeros(len(words))
+    for rows, c in raw:  # every token is the last word of exactly one counted n-gram
+        freq += np.bincount(rows[:, -1], weights=c, minlength=len(words))
+    specials = {BOS, "</s>", UNK}
+    used = [i for i in np.flatnonzero(freq).tolist() if words[i] not in specials]
+    if max_vocab and len(used) > max_vocab:
+        used.sort(key=lambda i: (-freq[i], words[i]))
+        used = used[:max_vocab]
+    vocab = sorted([words[i] for i in used] + list(specials))
+    rank = {w: r for r, w in enumerate(vocab)}
+    new_id = np.full(len(words), rank[UNK], dtype=np.int32)
+    for i in used + [0, 1, 2]:
+        new_id[i] = rank[words[i]]
+    out_bits = id_bits(len(vocab))
+    return adjusted_counts(relabel(raw, new_id, out_bits), out_bits), vocab
+
+
+def build_lm(text_path: str | Path | Iterable[str | Path], out_path: str | Path, order: int = 3,
+             normalize: bool = True, lexicon_path: str | Path | None = None,
+             vocab_path: str | Path | None = None, max_vocab: int = 0, cutoffs: str | None = None,
+             prune: float = 0.0, progress: bool = False) -> dict[int, int]:
+    """Read text files or manifests, estimate the model, prune it and write ARPA (atomically).
+
+    Args:
+        text_path: one path or several: text (plain, .gz, .xz; a sentence per line) or JSONL.
+        out_path: the ARPA file to write (written as ``out_path.tmp``, then renamed).
         order: n-gram order.
-        normalize: normalise text as the tokenizers do.
-        lexicon_path: also write the vocabulary here, one word per line (a lexicon for decoding).
+        normalize: normalise text (and the vocabulary) as the tokenizers do: lower case.
+        lexicon_path: also write the model's words here, one per line (a decoding lexicon).
+        vocab_path: closed vocabulary, a word per line; other words become ``<unk>``.
+        max_vocab: keep only the N most frequent words (0: all).
+        cutoffs: count cut-offs per order, e.g. ``"0,1,1"``.
+        prune: entropy-pruning threshold (0: none).
+        progress: tqdm bars on stderr.
 
     Returns:
         the number of n-grams per order.
     """
+    from asr.lm_prune import prune_entropy
+
     if order < 2:
         raise LMError(f"--order must be 2 or more (KenLM and the decoders need at least bigrams), got {order}")
-    sentences = read_sentences(text_path, normalize)
-    model = estimate(sentences, order)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(arpa_text(model), encoding="utf-8")
+    if prune < 0:
+        raise LMError(f"--prune must be >= 0, got {prune}")
+    paths = [text_path] if isinstance(text_path, (str, Path)) else list(text_path)
+    cuts = parse_cutoffs(cutoffs, order)
+    vocab_words = read_vocab(vocab_path, normalize) if vocab_path else None
+    t0 = time.time()
+    counts, vocab = count_text(paths, order, normalize, vocab_words, max_vocab, progress)
+    log.info("counted in %.1f s: %s", time.time() - t0, [len(r) for r, _ in counts])
+    model = estimate_tables(counts, vocab, cuts)
+    del counts
+    if prune > 0:
+        model = prune_entropy(model, prune, progress)
+    model.write_arpa(out_path, progress)
     if lexicon_path:
-        words = sorted(g[0] for g in model[1] if g[0] not in ("<s>", "</s>", "<unk>"))
-        Path(lexicon_path).write_text("".join(w + "\n" for w in words), encoding="utf-8")
-    return {n: len(t) for n, t in model.items()}
+        words = [vocab[i] for i in model.rows[0][:, 0].tolist() if vocab[i] not in ("<s>", "</s>", "<unk>")]
+        lex = Path(lexicon_path)
+        tmp = lex.with_name(lex.name + ".tmp")
+        tmp.write_text("".join(w + "\n" for w in words), encoding="utf-8")
+        tmp.replace(lex)
+    return model.counts()
