@@ -1,4 +1,4 @@
-"""`asr lm build`, `asr tune-lm` and `asr decode --tune-lm`: word n-gram LMs and their fusion weights."""
+"""`asr lm build|mix|ppl`, `asr tune-lm` and `asr decode --tune-lm`: word n-gram LMs and their fusion weights."""
 
 from __future__ import annotations
 
@@ -9,10 +9,61 @@ from asr.cli import CLIError, _device
 
 
 def cmd_lm_build(args) -> int:
+    import logging
+    import time
+
     from asr.lm_build import build_lm
 
-    counts = build_lm(args.text, args.out, args.order, not args.no_normalize, args.lexicon)
-    print(f"{args.out}: {args.order}-gram, " + ", ".join(f"{n}-grams {c}" for n, c in counts.items()))
+    logging.getLogger("asr").setLevel(logging.INFO)
+    t0 = time.time()
+    counts = build_lm(args.text, args.out, args.order, not args.no_normalize, args.lexicon,
+                      vocab_path=args.vocab, max_vocab=args.max_vocab, cutoffs=args.cutoffs,
+                      prune=args.prune, progress=True)
+    print(f"{args.out}: {args.order}-gram, " + ", ".join(f"{n}-grams {c}" for n, c in counts.items())
+          + f" ({sum(counts.values())} n-grams, {time.time() - t0:.1f} s)")
+    return 0
+
+
+def _ppl_line(name: str, r: dict) -> str:
+    return (f"{name}: perplexity {r['ppl']:.2f} ({r['ppl_no_oov']:.2f} without OOV words), "
+            f"OOV rate {100 * r['oov_rate']:.2f} % of {r['words']} words, {r['sentences']} sentences")
+
+
+def cmd_lm_ppl(args) -> int:
+    from asr.lm_mix import perplexity, read_text
+    from asr.lm_table import read_arpa
+
+    sentences = read_text(args.text, not args.no_normalize)
+    for path in args.lm:
+        print(_ppl_line(path, perplexity(read_arpa(path), sentences)))
+    return 0
+
+
+def cmd_lm_mix(args) -> int:
+    from asr.lm_mix import component_probs, mix, perplexity, read_text, tune_weights
+    from asr.lm_table import read_arpa
+
+    if len(args.lm) < 2:
+        raise CLIError("asr lm mix needs two or more ARPA files")
+    if bool(args.weights) == bool(args.tune_on):
+        raise CLIError("asr lm mix: give either --weights W1,W2,... or --tune-on DEV_TEXT")
+    models = [read_arpa(p) for p in args.lm]
+    if args.tune_on:
+        dev = read_text(args.tune_on, not args.no_normalize)
+        for path, m in zip(args.lm, models):
+            print(_ppl_line(path, perplexity(m, dev)))
+        weights = tune_weights(component_probs(models, dev))
+        print("weights (EM on dev perplexity): " + ",".join(f"{w:.4f}" for w in weights))
+    else:
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise CLIError(f"--weights {args.weights!r}: give numbers separated by commas") from None
+    mixed = mix(models, weights)
+    mixed.write_arpa(args.out, progress=True)
+    print(f"{args.out}: " + ", ".join(f"{n}-grams {c}" for n, c in mixed.counts().items()))
+    if args.tune_on:
+        print(_ppl_line(f"{args.out} (mixed)", perplexity(mixed, dev)))
     return 0
 
 
@@ -82,13 +133,39 @@ def add_lm_parsers(sub) -> None:
                         description="Estimate an interpolated modified Kneser-Ney word n-gram from a text file "
                         "(a sentence per line) or a JSONL manifest (its text fields) and write ARPA, which "
                         "kenlm, flashlight and pyctcdecode also read.")
-    b.add_argument("text", help="text file or manifest (.jsonl)")
-    b.add_argument("--out", "-o", required=True, help="ARPA file to write")
+    b.add_argument("text", nargs="+", help="text files (plain, .gz, .xz; a sentence per line) or manifests (.jsonl)")
+    b.add_argument("--out", "-o", required=True, help="ARPA file to write (atomically: OUT.tmp, then renamed)")
     b.add_argument("--order", type=int, default=3, help="n of the n-gram (2 or more)")
     b.add_argument("--lexicon", help="also write the vocabulary here (a word per line; use with --lexicon)")
+    b.add_argument("--vocab", help="closed vocabulary file (a word per line, e.g. librispeech-vocab.txt); "
+                   "other words become <unk>")
+    b.add_argument("--max-vocab", type=int, default=0, help="keep only the N most frequent words (others <unk>)")
+    b.add_argument("--cutoffs", help="count cut-offs per order, e.g. 0,1,1: drop bigrams and trigrams seen "
+                   "once (KenLM --prune 0 1 1; the last value repeats)")
+    b.add_argument("--prune", type=float, default=0.0,
+                   help="entropy-pruning threshold (Stolcke; SRILM -prune), e.g. 1e-8 for a book 3-gram; 0: none")
     b.add_argument("--no-normalize", action="store_true",
                    help="keep the text as it is (default: lower-case, no punctuation, as the tokenizers do)")
     b.set_defaults(func=cmd_lm_build)
+
+    mx = lsub.add_parser("mix", help="linear interpolation of ARPA models into one (SRILM -mix-lm)",
+                         description="Interpolate back-off models statically into one ARPA: every n-gram of "
+                         "any model, P = sum of weight x P_model, back-off weights recomputed. Weights given "
+                         "(--weights) or chosen by EM on dev text (--tune-on), printing each perplexity.")
+    mx.add_argument("lm", nargs="+", help="ARPA files (plain or gzipped)")
+    mx.add_argument("--out", "-o", required=True, help="ARPA file to write")
+    mx.add_argument("--weights", help="comma-separated, one per model, summing to 1 (e.g. 0.8,0.2)")
+    mx.add_argument("--tune-on", help="dev text (or manifest): choose the weights that minimise its perplexity")
+    mx.add_argument("--no-normalize", action="store_true", help="do not normalise the dev text")
+    mx.set_defaults(func=cmd_lm_mix)
+
+    pp = lsub.add_parser("ppl", help="perplexity and OOV rate of ARPA models on a text",
+                         description="Perplexity over the words and </s> of every sentence (OOV words scored "
+                         "as <unk>, as kenlm does; also without them, as SRILM reports) and the OOV rate.")
+    pp.add_argument("lm", nargs="+", help="ARPA files")
+    pp.add_argument("text", help="text file (a sentence per line) or manifest (.jsonl)")
+    pp.add_argument("--no-normalize", action="store_true", help="do not normalise the text")
+    pp.set_defaults(func=cmd_lm_ppl)
 
     t = sub.add_parser("tune-lm", help="grid-search the LM weight and word bonus on a dev manifest",
                        description="Run the model once over a dev manifest, then beam-search its log-probs for "
