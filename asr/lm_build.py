@@ -174,7 +174,7 @@ def estimate_tables(counts: list[tuple[np.ndarray, np.ndarray]], vocab: list[str
     for n in range(order, 0, -1):
         rows, c = counts[n - 1]
         k = c > cutoffs[n - 1] if n > 1 else np.ones(len(c), dtype=bool)
-        if n < order:
+        if n < order and any(cutoffs):
             higher = counts[n][0][keep[n]]
             for part in (higher[:, :-1], higher[:, 1:]):
                 idx = full.find(np.ascontiguousarray(part))
