@@ -122,11 +122,11 @@ def mix(models: list[NGramTables], weights: Iterable[float]) -> NGramTables:
         r = np.concatenate(parts)
         rows.append(unique_rows(r, np.zeros(len(r), dtype=np.int64), bits)[0])
     out = NGramTables(vocab, rows, [None] * order, [np.zeros(len(r)) for r in rows])
+    to_model = [np.array([m.word_id.get(w, -1) for w in vocab], dtype=np.int32) for m in models]
     for n in range(1, order + 1):
         total = np.zeros(len(rows[n - 1]))
         for i, m in enumerate(models):
-            to_model = np.array([m.word_id.get(w, -1) for w in vocab], dtype=np.int32)
-            q = to_model[rows[n - 1]]
+            q = to_model[i][rows[n - 1]]
             p = 10.0 ** m.log10_prob(q)
             p[q[:, -1] < 0] = 0.0  # a word model i does not know: its mass is elsewhere
             total += weights[i] * p

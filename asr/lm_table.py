@@ -225,17 +225,18 @@ def read_arpa(path: str | Path) -> NGramTables:
     header: dict[int, int] = {}
     section, section_line = 0, 0
     grams: dict[int, tuple[list, list, list]] = {}
-    done = False
+    done = seen_data = False
     vocab: dict[str, int] = {}
     for n, line in read_lines(path):
         line = line.strip()
         if not line:
             continue
+        if not seen_data:  # anything before \\data\\ is a comment
+            seen_data = line == "\\data\\"
+            continue
         if line == "\\end\\":
             done = True
             break
-        if line == "\\data\\":
-            continue
         if section == 0 and line.startswith("ngram "):
             try:
                 k, c = line[6:].split("=")
@@ -322,6 +323,8 @@ def sentence_queries(tables: NGramTables, sentences, unk_words: set | None = Non
     wid = tables.word_id
     unigram = set(tables.rows[0][:, 0].tolist())
     unk = wid.get("<unk>", -1)
+    if "<s>" not in wid or "</s>" not in wid:
+        raise LMError("the model has no <s> or </s> unigram; it cannot score sentences")
     bos, eos = wid["<s>"], wid["</s>"]
     n_max = tables.order
     by_k: dict[int, list[np.ndarray]] = {}

@@ -198,3 +198,16 @@ def test_max_vocab_maps_rare_words_to_unk(tmp_path):
     assert ("<unk>", "</s>") in model[2] or ("<unk>",) in model[1]
     assert np.isfinite(model[1][("<unk>",)][0]) and model[1][("<unk>",)][0] > -3
     assert math.isclose(sum(10 ** p for (w,), (p, _) in model[1].items() if w != "<s>"), 1.0, rel_tol=1e-4)
+
+
+def test_counting_sorts_rows_the_same_packed_or_not():
+    from asr.lm_count import unique_rows
+
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 6, size=(5000, 4)).astype(np.int32)
+    counts = rng.integers(1, 4, size=5000)
+    packed = unique_rows(rows, counts, 3)  # 12 bits: uint64 keys
+    lex = unique_rows(rows, counts, 20)  # 80 bits: np.lexsort
+    assert np.array_equal(packed[0], lex[0]) and np.array_equal(packed[1], lex[1])
+    assert lex[1].sum() == counts.sum() and len(lex[0]) == len({tuple(r) for r in rows.tolist()})
+    assert [tuple(r) for r in lex[0].tolist()] == sorted({tuple(r) for r in rows.tolist()})
