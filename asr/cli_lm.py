@@ -14,11 +14,20 @@ def cmd_lm_build(args) -> int:
 
     from asr.lm_build import build_lm
 
-    logging.getLogger("asr").setLevel(logging.INFO)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    logger = logging.getLogger("asr")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     t0 = time.time()
-    counts = build_lm(args.text, args.out, args.order, not args.no_normalize, args.lexicon,
-                      vocab_path=args.vocab, max_vocab=args.max_vocab, cutoffs=args.cutoffs,
-                      prune=args.prune, progress=True)
+    try:
+        counts = build_lm(args.text, args.out, args.order, not args.no_normalize, args.lexicon,
+                          vocab_path=args.vocab, max_vocab=args.max_vocab, cutoffs=args.cutoffs,
+                          prune=args.prune, progress=True)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
     print(f"{args.out}: {args.order}-gram, " + ", ".join(f"{n}-grams {c}" for n, c in counts.items())
           + f" ({sum(counts.values())} n-grams, {time.time() - t0:.1f} s)")
     return 0

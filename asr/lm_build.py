@@ -276,14 +276,21 @@ def build_lm(text_path: str | Path | Iterable[str | Path], out_path: str | Path,
     paths = [text_path] if isinstance(text_path, (str, Path)) else list(text_path)
     cuts = parse_cutoffs(cutoffs, order)
     vocab_words = read_vocab(vocab_path, normalize) if vocab_path else None
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
+
+    def done(what: str) -> None:
+        log.info("%s: %.1f s (%.1f s CPU) since the start", what, time.time() - t0, time.process_time() - c0)
+
     counts, vocab = count_text(paths, order, normalize, vocab_words, max_vocab, progress)
-    log.info("counted in %.1f s: %s", time.time() - t0, [len(r) for r, _ in counts])
+    done(f"counted {len(vocab) - 3} words, n-grams per order {[len(r) for r, _ in counts]}")
     model = estimate_tables(counts, vocab, cuts)
     del counts
+    done(f"estimated (cut-offs {cuts}): {model.counts()}")
     if prune > 0:
         model = prune_entropy(model, prune, progress)
+        done(f"pruned at {prune:g}: {model.counts()}")
     model.write_arpa(out_path, progress)
+    done(f"wrote {out_path}")
     if lexicon_path:
         words = [vocab[i] for i in model.rows[0][:, 0].tolist() if vocab[i] not in ("<s>", "</s>", "<unk>")]
         lex = Path(lexicon_path)
