@@ -44,10 +44,11 @@ def usage() -> dict:
 
 
 def step(spec: dict) -> dict:
-    """Run one measured step in this process; returns its figures."""
+    """Run one measured step in this process; returns its figures (peak RSS includes the ~0.7 GB
+    of the imported libraries, torch among them)."""
     from asr.lm_mix import perplexity, read_text
 
-    t0 = time.time()
+    t0, c0 = time.time(), usage()["cpu_s"]  # after the imports (torch comes with asr.decode)
     out: dict = {}
     kind = spec["kind"]
     if kind == "build":
@@ -79,8 +80,10 @@ def step(spec: dict) -> dict:
         model = estimate(sentences, spec["order"])
         Path(spec["arpa"]).write_text(arpa_text(model), encoding="utf-8")
         out["counts"] = {n: len(t) for n, t in model.items()}
+        out["arpa_mb"] = Path(spec["arpa"]).stat().st_size / 1e6
     out["wall_s"] = time.time() - t0
     out.update(usage())
+    out["cpu_s"] -= c0
     return out
 
 
