@@ -184,6 +184,7 @@ def estimate_tables(counts: list[tuple[np.ndarray, np.ndarray]], vocab: list[str
                         [None] * order, [np.zeros(int(keep[n].sum())) for n in range(order)])
     for n in range(1, order + 1):
         rows, c = counts[n - 1]
+        c = c.astype(np.int64)
         kept = keep[n - 1]
         t = np.bincount(c[(c > 0) & (c <= 4)], minlength=5)
         d = np.array((0.0,) + discounts({k: int(t[k]) for k in range(1, 5)}, n))

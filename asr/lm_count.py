@@ -1,7 +1,7 @@
 """N-gram counting in numpy: n-grams as rows of int32 word ids, sorted runs merged by count.
 
 An order-n table is an ``(m, n)`` int32 array of distinct n-grams in lexicographic order of
-their ids, with an ``(m,)`` int64 count array. Each chunk of text is counted with one sort
+their ids, with an ``(m,)`` int32 count array. Each chunk of text is counted with one sort
 (rows packed into uint64 keys when ``n * bits <= 64``, else ``np.lexsort``), and the sorted
 runs are merged when the pending runs outgrow the merged table, so memory follows the number
 of distinct n-grams, not the length of the corpus.
@@ -32,7 +32,7 @@ def unique_rows(rows: np.ndarray, counts: np.ndarray, bits: int) -> tuple[np.nda
 
     Args:
         rows: (m, n) int32 n-grams (any order, repeats allowed).
-        counts: (m,) int64.
+        counts: (m,) integer counts.
         bits: bits per word id (for packing).
 
     Returns:
@@ -85,7 +85,8 @@ class NGramCounter:
     def __init__(self, order: int, vocab_bits: int):
         self.order = order
         self.bits = vocab_bits
-        self.merged = [(np.empty((0, n), np.int32), np.empty(0, np.int64)) for n in range(1, order + 1)]
+        # int32 counts: no n-gram occurs 2^31 times in any corpus a machine can count this way
+        self.merged = [(np.empty((0, n), np.int32), np.empty(0, np.int32)) for n in range(1, order + 1)]
         self.pending: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(order)]
 
     def add(self, tokens: np.ndarray) -> None:
@@ -101,7 +102,7 @@ class NGramCounter:
                 for j in range(n - 1):
                     ok &= rows[:, j] != EOS_ID
                 rows = rows[ok]
-            run = unique_rows(rows, np.ones(len(rows), dtype=np.int64), self.bits)
+            run = unique_rows(rows, np.ones(len(rows), dtype=np.int32), self.bits)
             self.pending[n - 1].append(run)
             if sum(len(r[0]) for r in self.pending[n - 1]) >= max(len(self.merged[n - 1][0]), 1 << 20):
                 self._merge(n)
@@ -145,7 +146,7 @@ def adjusted_counts(raw: list[tuple[np.ndarray, np.ndarray]], bits: int) -> list
     for n in range(order - 1, 0, -1):
         higher = out[n][0]
         suffix = np.ascontiguousarray(higher[:, 1:])
-        left = unique_rows(suffix, np.ones(len(suffix), dtype=np.int64), bits)
+        left = unique_rows(suffix, np.ones(len(suffix), dtype=np.int32), bits)
         bos_rows, bos_counts = raw[n - 1]
         out[n - 1] = unique_rows(np.concatenate([left[0], bos_rows]),
                                  np.concatenate([left[1], bos_counts]), bits)
