@@ -123,15 +123,16 @@ def test_training_lexicon_has_every_word(tmp_path):
 
 
 def test_g2p_on_words_it_never_saw():
-    """The shipped G2P on the held-out CMUdict words (never in its training): measured word
-    accuracy 55 % and PER 12 % on the 2,507 held-out words (README); asserted with a margin."""
+    """The shipped G2P on held-out CMUdict words (never in its training): on this fifth of them
+    (471 words) the first shipped model measured word accuracy 41.4 %, PER 15.3 % (44.0 %,
+    14.1 % on all 2,507: README); asserted with a margin, so a better model passes too."""
     from asr.g2p import PACKAGED
 
     lex = load_cmudict()
     words = sorted(w for w in lex if is_held_out(w) and w.isalpha())[::5]
     res = evaluate_g2p(load_g2p(PACKAGED), lex, words)
     assert res["words"] > 400
-    assert res["per"] < 0.20 and res["word_accuracy"] > 0.40, res
+    assert res["per"] < 0.20 and res["word_accuracy"] > 0.35, res
 
 
 def test_lexicon_command_writes_cmudict_and_g2p_pronunciations(tmp_path):
