@@ -28,8 +28,12 @@ def cmd_g2p_train(args) -> int:
     torch.set_num_threads(args.threads)
     lex = load_cmudict()
     t0 = time.time()
-    model = train_g2p(lex, minutes=args.minutes, epochs=args.epochs, hidden=args.hidden, layers=args.layers,
-                      lr=args.lr, batch_words=args.batch_words)
+    try:
+        model = train_g2p(lex, minutes=args.minutes, epochs=args.epochs, hidden=args.hidden,
+                          layers=args.layers, lr=args.lr, batch_words=args.batch_words,
+                          init=_g2p(args.init) if args.init else None)
+    except ValueError as e:
+        raise CLIError(f"{args.init}: {e}") from None
     save_g2p(model, args.out)
     res = evaluate_g2p(model, lex)
     print(f"{args.out}: trained in {(time.time() - t0) / 60:.1f} min; held-out CMUdict words: "
@@ -111,6 +115,7 @@ def add_phone_parsers(sub) -> None:
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--batch-words", type=int, default=256)
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--init", help="continue training this weights file (e.g. asr/g2p_cmudict.pt)")
     t.set_defaults(func=cmd_g2p_train)
     e = gsub.add_parser("eval", help="word accuracy and PER on the held-out CMUdict words")
     e.add_argument("--model", help="weights file (default: the shipped one)")

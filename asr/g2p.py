@@ -140,13 +140,14 @@ def _training_pairs(lexicon: dict[str, list[tuple[str, ...]]], letters: str):
 
 def train_g2p(lexicon: dict[str, list[tuple[str, ...]]], minutes: float = 10.0, epochs: int = 30,
               batch_words: int = 256, lr: float = 3e-3, hidden: int = 96, layers: int = 2,
-              seed: int = 0) -> G2PModel:
+              seed: int = 0, init: G2PModel | None = None) -> G2PModel:
     """Train on the first pronunciation of every lexicon word that is not held out.
 
     Args:
         lexicon: word -> pronunciations (e.g. asr.phones.load_cmudict()).
         minutes: wall-clock budget; training stops after the epoch or batch that passes it.
         epochs: at most this many passes; the LR decays with a cosine over them.
+        init: continue training this model (its sizes win over ``hidden``/``layers``).
     Returns:
         the trained model (eval mode).
     """
@@ -154,8 +155,10 @@ def train_g2p(lexicon: dict[str, list[tuple[str, ...]]], minutes: float = 10.0, 
     rng = random.Random(seed)
     pairs = _training_pairs(lexicon, LETTERS)
     phones = sorted({p for _, pron in pairs for p in pron})
+    if init is not None and (init.phones != phones or init.letters != LETTERS):
+        raise ValueError("the initial G2P model has other letters or phones than this lexicon")
     pidx = {p: i + 1 for i, p in enumerate(phones)}
-    model = G2PModel(LETTERS, phones, hidden=hidden, layers=layers)
+    model = init.train() if init is not None else G2PModel(LETTERS, phones, hidden=hidden, layers=layers)
     pairs.sort(key=lambda wp: len(wp[0]))  # batches of similar length: little padding
     batches = [pairs[i: i + batch_words] for i in range(0, len(pairs), batch_words)]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
