@@ -355,9 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     # imported here: those modules import CLIError from this one
     from asr.cli_data import add_data_parsers
     from asr.cli_lm import add_lm_parsers
+    from asr.cli_phones import add_phone_parsers
 
     add_data_parsers(sub)
     add_lm_parsers(sub)
+    add_phone_parsers(sub)
     return p
 
 
@@ -368,13 +370,14 @@ def main(argv: list[str] | None = None) -> int:
     from asr.data import ManifestError
     from asr.decode.lm import LMError
     from asr.export import ExportError
+    from asr.phones import LexiconError
     from asr.train import TrainingError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (CLIError, ConfigError, CheckpointError, ManifestError, AudioError, LMError, TrainingError,
-            ExportError) as e:
+            ExportError, LexiconError) as e:
         print(f"asr: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a read-only or missing folder, a path through a file...

@@ -87,13 +87,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    kind: str = "char"  # "char" or "sentencepiece"
+    kind: str = "char"  # "char", "sentencepiece" or "phone" (ARPAbet phonemes through a lexicon)
     vocab_size: int = 256  # SentencePiece vocabulary size
     sp_model_type: str = "unigram"  # SentencePiece "bpe" or "unigram"
     lowercase: bool = True  # normalise text to lower case
     keep_chars: str = "'"  # punctuation kept by normalisation (letters, digits, space always kept)
     strip_accents: bool = False  # drop accents in normalisation ("café" -> "cafe")
     path: str = ""  # tokenizer file from `asr tokenizer train`; when set, used instead of training one
+    lexicon: str = ""  # phone: pronunciation file (WORD P1 P2 ... lines) used instead of CMUdict
+    phone_stress: bool = False  # phone: keep CMUdict's stress digits (69 units instead of 39)
 
 
 @dataclass(frozen=True)

