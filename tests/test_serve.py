@@ -274,6 +274,28 @@ def test_concurrent_requests_share_one_model_call(model, tmp_path):
             assert json.loads(r.read())["batching"]["mean_batch_size"] == 4.0
 
 
+def test_long_recording_is_cut_batched_and_stitched(model, tmp_path):
+    from asr.transcribe import SegmentOptions
+
+    p = tmp_path / "long.wav"
+    make_digit_utterance(p, [1, 2, 3, 4, 5, 6, 7, 8, 9], index=12)  # about 5 s
+    saved = model.segment_opts
+    model.segment_opts = SegmentOptions(max_seconds=1.5, search_seconds=0.5)  # several pieces
+    try:
+        ref = model.transcribe(str(p), timestamps=True)
+        assert len(ref.segments) >= 3
+        with running(model, max_batch=8, max_wait_ms=20) as (url, held):
+            v = client(url).audio.transcriptions.create(file=(p.name, p.read_bytes()), model="digits",
+                                                        response_format="verbose_json",
+                                                        timestamp_granularities=["word"])
+            assert sum(held.sizes) == len(ref.segments)
+    finally:
+        model.segment_opts = saved
+    assert v.text == ref.text
+    assert [(w.word, w.start, w.end) for w in v.words] == [(w["word"], w["start"], w["end"]) for w in ref.words]
+    assert v.duration == pytest.approx(sf.info(str(p)).duration, abs=0.01)
+
+
 def test_full_queue_answers_503_with_retry_after_and_timeouts_504(model, digits_wav):
     path, _ = digits_wav
     good = [("file", "d.wav", path.read_bytes(), "audio/wav")]
@@ -329,7 +351,8 @@ def _chromium(profile: Path):
     o.add_argument(f"--user-data-dir={profile}")
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required"):
+                "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"):  # a test microphone
         o.add_argument(arg)
     return webdriver.Chrome(options=o, service=Service(driver))
 
@@ -368,5 +391,15 @@ def test_page_transcribes_a_bundled_recording_in_chromium(server, model, tmp_pat
         api = client(server).audio.transcriptions.create(file=(rec.name, rec.read_bytes()), model="digits",
                                                          response_format="srt")
         assert srt == api and ref.text in srt
+        # the microphone path: record (Chromium's fake device plays a tone), encode WAV, upload
+        d.find_element(By.ID, "record").click()
+        WebDriverWait(d, 30).until(lambda d: d.find_element(By.ID, "record").text == "Stop")
+        time.sleep(1.5)
+        d.find_element(By.ID, "record").click()
+        WebDriverWait(d, 120).until(lambda d: box.get_attribute("data-state") in ("done", "error"))
+        assert box.get_attribute("data-state") == "done", d.find_element(By.ID, "error").text
+        assert "recording.wav" not in d.find_element(By.ID, "error").text
+        secs = float(d.find_element(By.ID, "summary").text.split(" s of audio")[0].split("·")[-1])
+        assert 1.0 < secs < 10.0  # the recording reached the server as audio of about that length
     finally:
         d.quit()
