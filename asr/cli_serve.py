@@ -34,6 +34,7 @@ def cmd_serve(args) -> int:
         raise CLIError("--max-wait-ms must be 0 or more")
     if not Path(args.model).is_file():
         raise CLIError(f"{args.model}: model file does not exist")
+    _check_address(args.host, args.port)  # before the model loads, not after
     if args.threads:
         import torch
 
@@ -54,6 +55,23 @@ def cmd_serve(args) -> int:
           f"at {url}/  (API: {url}/v1/audio/transcriptions, docs: {url}/docs)", file=sys.stderr, flush=True)
     serve(model, opts, args.host, args.port, args.log_level)
     return 0
+
+
+def _check_address(host: str, port: int) -> None:
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise CLIError(f"--host {host}: cannot resolve it ({e.strerror})") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise CLIError(f"cannot listen on {host}:{port} ({e.strerror}); is another server running "
+                           f"there? Choose another --port") from None
 
 
 def _default_name(path: Path) -> str:
