@@ -4,7 +4,7 @@
 .PHONY: install demo test lint clean mini_librispeech
 
 install:
-	bash tools/install.sh dev,lm
+	bash tools/install.sh dev,lm,serve
 
 demo: install
 	bash recipes/digits/run.sh

@@ -356,10 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     from asr.cli_data import add_data_parsers
     from asr.cli_lm import add_lm_parsers
     from asr.cli_phones import add_phone_parsers
+    from asr.cli_serve import add_serve_parser
 
     add_data_parsers(sub)
     add_lm_parsers(sub)
     add_phone_parsers(sub)
+    add_serve_parser(sub)
     return p
 
 

@@ -231,20 +231,22 @@ class Model:
             out.append(Transcript(texts[0][0], hyps[0].tokens, hyps[0].score, texts))
         return out
 
-    def transcribe_batch(self, wavs: list[np.ndarray], timestamps: bool = False,
+    def transcribe_batch(self, wavs: list[np.ndarray], timestamps: bool | list[bool] = False,
                          offsets: list[float] | None = None) -> list[Transcript]:
         """Transcribe a batch of short mono waveforms at the model's rate (no segmentation).
 
         Args:
             wavs: 1-D float32 arrays.
-            timestamps: also fill ``words`` with start/end times (CTC forced alignment).
+            timestamps: also fill ``words`` with start/end times (CTC forced alignment);
+                one flag for the batch or one per waveform.
             offsets: seconds added to each utterance's word times.
         """
         lp, lens = self.log_probs(wavs)
         out = self.decode(lp, lens)
+        flags = timestamps if isinstance(timestamps, list) else [timestamps] * len(wavs)
         for i, (t, w) in enumerate(zip(out, wavs)):
             t.duration = w.size / self.sample_rate
-            if timestamps:
+            if flags[i]:
                 T = int(lens[i])
                 energy = frame_energy_db(w, T, int(round(self.frame_shift * self.sample_rate)))
                 words = word_timestamps(lp[i, :T], t.tokens, self.tokenizer.token_strings(),

@@ -9,6 +9,22 @@ if [ ! -x .venv/bin/python ]; then
     echo "[install] creating .venv with $($PY --version)"
     "$PY" -m venv .venv
 fi
+# The page test of `asr serve` drives the system Chromium (Debian's chromium + chromium-driver).
+# As root (CI's fresh Debian machine) install them when missing; otherwise say how.
+case ",$EXTRAS," in *,dev,*)
+    if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            echo "[install] apt-get install chromium chromium-driver (for the browser test of asr serve)"
+            export DEBIAN_FRONTEND=noninteractive
+            { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver; } \
+                >/tmp/asr-install-chromium.log 2>&1 \
+                || echo "[install] warning: could not install chromium (see /tmp/asr-install-chromium.log)"
+        else
+            echo "[install] note: the browser test of asr serve needs chromium and chromium-driver" \
+                 "(sudo apt-get install chromium chromium-driver); without them it is skipped"
+        fi
+    fi;;
+esac
 STAMP=.venv/.asr-installed-$EXTRAS
 if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ] && [ "$STAMP" -nt setup.py ] && [ "$STAMP" -nt asr/decode/_ctcdecode.cpp ]; then
     echo "[install] .venv is up to date ($STAMP)"

@@ -45,8 +45,8 @@ done
 log() { echo "[$(date +%H:%M:%S)] [mini_librispeech] $*"; }
 if [ -z "${PY:-}" ]; then
   # a fresh clone: set up .venv first (tools/install.sh is a no-op when it is up to date)
-  log "setup: bash tools/install.sh dev,lm"
-  bash tools/install.sh dev,lm
+  log "setup: bash tools/install.sh dev,lm,serve"
+  bash tools/install.sh dev,lm,serve
   PY=.venv/bin/python
 fi
 ASR="$PY -m asr"
