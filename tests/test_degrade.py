@@ -249,3 +249,25 @@ def test_cli_end_to_end(clips, tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("mp3:24: 3 utterances") and "kbit/s measured" in out[0]
     assert out[1] == f"level:-30: 3 utterances, 0.00 h -> {tmp_path / 'level_-30' / 'manifest.jsonl'}"
+
+
+def test_robustness_table_from_reports(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("robustness_table", Path(__file__).parents[1] / "tools"
+                                                  / "robustness_table.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    for name, wer, cer in [("eval-dev-greedy", 0.50, 0.20), ("eval-dev-mp3_24-greedy", 0.60, 0.30),
+                           ("eval-dev-beam-lm", 0.40, 0.16)]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps({"summary": {"wer": wer, "cer": cer}}))
+    out = tmp_path / "robustness.md"
+    assert tool.main([str(tmp_path), "--kinds", "mp3:24", "phone", "--modes", "greedy", "beam-lm",
+                      "-o", str(out)]) == 0
+    rows = out.read_text().splitlines()
+    assert rows[2] == "| clean | 50.00 | 1.00 | 20.00 | 1.00 | 40.00 | 1.00 | 16.00 | 1.00 |"
+    assert rows[3] == "| mp3:24 | 60.00 | 1.20 | 30.00 | 1.50 | - | - | - | - |"
+    assert rows[4] == "| phone | - | - | - | - | - | - | - | - |"
+    assert capsys.readouterr().out == out.read_text()
+    assert tool.main([str(tmp_path / "nothing"), "--kinds", "phone"]) == 2
