@@ -270,4 +270,7 @@ def test_robustness_table_from_reports(tmp_path, capsys):
     assert rows[3] == "| mp3:24 | 60.00 | 1.20 | 30.00 | 1.50 | - | - | - | - |"
     assert rows[4] == "| phone | - | - | - | - | - | - | - | - |"
     assert capsys.readouterr().out == out.read_text()
-    assert tool.main([str(tmp_path / "nothing"), "--kinds", "phone"]) == 2
+    (tmp_path / "eval-dev-greedy" / "report.json").unlink()  # no clean report: no ratio, a warning
+    assert tool.main([str(tmp_path), "--kinds", "mp3_24", "-o", str(out)]) == 0
+    assert out.read_text().splitlines()[3] == "| mp3:24 | 60.00 | - | 30.00 | - |"
+    assert "warning: no clean report" in capsys.readouterr().err
