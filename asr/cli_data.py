@@ -47,11 +47,11 @@ def cmd_data(args) -> int:
         from asr.degraded_sets import degrade_manifest
 
         try:
-            lines = degrade_manifest(args.manifest, args.kind or list(DEFAULT_KINDS), args.out, args.seed,
-                                     args.noise_dir, args.workers, args.force)
+            degrade_manifest(args.manifest, args.kind or list(DEFAULT_KINDS), args.out, args.seed,
+                             args.noise_dir, args.workers, args.force,
+                             on_kind=lambda line: print(line, flush=True))
         except DegradeError as e:
             raise CLIError(str(e)) from None
-        print("\n".join(lines))
         return 0
     raise CLIError(f"unknown data command {args.data_cmd!r}")
 

@@ -21,6 +21,7 @@ import os
 import re
 import tempfile
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -170,7 +171,7 @@ def _cached(folder: Path, manifest: Path, stamp: dict) -> bool:
 
 def degrade_manifest(manifest: str | Path, kinds: list[str], out: str | Path, seed: int = 0,
                      noise_dir: str | Path | None = None, workers: int = 2, force: bool = False,
-                     progress: bool = True) -> list[str]:
+                     progress: bool = True, on_kind: Callable[[str], None] | None = None) -> list[str]:
     """Write a degraded copy of ``manifest`` per kind under ``out``.
 
     Args:
@@ -182,6 +183,7 @@ def degrade_manifest(manifest: str | Path, kinds: list[str], out: str | Path, se
         workers: threads (the codecs and filters release the GIL).
         force: rebuild kinds that are cached.
         progress: show a progress bar per kind.
+        on_kind: called with each kind's summary line as soon as that kind is done.
 
     Returns:
         one summary line per kind (utterances, hours, measured bit rate, skipped).
@@ -204,6 +206,8 @@ def degrade_manifest(manifest: str | Path, kinds: list[str], out: str | Path, se
         stamp = _stamp(kind, seed, manifest, noise)
         if not force and _cached(folder, manifest, stamp):
             lines.append(f"{kind.spec}: cached, {folder / 'manifest.jsonl'}")
+            if on_kind:
+                on_kind(lines[-1])
             continue
         folder.mkdir(parents=True, exist_ok=True)
         # an old manifest must not pass for this build if this one is cut short
@@ -238,4 +242,6 @@ def degrade_manifest(manifest: str | Path, kinds: list[str], out: str | Path, se
         rate = f", {nbytes * 8 / seconds / 1000:.1f} kbit/s measured (file size)" if kind.codec else ""
         lines.append(f"{kind.spec}: {len(done)} utterances, {seconds / 3600:.2f} h{rate}"
                      f"{f', {len(skipped)} skipped' if skipped else ''} -> {folder / 'manifest.jsonl'}")
+        if on_kind:
+            on_kind(lines[-1])
     return lines
