@@ -274,3 +274,19 @@ def test_robustness_table_from_reports(tmp_path, capsys):
     assert tool.main([str(tmp_path), "--kinds", "mp3_24", "-o", str(out)]) == 0
     assert out.read_text().splitlines()[3] == "| mp3:24 | 60.00 | - | 30.00 | - |"
     assert "warning: no clean report" in capsys.readouterr().err
+
+
+def test_two_runs_on_one_folder_at_once(clips, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(_):
+        return degrade_manifest(clips, ["noise:20", "phone"], tmp_path, workers=2, force=True, progress=False)
+
+    with ThreadPoolExecutor(2) as ex:
+        results = list(ex.map(run, range(2)))
+    assert results[0] == results[1]
+    for folder in ("noise_20", "phone"):
+        n, problems = validate_manifest(tmp_path / folder / "manifest.jsonl", decode=True, tolerance=0.002,
+                                        progress=False)
+        assert n == 3 and problems == []
+    assert not list(tmp_path.rglob("*.tmp"))
