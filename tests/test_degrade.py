@@ -148,6 +148,9 @@ def test_manifests_keep_ids_texts_speakers_and_true_durations(clips, built):
     # the manifest says so
     assert all(u.duration > 3.05 for u in read_manifest(out / "mp3_24" / "manifest.jsonl"))
     assert not list(out.rglob("*.tmp"))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~mask for p in out.rglob("*") if p.is_file())
 
 
 # ---------------------------------------------------------------- seeds, workers, cache

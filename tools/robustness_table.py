@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 
@@ -73,9 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     text = table(a.exp, kinds, a.modes)
     sys.stdout.write(text)
     if a.out:
-        fd, tmp = tempfile.mkstemp(dir=a.out.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        tmp = a.out.with_name(f".{a.out.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
         os.replace(tmp, a.out)
     return 0
 
