@@ -42,6 +42,17 @@ def cmd_data(args) -> int:
                 print(f"== {m}")
             print(datatools.manifest_stats(read_manifest(m, strict=False), args.bins))
         return 0
+    if args.data_cmd == "degrade":
+        from asr.degrade import DEFAULT_KINDS, DegradeError
+        from asr.degraded_sets import degrade_manifest
+
+        try:
+            degrade_manifest(args.manifest, args.kind or list(DEFAULT_KINDS), args.out, args.seed,
+                             args.noise_dir, args.workers, args.force,
+                             on_kind=lambda line: print(line, flush=True))
+        except DegradeError as e:
+            raise CLIError(str(e)) from None
+        return 0
     raise CLIError(f"unknown data command {args.data_cmd!r}")
 
 
@@ -104,6 +115,19 @@ def add_data_parsers(sub) -> None:
     st = dsub.add_parser("stats", help="hours, utterances, speakers and a duration histogram")
     st.add_argument("manifests", nargs="+")
     st.add_argument("--bins", type=int, default=10, help="histogram bins")
+    dg = dsub.add_parser("degrade", help="degraded copies of a manifest (codecs, telephone band, noise, "
+                                         "level): OUT/<kind>/manifest.jsonl per kind")
+    dg.add_argument("manifest")
+    dg.add_argument("--kind", action="append",
+                    help="mp3:KBPS (8-160, MPEG-2 rates), opus:KBPS (6-256), phone (8 kHz, 300-3400 Hz), "
+                         "noise:SNR_DB, level:DBFS (RMS); repeat for several (default: "
+                         "mp3:24 mp3:40 opus:12 phone noise:10 level:-30)")
+    dg.add_argument("--out", "-o", required=True, help="folder: one sub-folder per kind")
+    dg.add_argument("--noise-dir", help="noise recordings for noise kinds (random stretches); "
+                                        "default: generated white or pink noise")
+    dg.add_argument("--seed", type=int, default=0, help="seed of the noise choices")
+    dg.add_argument("--workers", type=int, default=2, help="threads encoding and filtering")
+    dg.add_argument("--force", action="store_true", help="rebuild kinds that are already built")
     d.set_defaults(func=cmd_data)
 
     tk = sub.add_parser("tokenizer", help="train a tokenizer on manifests' transcripts")

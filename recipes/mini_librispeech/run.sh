@@ -14,11 +14,15 @@
 #   3  average the best checkpoints into model.pt (done by training when train.average_last > 1)
 #   4  decode dev: greedy, beam, beam + LM restricted to the lexicon, beam + LM open-vocabulary
 #      (alpha/beta tuned on dev for each); HTML + JSON reports
+#   5  robustness: degraded copies of dev (MP3 24/40 kbit/s, Opus 12 kbit/s, telephone band, noise at
+#      10 dB SNR, -30 dBFS; seeded, cached in $exp/data/degraded), decoded like clean dev
+#      (--robust-modes: greedy and/or beam-lm, the open-vocabulary LM of stage 4d); table clean vs
+#      degraded -> $exp/robustness.md
 # Extra arguments of the form key=value are passed to `asr train` as config overrides.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-stage=0; stop_stage=4
+stage=0; stop_stage=5
 conf=conf/mini_librispeech_cpu.yaml
 exp=exp/mini_librispeech
 corpus=../shared/data/mini_librispeech/LibriSpeech
@@ -26,6 +30,8 @@ download=false
 lm_order=3
 beam=64
 dev_speakers=1088,1898,118,163
+robust_kinds="mp3:24 mp3:40 opus:12 phone noise:10 level:-30"
+robust_modes="greedy"
 overrides=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -37,7 +43,9 @@ while [ $# -gt 0 ]; do
     --download) download=true; shift;;
     --lm-order) lm_order=$2; shift 2;;
     --beam) beam=$2; shift 2;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0;;
+    --robust-kinds) robust_kinds=$2; shift 2;;
+    --robust-modes) robust_modes=$2; shift 2;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0;;
     *=*) overrides+=("$1"); shift;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2;;
   esac
@@ -111,5 +119,30 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   $ASR evaluate --model "$exp/model.pt" --manifest "$data/dev.jsonl" --method beam --beam-size "$beam" \
     --lm "$lm" --out "$exp/eval-dev-beam-lm"
   log "reports: $exp/eval-dev-*/report.html"
+fi
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  deg=$data/degraded
+  log "stage 5: robustness: degraded copies of dev ($robust_kinds) -> $deg (built once, then cached)"
+  kind_args=(); folders=()
+  for k in $robust_kinds; do kind_args+=(--kind "$k"); folders+=("${k//:/_}"); done
+  $ASR data degrade "$data/dev.jsonl" "${kind_args[@]}" -o "$deg" --seed 0
+  for f in "${folders[@]}"; do
+    m=$deg/$f/manifest.jsonl
+    for mode in $robust_modes; do
+      out=$exp/eval-dev-$f-$mode
+      if [ "$out/report.json" -nt "$exp/model.pt" ] && [ "$out/report.json" -nt "$m" ]; then
+        log "stage 5: $out is newer than the model and the data: kept"; continue
+      fi
+      log "stage 5: $mode decoding of dev $f"
+      case "$mode" in
+        greedy) $ASR evaluate --model "$exp/model.pt" --manifest "$m" --method greedy --out "$out";;
+        beam-lm) $ASR evaluate --model "$exp/model.pt" --manifest "$m" --method beam --beam-size "$beam" \
+                   --lm "$exp/lm/${lm_order}gram.arpa" --out "$out";;
+        *) echo "run.sh: unknown --robust-modes entry $mode (greedy, beam-lm)" >&2; exit 2;;
+      esac
+    done
+  done
+  $PY tools/robustness_table.py "$exp" --kinds "${folders[@]}" --modes $robust_modes -o "$exp/robustness.md"
+  log "robustness table: $exp/robustness.md"
 fi
 log "done"

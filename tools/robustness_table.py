@@ -1,0 +1,82 @@
+"""Markdown table of WER/CER on clean dev vs each degraded copy of it, per decoding mode.
+
+Reads the report.json files a recipe's evaluation stages write into its exp folder:
+
+    EXP/eval-dev-<mode>/report.json            clean dev (stage 4)
+    EXP/eval-dev-<kind>-<mode>/report.json     each degraded dev set (stage 5)
+
+where <kind> is a folder of ``asr data degrade`` (mp3_24, phone, ...) and <mode> is e.g.
+greedy or beam-lm. A missing report is shown as "-".
+
+    .venv/bin/python tools/robustness_table.py exp/mini_librispeech --kinds mp3_24 phone \\
+        --modes greedy beam-lm -o exp/mini_librispeech/robustness.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _summary(path: Path) -> dict | None:
+    try:
+        return json.loads((path / "report.json").read_text())["summary"]
+    except (OSError, json.JSONDecodeError, KeyError):
+        return None
+
+
+def table(exp: Path, kinds: list[str], modes: list[str]) -> str:
+    """The markdown table: a row per dev set, WER, WER relative to clean and CER per mode.
+
+    Args:
+        exp: the recipe's exp folder.
+        kinds: degraded set folders (``mp3_24``, ...), in row order.
+        modes: decoding modes (report folder suffixes), in column order.
+
+    Returns:
+        markdown text (a table and a one-line legend).
+    """
+    clean = {m: _summary(exp / f"eval-dev-{m}") for m in modes}
+    head = "| dev set | " + " | ".join(f"{m} WER % | x clean | {m} CER % | x clean" for m in modes) + " |"
+    rows = [head, "|" + "---|" * (1 + 4 * len(modes))]
+    for kind in ["clean", *kinds]:
+        cells = [kind if kind == "clean" else kind.replace("_", ":", 1)]
+        for m in modes:
+            s = clean[m] if kind == "clean" else _summary(exp / f"eval-dev-{kind}-{m}")
+            c = clean[m]
+            for key in ("wer", "cer"):
+                if s is None:
+                    cells += ["-", "-"]
+                    continue
+                cells.append(f"{100 * s[key]:.2f}")
+                cells.append(f"{s[key] / c[key]:.2f}" if c and c[key] > 0 else "-")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n\nx clean: the error rate divided by the same decoding's on clean dev.\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("exp", type=Path, help="the recipe's exp folder")
+    p.add_argument("--kinds", nargs="+", required=True, help="degraded set folders: mp3_24 phone ...")
+    p.add_argument("--modes", nargs="+", default=["greedy"], help="decoding modes: greedy beam-lm ...")
+    p.add_argument("--out", "-o", type=Path, help="also write the table here")
+    a = p.parse_args(argv)
+    kinds = [k.replace(":", "_") for k in a.kinds]
+    missing = [m for m in a.modes if _summary(a.exp / f"eval-dev-{m}") is None]
+    if missing:
+        print(f"robustness_table: warning: no clean report {a.exp}/eval-dev-<{'|'.join(missing)}>/report.json "
+              "(the recipe's stage 4 writes it); those columns have no 'x clean'", file=sys.stderr)
+    text = table(a.exp, kinds, a.modes)
+    sys.stdout.write(text)
+    if a.out:
+        tmp = a.out.with_name(f".{a.out.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
