@@ -121,7 +121,7 @@ class TrainConfig:
     accum_steps: int = 1  # gradient accumulation steps per optimizer update
     seed: int = 1234  # seeds python, numpy and torch
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
-    amp: str = "auto"  # "auto" (bf16/fp16 on CUDA, off on CPU), "off", "bf16" or "fp16"
+    amp: str = "auto"  # "auto" (CUDA: bf16/fp16; CPU: bf16 where native (AMX/AVX512-BF16), else off), "off", "bf16" or "fp16" (CUDA)
     threads: int = 0  # CPU threads for torch; 0 means all cores
     keep_last: int = 3  # epoch checkpoints kept
     keep_best: int = 3  # best-by-dev-WER checkpoints kept
@@ -237,6 +237,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if tp is str:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare off/on (train.amp=off) as a boolean
+            return "on" if value else "off"
         return "" if value is None else str(value)
     return value
 

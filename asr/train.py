@@ -57,9 +57,9 @@ from asr.optim import LRSchedule, make_optimizer
 from asr.runtime import (
     MetricsLog,
     TrainingError,
-    amp_dtype,
     init_distributed,
     micro_batch_seed,
+    resolve_amp,
     seed_everything,
     select_device,
     setup_logging,
@@ -110,7 +110,7 @@ class Trainer:
             local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
             torch.set_num_threads(cfg.train.threads or max(1, (os.cpu_count() or 1) // local_world))
             torch.set_flush_denormal(True)  # denormal CTC gradients make the backward pass 4x slower
-        self.amp = amp_dtype(cfg, self.device)
+        self.amp, self.amp_reason = resolve_amp(cfg.train.amp, self.device)
         seed_everything(cfg.train.seed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_dir.mkdir(exist_ok=True)
@@ -172,6 +172,9 @@ class Trainer:
                  f"{n_params:,}", n_params / 1e6, len(self.tokenizer), self.device,
                  f", AMP {self.amp}" if self.amp else "",
                  f", DDP world {self.world}" if self.world > 1 else "")
+        log.info("precision: %s autocast around the model, CTC loss and features in fp32 (%s)"
+                 if self.amp else "precision: %s (%s)", str(self.amp or "fp32").replace("torch.", ""),
+                 self.amp_reason)
         log.info("data: %d training utterances (%.2f h), %d dev", len(train_utts),
                  self.train_seconds / 3600, len(dev_utts))
         self.ctc_module = self.model.ctc

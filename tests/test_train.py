@@ -25,6 +25,7 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
 BASE = [  # a tiny model on 8 kHz FSDD digits (features as in conf/digits.yaml)
     "model.num_layers=1", "model.hidden_size=32", "model.subsampling=stack2", "train.threads=1",
     "train.log_every=1000", "train.keep_last=1", "train.keep_best=1", "data.max_batch_seconds=8",
+    "train.amp=off",  # exact comparisons (resume, accumulation, DDP) also on CPUs with native bf16
 ]
 
 
