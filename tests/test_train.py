@@ -197,3 +197,14 @@ def test_cuda_amp_training_runs_and_resumes_the_scaler(tmp_path, amp):
     assert all(math.isfinite(r["loss"]) for r in records if "loss" in r)
     state = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["state"]
     assert (state["scaler"] is not None) == (amp == "fp16")
+
+
+def test_valid_subset_each_epoch_and_the_full_dev_set_at_the_end(tmp_path):
+    m = write_manifest(tmp_path, "train", [[1, 2], [3, 4], [5, 6], [7, 8], [9, 0]])
+    dev = write_manifest(tmp_path, "dev", [[5], [6, 7], [8], [9, 0]], index0=30)
+    cfg = config(tmp_path / "run", m, "train.epochs=2", "train.valid_subset=2", dev_m=dev)
+    train(cfg, resume=False)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["dev_utts"] for h in history] == [2, 2]
+    assert history[-1]["dev_full_utts"] == 4 and history[-1]["dev_full_wer"] >= 0.0
+    assert "full dev set: loss" in (tmp_path / "run" / "train.log").read_text()
