@@ -135,14 +135,15 @@ def _losses(run_dir: Path) -> dict[int, float]:
 
 
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
-    """Dropout, SpecAugment, speed perturbation, Adam, cosine LR and dev evaluation (every 3
-    updates and at epoch ends) all in play: the resumed run repeats the reference step for step."""
+    """Dropout, SpecAugment, speed perturbation, Adam, cosine LR, dev evaluation (every 3
+    updates and at epoch ends) and the waveform cache all in play: the resumed run repeats the
+    reference step for step."""
     m = write_manifest(tmp_path, "train", [[1, 2], [3, 4, 5], [6], [7, 8], [9, 0, 1], [2, 3],
                                            [4], [5, 6, 7]])
     dev = write_manifest(tmp_path, "dev", [[8, 9]], index0=30)
     args = [*BASE, f"data.train_manifest={m}", f"data.dev_manifest={dev}", "model.dropout=0.3",
             "augment.speed_perturb=[0.9,1.0,1.1]", "train.epochs=4", "train.warmup_steps=3",
-            "train.eval_every=3"]
+            "train.eval_every=3", "data.cache=ram"]  # the resumed run starts with an empty cache
 
     def run(run_dir: Path) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "asr", "train", "-c", str(ROOT / "conf" / "digits.yaml"),
