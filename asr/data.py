@@ -189,7 +189,7 @@ class AudioDataset(Dataset):
         self.cache = cache  # asr.wavecache.WaveCache or None: decoded/perturbed waveforms kept
         self.tokenizer = tokenizer
         self.sample_rate = sample_rate
-        self.augment = augment  # callable(wav np.ndarray, rng) -> wav, or None
+        self.augment = augment  # callable(wav np.ndarray, rng[, speed]) -> wav, or None
         self.epoch = 0  # set by the training loop so augmentation differs per epoch, reproducibly
         self.seed = 0
         self.failures: list[tuple[str, str]] = []
@@ -213,8 +213,10 @@ class AudioDataset(Dataset):
             tokens = self.tokenizer.encode(u.text) if self.tokenizer is not None else []
             if self.augment is not None:
                 rng = np.random.default_rng([zlib.crc32(u.id.encode()), self.epoch, self.seed])
-                speed = (lambda f: self._wave(u, f)) if self.cache is not None else None
-                wav = self.augment(wav, rng, speed)
+                if self.cache is None:
+                    wav = self.augment(wav, rng)
+                else:  # speed variants from the cache (asr.augment.WaveAugment takes ``speed``)
+                    wav = self.augment(wav, rng, lambda f: self._wave(u, f))
         except (AudioError, ValueError, RuntimeError, MemoryError) as e:
             # One bad utterance must never stop an epoch: report it with its id, count it, skip it.
             # Named once: a file that fails in epoch 1 fails again in every later epoch. (DataLoader

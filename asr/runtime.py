@@ -88,7 +88,8 @@ def resolve_amp(mode: str, device: torch.device) -> tuple[torch.dtype | None, st
         from asr.model import onednn_bf16_lstm
 
         lstm = ("oneDNN's bf16 LSTM emulated, expect it slower" if onednn_bf16_lstm() else
-                "no bf16 LSTM in oneDNN here, so the LSTMs run in fp32 and the rest in bf16")
+                "no bf16 LSTM in oneDNN here, so the LSTMs run in fp32 on PyTorch's native kernel, "
+                "about 10x slower to train; the rest in bf16")
         return torch.bfloat16, f"bf16 forced ({why}: {lstm})"
     return (torch.bfloat16, f"auto: {why}") if native else (None, f"auto: {why}, so fp32")
 
