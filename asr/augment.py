@@ -7,6 +7,7 @@ reproducible (and identical after a resume). Nothing here runs at evaluation.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 
@@ -119,19 +120,22 @@ class WaveAugment:
             self._bad.add(path)
             return generated_noise(n, rng)
 
-    def __call__(self, wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, wav: np.ndarray, rng: np.random.Generator,
+                 speed: Callable[[float], np.ndarray] | None = None) -> np.ndarray:
         """Augment one utterance.
 
         Args:
             wav: float32 (samples,) at ``sample_rate``.
             rng: seeded generator (same seed, same result).
+            speed: returns ``wav`` at a speed factor (e.g. from asr.wavecache, so each variant is
+                resampled once per run); default ``speed_perturb``. Draws are the same either way.
 
         Returns:
             float32 (samples',) where samples' differs from samples under speed perturbation.
         """
         if self.cfg.speed_perturb:
             factor = float(rng.choice(self.cfg.speed_perturb))
-            wav = speed_perturb(wav, factor, self.sample_rate)
+            wav = speed(factor) if speed is not None else speed_perturb(wav, factor, self.sample_rate)
         if self.cfg.noise_prob > 0 and rng.random() < self.cfg.noise_prob:
             lo, hi = self.cfg.noise_snr_db
             snr = float(rng.uniform(lo, hi))

@@ -110,7 +110,7 @@ def cmd_evaluate(args) -> int:
     from asr.report import write_report
     from asr.transcribe import load_model
 
-    model = load_model(args.model, _device(args.device), quantize=args.quantize or "")
+    model = load_model(args.model, _device(args.device), quantize=args.quantize or "", amp=args.amp)
     model.with_decoding(**_decode_overrides(args))
     bad_lines: list[str] = []
     utts = read_manifest(args.manifest, strict=False, skipped=bad_lines)
@@ -212,7 +212,7 @@ def cmd_transcribe(args) -> int:
         raise CLIError("standard input (-) can be given only once")
     if args.format in ("srt", "vtt") and len(paths) > 1 and not args.output_dir:
         raise CLIError(f"--format {args.format} with several inputs needs --output-dir (one file per input)")
-    model = load_model(args.model, _device(args.device), quantize=args.quantize or "")
+    model = load_model(args.model, _device(args.device), quantize=args.quantize or "", amp=args.amp)
     model.with_decoding(**_decode_overrides(args))
     if args.max_segment_seconds:
         import dataclasses
@@ -311,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="report folder (default: next to the model)")
     e.add_argument("--limit", type=int, default=0, help="only the first N utterances")
     e.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of a checkpoint (CPU)")
+    e.add_argument("--amp", choices=["auto", "off", "bf16"], default="auto",
+                   help="checkpoint precision: auto = bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32")
     _add_decode_args(e)
     e.set_defaults(func=cmd_evaluate)
 
@@ -333,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-segment-seconds", type=float, default=0.0,
                     help="longest piece decoded at once (default 30)")
     tr.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of a checkpoint (CPU)")
+    tr.add_argument("--amp", choices=["auto", "off", "bf16"], default="auto",
+                    help="checkpoint precision: auto = bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32")
     tr.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     _add_decode_args(tr)
     tr.set_defaults(func=cmd_transcribe)

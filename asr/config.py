@@ -108,6 +108,12 @@ class DataConfig:
     min_duration: float = 0.05  # shorter utterances are skipped with a warning
     max_duration: float = 30.0  # longer utterances are skipped with a warning
     num_workers: int = 0  # DataLoader worker processes (each uses one torch thread)
+    cache: str = "off"  # "ram": keep decoded (and speed-perturbed) waveforms as int16 in RAM, decoded once per run (asr.wavecache; needs num_workers=0)
+    cache_max_gb: float = 8.0  # RAM the cache may use; beyond it audio is decoded every epoch
+
+    def __post_init__(self) -> None:
+        _check_choice("data.cache", self.cache, ("off", "ram"))
+        _check_range("data.cache_max_gb", self.cache_max_gb, 0.0)
 
 
 @dataclass(frozen=True)
@@ -123,7 +129,7 @@ class TrainConfig:
     accum_steps: int = 1  # gradient accumulation steps per optimizer update
     seed: int = 1234  # seeds python, numpy and torch
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
-    amp: str = "auto"  # "auto" (bf16/fp16 on CUDA, off on CPU), "off", "bf16" or "fp16"
+    amp: str = "auto"  # "auto" (CUDA: bf16/fp16; CPU: bf16 where native (AMX/AVX512-BF16), else off), "off", "bf16" or "fp16" (CUDA)
     threads: int = 0  # CPU threads for torch; 0 means all cores
     keep_last: int = 3  # epoch checkpoints kept
     keep_best: int = 3  # best-by-dev-WER checkpoints kept
@@ -131,6 +137,7 @@ class TrainConfig:
     log_every: int = 20  # steps between log lines
     max_bad_steps: int = 20  # stop after this many consecutive non-finite losses
     average_last: int = 0  # average the best N checkpoints into model.pt at the end; 0 disables
+    valid_subset: int = 0  # validate on a fixed subset of N dev utterances after each epoch (selection, patience), the full dev set after the last; 0 = full dev every epoch
     eval_every: int = 0  # also compute dev loss/WER every N updates (logged; best checkpoints are chosen at epoch ends); 0 = off
 
     def __post_init__(self) -> None:
@@ -143,7 +150,7 @@ class TrainConfig:
         _check_range("train.lr", self.lr, 0.0, hi_open=True, lo_open=True)
         _check_range("train.accum_steps", self.accum_steps, 1)
         _check_range("train.log_every", self.log_every, 1)
-        for name in ("warmup_steps", "threads", "keep_last", "keep_best", "patience", "eval_every",
+        for name in ("warmup_steps", "threads", "keep_last", "keep_best", "patience", "eval_every", "valid_subset",
                      "average_last", "max_bad_steps"):
             _check_range(f"train.{name}", getattr(self, name), 0)
         _check_range("train.grad_clip", self.grad_clip, 0.0)
@@ -239,6 +246,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if tp is str:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare off/on (train.amp=off) as a boolean
+            return "on" if value else "off"
         return "" if value is None else str(value)
     return value
 

@@ -33,6 +33,7 @@ def compute_loss(model, ctc_module, batch, device, cfg: Config, amp: torch.dtype
         feats = spec_augment(feats, feat_lens, cfg.augment.spec, generator)
     with torch.autocast(device_type=device.type, dtype=amp or torch.float32, enabled=amp is not None):
         log_probs, out_lens = ctc_module(feats, feat_lens)  # (B, T', V)
+    log_probs = log_probs.float()  # bf16 under CPU autocast: the loss is computed in fp32
     loss = torch.nn.functional.ctc_loss(
         log_probs.transpose(0, 1),  # (B, T', V) -> (T', B, V) as ctc_loss expects
         batch["tokens"].to(device),

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from asr.audio import AudioError, load_audio
+from asr.augment import speed_perturb
 
 log = logging.getLogger("asr.data")
 
@@ -183,11 +184,12 @@ class AudioDataset(Dataset):
     """
 
     def __init__(self, utts: list[Utterance], tokenizer=None, sample_rate: int = 16000, augment=None,
-                 warned: set[str] | None = None):
+                 warned: set[str] | None = None, cache=None):
         self.utts = utts
+        self.cache = cache  # asr.wavecache.WaveCache or None: decoded/perturbed waveforms kept
         self.tokenizer = tokenizer
         self.sample_rate = sample_rate
-        self.augment = augment  # callable(wav np.ndarray, rng) -> wav, or None
+        self.augment = augment  # callable(wav np.ndarray, rng[, speed]) -> wav, or None
         self.epoch = 0  # set by the training loop so augmentation differs per epoch, reproducibly
         self.seed = 0
         self.failures: list[tuple[str, str]] = []
@@ -207,11 +209,14 @@ class AudioDataset(Dataset):
     def __getitem__(self, i: int):
         u = self.utts[i]
         try:
-            wav = load_utterance(u, self.sample_rate)
+            wav = self._wave(u)
             tokens = self.tokenizer.encode(u.text) if self.tokenizer is not None else []
             if self.augment is not None:
                 rng = np.random.default_rng([zlib.crc32(u.id.encode()), self.epoch, self.seed])
-                wav = self.augment(wav, rng)
+                if self.cache is None:
+                    wav = self.augment(wav, rng)
+                else:  # speed variants from the cache (asr.augment.WaveAugment takes ``speed``)
+                    wav = self.augment(wav, rng, lambda f: self._wave(u, f))
         except (AudioError, ValueError, RuntimeError, MemoryError) as e:
             # One bad utterance must never stop an epoch: report it with its id, count it, skip it.
             # Named once: a file that fails in epoch 1 fails again in every later epoch. (DataLoader
@@ -226,6 +231,18 @@ class AudioDataset(Dataset):
                 self._num_failed.value += 1
             return None
         return {"id": u.id, "wav": torch.from_numpy(wav), "tokens": torch.tensor(tokens, dtype=torch.long)}
+
+
+    def _wave(self, u: Utterance, speed: float = 1.0) -> np.ndarray:
+        """The utterance's waveform at the working rate (played ``speed`` times faster), through
+        the cache when there is one."""
+        if self.cache is None:
+            wav = load_utterance(u, self.sample_rate)
+            return wav if speed == 1.0 else speed_perturb(wav, speed, self.sample_rate)
+        key = (u.audio, u.offset, u.duration, self.sample_rate, speed)
+        if speed == 1.0:
+            return self.cache.get(key, lambda: load_utterance(u, self.sample_rate))
+        return self.cache.get(key, lambda: speed_perturb(self._wave(u), speed, self.sample_rate))
 
 
 def collate(items: list) -> dict | None:

@@ -25,6 +25,7 @@ Recurrent units (``model.rnn_type``):
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -114,6 +115,19 @@ def _make_rnn(cfg: ModelConfig, input_size: int) -> nn.Module:
 NATIVE_LSTM_BELOW_BATCH = 8
 
 
+@functools.cache
+def onednn_bf16_lstm() -> bool:
+    """Whether oneDNN runs a bf16 LSTM on this CPU (it needs AVX-512 at least: not on AVX2 CPUs)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _cpu_bf16_autocast() -> bool:
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
 @contextlib.contextmanager
 def _without_onednn() -> Iterator[None]:
     prev = torch.backends.mkldnn.enabled
@@ -144,7 +158,11 @@ class RNNLayer(nn.Module):
             return out
         small_inference = (not x.is_cuda and not torch.is_grad_enabled() and isinstance(rnn, nn.LSTM)
                            and x.shape[0] < NATIVE_LSTM_BELOW_BATCH)
-        with _without_onednn() if small_inference else contextlib.nullcontext():
+        # bf16 forced (train.amp=bf16) on a CPU where oneDNN has no bf16 LSTM: PyTorch's native
+        # kernel runs the recurrence in fp32 (autocast does not cast it; ~10x slower to train than
+        # oneDNN, measured on an AVX2 CPU); the rest stays bf16. Only for tests and comparisons.
+        no_bf16_lstm = not x.is_cuda and _cpu_bf16_autocast() and not onednn_bf16_lstm()
+        with _without_onednn() if (small_inference or no_bf16_lstm) else contextlib.nullcontext():
             out, _ = rnn(x)  # forward recurrence: padding comes after every valid step
         return out
 

@@ -57,9 +57,9 @@ from asr.optim import LRSchedule, make_optimizer
 from asr.runtime import (
     MetricsLog,
     TrainingError,
-    amp_dtype,
     init_distributed,
     micro_batch_seed,
+    resolve_amp,
     seed_everything,
     select_device,
     setup_logging,
@@ -67,7 +67,9 @@ from asr.runtime import (
 from asr.text import tokenizer_from_dict, train_tokenizer
 from asr.train_data import (  # noqa: F401  (output_frames, min_frames_for: public via asr.train)
     compute_cmvn,
+    dev_subset,
     filter_trainable,
+    make_cache,
     make_loader,
     min_frames_for,
     output_frames,
@@ -110,7 +112,7 @@ class Trainer:
             local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
             torch.set_num_threads(cfg.train.threads or max(1, (os.cpu_count() or 1) // local_world))
             torch.set_flush_denormal(True)  # denormal CTC gradients make the backward pass 4x slower
-        self.amp = amp_dtype(cfg, self.device)
+        self.amp, self.amp_reason = resolve_amp(cfg.train.amp, self.device)
         seed_everything(cfg.train.seed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_dir.mkdir(exist_ok=True)
@@ -160,9 +162,15 @@ class Trainer:
         pin = self.device.type == "cuda"
         augment = WaveAugment(cfg.augment, cfg.feature.sample_rate)
         warned: set[str] = set()  # unloadable training files are named once, not in every pass
+        self.cache = make_cache(cfg)  # decoded and speed-perturbed waveforms, once per run
         self.train_loader = make_loader(train_utts, self.tokenizer, cfg, True, self.rank, self.world,
-                                        augment if augment.active else None, pin, warned)
-        self.dev_loader = make_loader(dev_utts, self.tokenizer, cfg, False, pin=pin) if dev_utts else None
+                                        augment if augment.active else None, pin, warned, self.cache)
+        self.dev_loader = self.dev_subset_loader = None
+        if dev_utts:
+            self.dev_loader = make_loader(dev_utts, self.tokenizer, cfg, False, pin=pin, cache=self.cache)
+            subset = dev_subset(dev_utts, cfg.train.valid_subset)
+            if len(subset) < len(dev_utts):  # each epoch on the subset, the full dev set at the end
+                self.dev_subset_loader = make_loader(subset, self.tokenizer, cfg, False, pin=pin, cache=self.cache)
         self.train_seconds = sum(u.duration for u in train_utts)
 
         self.model = build_model(cfg, len(self.tokenizer)).to(self.device)
@@ -174,8 +182,14 @@ class Trainer:
                  f"{n_params:,}", n_params / 1e6, len(self.tokenizer), self.device,
                  f", AMP {self.amp}" if self.amp else "",
                  f", DDP world {self.world}" if self.world > 1 else "")
-        log.info("data: %d training utterances (%.2f h), %d dev", len(train_utts),
-                 self.train_seconds / 3600, len(dev_utts))
+        log.info("precision: %s autocast around the model, CTC loss and features in fp32 (%s)"
+                 if self.amp else "precision: %s (%s)", str(self.amp or "fp32").replace("torch.", ""),
+                 self.amp_reason)
+        log.info("data: %d training utterances (%.2f h), %d dev%s%s", len(train_utts),
+                 self.train_seconds / 3600, len(dev_utts),
+                 f" (a fixed subset of {len(self.dev_subset_loader.dataset)} after each epoch, all at the end)"
+                 if self.dev_subset_loader else "",
+                 f"; waveforms cached in RAM as int16 (up to {cfg.data.cache_max_gb:g} GB)" if self.cache else "")
         self.ctc_module = self.model.ctc
         if self.world > 1:
             self.ctc_module = DDP(self.model.ctc,
@@ -189,7 +203,7 @@ class Trainer:
             self._restore(self.resume_obj)
         elif cfg.feature.cmvn == "global":
             compute_cmvn(self.model, train_utts, self.tokenizer, cfg, self.device, self.rank, self.world,
-                         warned)
+                         warned, self.cache)
         if self.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
 
@@ -387,11 +401,13 @@ class Trainer:
         return {"train_loss": loss_sum / max(1, n_sum), "epoch_seconds": elapsed,
                 "audio_seconds_per_second": secs / max(1e-9, elapsed), "stopped": stopped}
 
-    def run_validation(self) -> dict:
-        """Dev metrics computed on rank 0 and shared with every rank ({} without a dev set)."""
+    def run_validation(self, full: bool = False) -> dict:
+        """Dev metrics computed on rank 0 and shared with every rank ({} without a dev set): on
+        the fixed subset (train.valid_subset) when there is one, unless ``full``."""
         metrics = {}
-        if self.dev_loader is not None and self.is_main:
-            metrics = validate(self.model, self.dev_loader, self.tokenizer, self.device, self.cfg, self.amp)
+        loader = self.dev_subset_loader if (self.dev_subset_loader is not None and not full) else self.dev_loader
+        if loader is not None and self.is_main:
+            metrics = validate(self.model, loader, self.tokenizer, self.device, self.cfg, self.amp)
         return self._broadcast(metrics)
 
     def log_dev(self, metrics: dict, epoch: int) -> None:
@@ -446,9 +462,21 @@ class Trainer:
                             metrics["failed_utts"])
             self.log_dev(dev, st.epoch)
             self.save_epoch(wer)
+            if self.cache is not None and st.epoch == 1:
+                c = self.cache
+                log.info("wave cache: %d waveforms, %.2f GB, %d hits / %d decodes so far", len(c),
+                         c.nbytes / 2**30, c.hits, c.misses)
             if cfg.train.patience and wer is not None and st.bad_epochs >= cfg.train.patience:
                 log.info("early stop: dev %s has not improved for %d epochs", score_name, st.bad_epochs)
                 break
+        if self.dev_subset_loader is not None and st.history and "dev_full_wer" not in st.history[-1]:
+            # the subset chose the checkpoints; the full dev set scores the last model once
+            full = {f"dev_full_{k[4:]}": v for k, v in self.run_validation(full=True).items()}
+            st.history[-1].update(full)
+            log.info("epoch %d step %d: full dev set: loss %.4f, WER %.2f%%, CER %.2f%% (%d utterances)",
+                     st.epoch, st.step, full["dev_full_loss"], 100 * full["dev_full_wer"],
+                     100 * full["dev_full_cer"], full["dev_full_utts"])
+            self.metrics.write({"step": st.step, "epoch": st.epoch, **full})
         if self.is_main:
             out = self.export_final()
             (self.run_dir / "history.json").write_text(json.dumps(st.history, indent=1))

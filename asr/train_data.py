@@ -71,10 +71,11 @@ def filter_trainable(utts, tokenizer, cfg: Config, name: str):
 
 
 def make_loader(utts, tokenizer, cfg: Config, train: bool, rank=0, world=1, augment=None, pin=False,
-                warned: set[str] | None = None):
+                warned: set[str] | None = None, cache=None):
     """DataLoader over duration buckets; the training one is sharded over DDP ranks. ``warned``:
-    ids of unloadable utterances already named in a warning (see AudioDataset)."""
-    ds = AudioDataset(utts, tokenizer, cfg.feature.sample_rate, augment=augment, warned=warned)
+    ids of unloadable utterances already named in a warning (see AudioDataset); ``cache``: an
+    asr.wavecache.WaveCache shared by the loaders of one run (or None)."""
+    ds = AudioDataset(utts, tokenizer, cfg.feature.sample_rate, augment=augment, warned=warned, cache=cache)
     ds.seed = cfg.train.seed
     sampler = BucketBatchSampler(
         [u.duration for u in utts],
@@ -99,6 +100,29 @@ def make_loader(utts, tokenizer, cfg: Config, train: bool, rank=0, world=1, augm
     )
 
 
+def make_cache(cfg: Config):
+    """The run's WaveCache for ``data.cache=ram`` (None when off, or with loader workers)."""
+    if cfg.data.cache == "off":
+        return None
+    if cfg.data.num_workers > 0:
+        log.warning("data.cache=ram is not used with data.num_workers=%d (workers restart every "
+                    "epoch, so each would decode again); set data.num_workers=0 to use it",
+                    cfg.data.num_workers)
+        return None
+    from asr.wavecache import WaveCache
+
+    return WaveCache(cfg.data.cache_max_gb)
+
+
+def dev_subset(utts: list, n: int) -> list:
+    """A fixed, evenly spread subset of ``n`` dev utterances (by id order: every speaker and
+    length has its share); all of them when ``n`` is 0 or not smaller."""
+    if not n or n >= len(utts):
+        return list(utts)
+    order = sorted(utts, key=lambda u: u.id)
+    return [order[int(i * len(order) / n)] for i in range(n)]
+
+
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # several torch processes spinning on few cores is ~10x slower
 
@@ -108,10 +132,11 @@ def _worker_init(_: int) -> None:
 
 @torch.no_grad()
 def compute_cmvn(model, utts, tokenizer, cfg: Config, device, rank: int = 0, world: int = 1,
-                 warned: set[str] | None = None) -> None:
-    """Global mean/std of raw features over the training set; DDP ranks each take a shard."""
+                 warned: set[str] | None = None, cache=None) -> None:
+    """Global mean/std of raw features over the training set; DDP ranks each take a shard
+    (and fill ``cache``, when given, with its decoded waveforms)."""
     acc = CMVNAccumulator(model.frontend.dim)
-    loader = make_loader(utts[rank::world], tokenizer, cfg, False, warned=warned)
+    loader = make_loader(utts[rank::world], tokenizer, cfg, False, warned=warned, cache=cache)
     for batch in tqdm(loader, desc="cmvn", unit="batch", leave=False, disable=rank != 0 or None):
         if batch is None:
             continue

@@ -169,8 +169,9 @@ class Model:
 
     def __init__(self, net: Callable, config: Config, tokenizer, path: str | Path = "",
                  device: str | torch.device = "cpu", decode: DecodeConfig | None = None,
-                 kind: str = "checkpoint"):
+                 kind: str = "checkpoint", amp: torch.dtype | None = None):
         self.net = net
+        self.amp = amp  # autocast dtype around net (bf16 on CPUs with native bf16), None = fp32
         self.config = config
         self.tokenizer = tokenizer
         self.path = Path(path)
@@ -211,7 +212,8 @@ class Model:
         batch = torch.zeros(len(wavs), int(lens.max()))
         for i, w in enumerate(wavs):
             batch[i, : w.size] = torch.from_numpy(w)
-        lp, out_lens = self.net(batch.to(self.device), lens.to(self.device))
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            lp, out_lens = self.net(batch.to(self.device), lens.to(self.device))
         return lp.float().cpu(), out_lens.cpu()
 
     def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Transcript]:
@@ -342,7 +344,7 @@ def _is_torchscript(path: Path) -> bool:
         return False
 
 
-def load_model(path: str | Path, device: str = "cpu", quantize: str = "") -> Model:
+def load_model(path: str | Path, device: str = "cpu", quantize: str = "", amp: str = "auto") -> Model:
     """Load a model for transcription.
 
     Args:
@@ -351,6 +353,9 @@ def load_model(path: str | Path, device: str = "cpu", quantize: str = "") -> Mod
         device: "cpu" or "cuda" (exported int8 and ONNX models run on the CPU).
         quantize: "int8" applies dynamic int8 quantisation to a checkpoint's LSTM and
             linear layers at load time (CPU only); "" keeps float32.
+        amp: a checkpoint's precision: "auto" runs it under bf16 autocast on CPUs with native
+            bf16 (AMX/AVX512-BF16; see asr.runtime.cpu_bf16_support), fp32 elsewhere; "bf16"
+            forces it, "off" keeps fp32. Exported and int8 models ignore it.
 
     Returns:
         a Model; ``model.transcribe(path_or_array)`` gives a Transcript.
@@ -369,7 +374,12 @@ def load_model(path: str | Path, device: str = "cpu", quantize: str = "") -> Mod
 
         net, kind = quantize_dynamic_int8(net.cpu()), "int8"
         device = "cpu"
-    model = Model(net, config, tokenizer, path, device, kind=kind)
+    dtype = None
+    if kind == "checkpoint":
+        from asr.runtime import inference_amp
+
+        dtype = inference_amp(amp, torch.device(device))[0]
+    model = Model(net, config, tokenizer, path, device, kind=kind, amp=dtype)
     model.train_state = raw.get("state") or {}
     return model
 

@@ -25,6 +25,7 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
 BASE = [  # a tiny model on 8 kHz FSDD digits (features as in conf/digits.yaml)
     "model.num_layers=1", "model.hidden_size=32", "model.subsampling=stack2", "train.threads=1",
     "train.log_every=1000", "train.keep_last=1", "train.keep_best=1", "data.max_batch_seconds=8",
+    "train.amp=off",  # exact comparisons (resume, accumulation, DDP) also on CPUs with native bf16
 ]
 
 
@@ -134,14 +135,15 @@ def _losses(run_dir: Path) -> dict[int, float]:
 
 
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
-    """Dropout, SpecAugment, speed perturbation, Adam, cosine LR and dev evaluation (every 3
-    updates and at epoch ends) all in play: the resumed run repeats the reference step for step."""
+    """Dropout, SpecAugment, speed perturbation, Adam, cosine LR, dev evaluation (every 3
+    updates and at epoch ends) and the waveform cache all in play: the resumed run repeats the
+    reference step for step."""
     m = write_manifest(tmp_path, "train", [[1, 2], [3, 4, 5], [6], [7, 8], [9, 0, 1], [2, 3],
                                            [4], [5, 6, 7]])
     dev = write_manifest(tmp_path, "dev", [[8, 9]], index0=30)
     args = [*BASE, f"data.train_manifest={m}", f"data.dev_manifest={dev}", "model.dropout=0.3",
             "augment.speed_perturb=[0.9,1.0,1.1]", "train.epochs=4", "train.warmup_steps=3",
-            "train.eval_every=3"]
+            "train.eval_every=3", "data.cache=ram"]  # the resumed run starts with an empty cache
 
     def run(run_dir: Path) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "asr", "train", "-c", str(ROOT / "conf" / "digits.yaml"),
@@ -196,3 +198,14 @@ def test_cuda_amp_training_runs_and_resumes_the_scaler(tmp_path, amp):
     assert all(math.isfinite(r["loss"]) for r in records if "loss" in r)
     state = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["state"]
     assert (state["scaler"] is not None) == (amp == "fp16")
+
+
+def test_valid_subset_each_epoch_and_the_full_dev_set_at_the_end(tmp_path):
+    m = write_manifest(tmp_path, "train", [[1, 2], [3, 4], [5, 6], [7, 8], [9, 0]])
+    dev = write_manifest(tmp_path, "dev", [[5], [6, 7], [8], [9, 0]], index0=30)
+    cfg = config(tmp_path / "run", m, "train.epochs=2", "train.valid_subset=2", dev_m=dev)
+    train(cfg, resume=False)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["dev_utts"] for h in history] == [2, 2]
+    assert history[-1]["dev_full_utts"] == 4 and history[-1]["dev_full_wer"] >= 0.0
+    assert "full dev set: loss" in (tmp_path / "run" / "train.log").read_text()

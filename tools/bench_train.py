@@ -14,7 +14,21 @@ Audio is decoded once up front (both pipelines would pay the same for it), so th
 are audio-seconds of real (unpadded) speech processed per second of wall time. Also measured:
 inference with the same two pipelines, and the custom peephole LSTM against nn.LSTM.
 
-    flock /tmp/asr-cpu.lock .venv/bin/python tools/bench_train.py           # about 2 minutes
+The recipe's whole training step (``--pipeline``, on by default): real updates of
+asr.train.Trainer with conf/mini_librispeech_cpu.yaml (speed perturbation, global CMVN,
+Opus decoding in the data loader) on the same utterances, side by side:
+
+- today:  data.cache=off, fp32 (each utterance decoded and resampled in every epoch);
+- cache:  data.cache=ram, measured once the cache holds every speed variant (a run reaches
+          that after its first epochs; the CMVN pass fills the unperturbed waveforms);
+- bf16:   train.amp=bf16, only on CPUs with native bf16 (AMX / AVX512-BF16; otherwise the
+          row says "not supported on this CPU"; --force-bf16 measures the emulation anyway);
+- cache + bf16.
+
+Each row also splits the wall time into data loading (decode, speed perturbation, collate),
+features (the frontend) and the rest (model, CTC, backward, Adam).
+
+    flock /tmp/asr-cpu.lock .venv/bin/python tools/bench_train.py           # about 5 minutes
     .venv/bin/python tools/bench_train.py --train-seconds 100 --infer-seconds 300   # quicker
 """
 
@@ -22,8 +36,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +56,7 @@ from asr.config import FeatureConfig, ModelConfig  # noqa: E402
 from asr.data import BucketBatchSampler, Utterance, read_manifest, write_manifest  # noqa: E402
 from asr.features import Frontend  # noqa: E402
 from asr.model import CTCModel, Subsampling, count_parameters  # noqa: E402
+from asr.runtime import cpu_bf16_support  # noqa: E402
 from asr.text import CharTokenizer  # noqa: E402
 
 LIBRI = Path("/work/shared/data/mini_librispeech/LibriSpeech/train-clean-5")
@@ -157,6 +174,96 @@ def peephole_ratio(threads: int) -> dict:
     return out
 
 
+def pipeline_run(name: str, manifest: Path, overrides: list[str], budget_s: float, warm_cache: bool,
+                 threads: int) -> dict:
+    """Real training updates (asr.train.Trainer, the CPU recipe's config) through the real data
+    loader until ``budget_s`` seconds of (speed-perturbed) audio are trained, after one warm-up
+    update; wall time split into data loading, features and the rest of the step."""
+    from asr.config import load_config
+    from asr.train import Trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(ROOT / "conf" / "mini_librispeech_cpu.yaml", [
+            f"run_dir={tmp}", f"data.train_manifest={manifest}", "data.dev_manifest=",
+            f"train.threads={threads}", "train.log_every=100000", *overrides])
+        t = Trainer(cfg, resume=False)
+        logging.getLogger("asr").setLevel(logging.WARNING)
+        ds = t.train_loader.dataset
+        if warm_cache and t.cache is not None:  # the state a run reaches after its first epochs
+            for u in tqdm(ds.utts, desc=f"{name}: fill cache", leave=False):
+                for f in cfg.augment.speed_perturb or [1.0]:
+                    ds._wave(u, float(f))
+        feat_s = [0.0]
+        t0_box = [0.0]
+        t.model.frontend.register_forward_pre_hook(lambda *_: t0_box.__setitem__(0, time.perf_counter()))
+        t.model.frontend.register_forward_hook(
+            lambda *_: feat_s.__setitem__(0, feat_s[0] + time.perf_counter() - t0_box[0]))
+        t.model.train()
+        epoch, k, audio, data_s, step_s = 0, 0, 0.0, 0.0, 0.0
+        sampler = t.train_loader.batch_sampler
+        sampler.set_epoch(epoch)
+        it = iter(t.train_loader)
+        bar = tqdm(total=budget_s, desc=f"{name} train", unit="audio-s", leave=False)
+        while audio < budget_s:
+            a = time.perf_counter()
+            batch = next(it, None)
+            if batch is None:
+                epoch += 1
+                sampler.set_epoch(epoch)
+                ds.epoch = epoch
+                it = iter(t.train_loader)
+                continue
+            b = time.perf_counter()
+            out = t.train_step([batch])
+            c = time.perf_counter()
+            if k > 0:  # the first update is a warm-up
+                data_s += b - a
+                step_s += c - b
+                audio += out["audio_seconds"]
+                bar.update(out["audio_seconds"])
+            else:
+                feat_s[0] = 0.0
+            k += 1
+        bar.close()
+        wall = data_s + step_s
+        return {"audio_s": audio, "wall_s": wall, "audio_s_per_s": audio / wall, "updates": k - 1,
+                "data_s": data_s, "features_s": feat_s[0], "model_s": step_s - feat_s[0],
+                "cache_gb": t.cache.nbytes / 2**30 if t.cache is not None else 0.0}
+
+
+def pipeline_table(pool: list[Utterance], args) -> dict:
+    native, why = cpu_bf16_support()
+    bf16_ok = native or args.force_bf16
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = Path(tmp) / "pool.jsonl"
+        write_manifest(pool, manifest)
+        rows = [("today (no cache, fp32)", ["data.cache=off", "train.amp=off"], False, True),
+                ("cache", ["data.cache=ram", "train.amp=off"], True, True),
+                ("bf16", ["data.cache=off", "train.amp=bf16"], False, bf16_ok),
+                ("cache + bf16", ["data.cache=ram", "train.amp=bf16"], True, bf16_ok)]
+        res = {"bf16_native": native, "bf16_why": why, "rows": {}}
+        for name, over, warm, ok in rows:
+            over = [*over, f"data.max_batch_seconds={args.max_batch_seconds}"]
+            res["rows"][name] = (pipeline_run(name, manifest, over, args.pipeline_seconds, warm, args.threads)
+                                 if ok else None)
+    return res
+
+
+def print_pipeline(res: dict, naive: float | None) -> None:
+    rows = res["rows"]
+    base = rows["today (no cache, fp32)"]["audio_s_per_s"]
+    print(f"\nThe recipe's training step through the real data pipeline (bf16: {res['bf16_why']})")
+    print(f"{'':24}{'audio-s/s':>10}{'x today':>9}{'data s':>8}{'feats s':>8}{'model s':>8}{'updates':>8}")
+    for name, r in rows.items():
+        if r is None:
+            print(f"{name:24}{'not supported on this CPU':>51}")
+            continue
+        print(f"{name:24}{r['audio_s_per_s']:10.1f}{r['audio_s_per_s'] / base:8.2f}x{r['data_s']:8.1f}"
+              f"{r['features_s']:8.1f}{r['model_s']:8.1f}{r['updates']:8d}")
+    if naive:
+        print(f"{'naive packed (above)':24}{naive:10.1f}{naive / base:8.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--manifest", type=Path, default=Path("/tmp/mini_librispeech_train.jsonl"),
@@ -166,6 +273,11 @@ def main() -> None:
     ap.add_argument("--infer-seconds", type=float, default=900, help="audio decoded per pipeline")
     ap.add_argument("--max-batch-seconds", type=float, default=60, help="padded seconds per batch")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--pipeline-seconds", type=float, default=600,
+                    help="audio trained on per row of the recipe-pipeline table (0 skips the table)")
+    ap.add_argument("--force-bf16", action="store_true", help="measure bf16 also where it is not native")
+    ap.add_argument("--skip-model-bench", action="store_true",
+                    help="only the recipe-pipeline table (no ours/naive model comparison)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -196,6 +308,13 @@ def main() -> None:
     naive_batches = random_batches(durs, args.max_batch_seconds, 64, seed=0)
     res = {"threads": args.threads, "pool_utterances": len(pool), "pool_seconds": sum(durs),
            "parameters": n_ours, "model": "stack3 + 4x256 BiLSTM, 80 log-mel, char CTC"}
+    if args.pipeline_seconds > 0:
+        res["pipeline"] = pipeline_table(pool, args)
+    if args.skip_model_bench:
+        print_pipeline(res["pipeline"], None)
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=1))
+        return
     res["train_ours"] = run("ours", ours, frontend, ours_batches, wavs, toks, sr, args.train_seconds, True, True)
     res["train_naive"] = run("naive", naive, frontend, naive_batches, wavs, toks, sr, args.train_seconds, True, False)
     res["infer_ours"] = run("ours", ours, frontend, ours_batches, wavs, toks, sr, args.infer_seconds, False, True)
@@ -214,6 +333,8 @@ def main() -> None:
     p = res["peephole"]
     print(f"peephole LSTM (Python cell) vs nn.LSTM, one 256-unit BiLSTM layer fwd+bwd on 8x300 frames: "
           f"{p['lstm_peephole']:.2f} s vs {p['lstm']:.2f} s ({p['slowdown']:.1f}x slower)")
+    if "pipeline" in res:
+        print_pipeline(res["pipeline"], res["train_naive"]["audio_s_per_s"])
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
 
