@@ -34,12 +34,20 @@ def _native_module():
     return _ctcdecode
 
 
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
 def _read_bytes(path: Path) -> bytes:
     if not path.is_file():
         raise LMError(f"language model {path} does not exist")
     data = path.read_bytes()
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            raise LMError(f"{path}: corrupt gzip file ({e}); download or build it again") from None
     return data
 
 
@@ -111,8 +119,8 @@ class NGramLM:
 
     def __init__(self, ngrams: dict | None = None, path: str | Path | None = None,
                  data: bytes | None = None):
-        if ngrams is None and data is None:
-            raise ValueError("give the n-gram tables or the ARPA bytes")
+        if ngrams is None and data is None and path is None:
+            raise ValueError("give the n-gram tables, the ARPA bytes or the file")
         self.path = Path(path) if path else None
         self._ngrams = ngrams
         self._data = data
@@ -121,24 +129,33 @@ class NGramLM:
 
     @classmethod
     def from_arpa(cls, path: str | Path) -> NGramLM:
-        """Read an ARPA file (optionally gzipped); errors name the file and line."""
+        """Read an ARPA file (optionally gzipped); errors name the file and line.
+
+        With the C++ extension, a plain file is parsed in C++ straight from the disk (no copy in
+        Python) and the Python tables (``ngrams``) are only built if something asks for them.
+        """
         path = Path(path)
-        data = _read_bytes(path)
-        lm = cls(path=path, data=data)
+        if not path.is_file():
+            raise LMError(f"language model {path} does not exist")
+        lm = cls(path=path)
         if _native_module() is not None:
             lm.native  # noqa: B018  (parse now so a bad file fails here, with its name)
         else:
             lm.ngrams  # noqa: B018
         return lm
 
+    def _text(self) -> str:
+        data = self._data if self._data is not None else _read_bytes(self.path)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise LMError(f"{self.path}: not an ARPA text file ({e})") from None
+
     @property
     def ngrams(self) -> dict[int, dict[tuple[str, ...], tuple[float, float]]]:
+        """Python tables ``{order: {words: (log10 prob, log10 back-off)}}`` (parsed on first use)."""
         if self._ngrams is None:
-            try:
-                text = self._data.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise LMError(f"{self.path}: not an ARPA text file ({e})") from None
-            self._ngrams = parse_arpa(text, str(self.path))
+            self._ngrams = parse_arpa(self._text(), str(self.path))
         return self._ngrams
 
     @property
@@ -148,12 +165,35 @@ class NGramLM:
             mod = _native_module()
             if mod is None:
                 return None
-            data = self._data if self._data is not None else arpa_text(self._ngrams).encode()
             try:
-                self._native = mod.lm_from_arpa(data)
+                if self._data is not None:
+                    self._native = mod.lm_from_arpa(self._data)
+                elif self.path is None:
+                    self._native = mod.lm_from_arpa(arpa_text(self._ngrams).encode())
+                elif _is_gzip(self.path):
+                    self._native = mod.lm_from_arpa(_read_bytes(self.path))
+                else:
+                    self._native = mod.lm_from_file(str(self.path))
             except ValueError as e:
                 raise LMError(f"{self.path or 'ARPA text'}: {e}") from None
+            except OSError as e:
+                raise LMError(f"{self.path}: cannot read it ({e.strerror})") from None
         return self._native
+
+    def words(self) -> list[str]:
+        """The vocabulary in file order, without ``<s>``, ``</s>`` and ``<unk>``."""
+        if self._ngrams is None and self.native is not None:
+            words = _native_module().lm_words(self.native)
+        else:
+            words = [w[0] for w in self.ngrams[1]]
+        return [w for w in words if w not in SPECIAL]
+
+    def info(self) -> dict:
+        """Order, n-grams per order and (C++ model) bytes held: ``{"order", "counts", "bytes"}``."""
+        if self._ngrams is None and self.native is not None:
+            order, counts, nbytes = _native_module().lm_info(self.native)
+            return {"order": order, "counts": counts, "bytes": nbytes}
+        return {"order": self.order, "counts": [len(self.ngrams[n]) for n in sorted(self.ngrams)], "bytes": 0}
 
     @property
     def order(self) -> int:
