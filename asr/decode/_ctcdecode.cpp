@@ -212,6 +212,9 @@ class NGramModel {
         std::vector<const char*> tok_begin;
         std::vector<size_t> tok_len;
         std::string key;
+        std::vector<int32_t> prev_ids;  // the previous line's words (index 1..n), to reuse their ids
+        std::vector<const char*> prev_tok;
+        std::vector<size_t> prev_len;
         bool seen_data = false, ended = false, reserved = false;
         max_order = 0;
         auto fail = [&line_no](const std::string& what) {
@@ -305,6 +308,12 @@ class NGramModel {
                 fail("bad back-off " + std::string(tok_begin[n + 1], tok_len[n + 1]));
             ids.clear();
             for (int k = 1; k <= n; ++k) {
+                // ARPA files list n-grams sorted by context: most words repeat the line above
+                if (k < static_cast<int>(prev_ids.size()) && prev_len[k] == tok_len[k] &&
+                    std::memcmp(prev_tok[k], tok_begin[k], tok_len[k]) == 0) {
+                    ids.push_back(prev_ids[k]);
+                    continue;
+                }
                 key.assign(tok_begin[k], tok_len[k]);
                 auto it = word_id.find(key);
                 if (it != word_id.end()) {
@@ -320,6 +329,10 @@ class NGramModel {
             }
             add(ids, p, bo, line_no);
             ++in_section;
+            prev_ids.assign(1, -1);
+            prev_ids.insert(prev_ids.end(), ids.begin(), ids.end());
+            prev_tok.assign(tok_begin.begin(), tok_begin.begin() + n + 1);
+            prev_len.assign(tok_len.begin(), tok_len.begin() + n + 1);
         }
         if (!seen_data || order == 0) {
             line_no = 1;
@@ -403,7 +416,15 @@ class NGramModel {
 
     void add(const std::vector<int32_t>& ids, double p, double bo, long line_no) {
         const size_t n = ids.size();
-        const int32_t ctx = find_state(ids, 0, n - 1);
+        // the context state of the previous n-gram, when it is the same context (sorted files)
+        int32_t ctx;
+        if (last_ctx_ids.size() == n - 1 && std::equal(ids.begin(), ids.end() - 1, last_ctx_ids.begin())) {
+            ctx = last_ctx;
+        } else {
+            ctx = find_state(ids, 0, n - 1);
+            last_ctx_ids.assign(ids.begin(), ids.end() - 1);
+            last_ctx = ctx;
+        }
         if (ctx < 0)
             throw std::runtime_error("line " + std::to_string(line_no) +
                                      ": the n-gram's context is not listed among the lower orders");
@@ -422,6 +443,8 @@ class NGramModel {
     }
 
     int max_order = 0;
+    std::vector<int32_t> last_ctx_ids{-1};  // (none yet: no context has a word id -1)
+    int32_t last_ctx = -1;
 };
 
 // ---------------------------------------------------------------------------------------------

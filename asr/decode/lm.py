@@ -62,30 +62,57 @@ def parse_arpa(text: str, source: str = "<text>") -> dict[int, dict[tuple[str, .
         n-gram tables by order.
     """
     ngrams: dict[int, dict] = {}
+    announced: dict[int, int] = {}
+    starts: dict[int, int] = {}  # line of each section's header
     order = 0
+    ended = False
+    n = 0
+
+    def check(section: int, truncated: bool) -> None:
+        if section and len(ngrams[section]) != announced.get(section, -1):
+            raise LMError(f"{source}: line {starts[section]}: the \\data\\ header announces "
+                          f"{announced.get(section, -1)} {section}-grams but the \\{section}-grams: section "
+                          f"holds {len(ngrams[section])}" + (" (truncated file?)" if truncated else ""))
+
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
-        if not line or line.startswith("ngram ") or line == "\\data\\":
+        if not line or line == "\\data\\":
+            continue
+        if line.startswith("ngram ") and order == 0:
+            try:
+                k, c = line[6:].split("=")
+                announced[int(k)] = int(c)
+            except ValueError:
+                raise LMError(f"{source}: line {n}: bad header line {line!r}") from None
             continue
         if line.startswith("\\") and line.endswith("-grams:"):
+            check(order, False)
             order = int(line[1:].split("-")[0])
             ngrams[order] = {}
+            starts[order] = n
             continue
         if line == "\\end\\":
+            ended = True
             break
         if order == 0:
             continue
         parts = line.split()
         if len(parts) < order + 1:
-            raise LMError(f"{source}:{n}: expected {order} words after the probability")
+            raise LMError(f"{source}: line {n}: expected {order} words after the probability")
         try:
             prob = float(parts[0])
             bo = float(parts[1 + order]) if len(parts) > order + 1 else 0.0
         except ValueError:
-            raise LMError(f"{source}:{n}: bad number in {line!r}") from None
+            raise LMError(f"{source}: line {n}: bad number in {line!r}") from None
         ngrams[order][tuple(parts[1 : 1 + order])] = (prob, bo)
     if 1 not in ngrams:
         raise LMError(f"{source}: no \\1-grams: section; is this an ARPA file?")
+    check(order, not ended)
+    if announced and order != max(announced):
+        raise LMError(f"{source}: the \\data\\ header announces {max(announced)}-grams but the file has "
+                      f"sections up to {order} (truncated file?)")
+    if not ended:
+        raise LMError(f"{source}: line {n}: the file ends without \\end\\ (truncated file?)")
     return ngrams
 
 
@@ -190,7 +217,7 @@ class NGramLM:
 
     def info(self) -> dict:
         """Order, n-grams per order and (C++ model) bytes held: ``{"order", "counts", "bytes"}``."""
-        if self._ngrams is None and self.native is not None:
+        if self._native is not None or (self._ngrams is None and self.native is not None):
             order, counts, nbytes = _native_module().lm_info(self.native)
             return {"order": order, "counts": counts, "bytes": nbytes}
         return {"order": self.order, "counts": [len(self.ngrams[n]) for n in sorted(self.ngrams)], "bytes": 0}
@@ -255,6 +282,8 @@ class NGramLM:
 
     def sentence_logprob(self, words: list[str], bos: bool = True, eos: bool = True) -> float:
         """ln P(sentence), from ``<s>`` when ``bos``, including ``</s>`` when ``eos``."""
+        if self._ngrams is None and self.native is not None:  # the C++ model: no Python tables
+            return _native_module().lm_sentence(self.native, list(words), bos, eos) * LN10
         state, total = (self.begin() if bos else ()), 0.0
         for w in words:
             lp, state = self.score(state, w)
