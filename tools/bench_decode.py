@@ -14,11 +14,22 @@ Inputs, in order of preference:
   flock /tmp/asr-cpu.lock .venv/bin/python tools/bench_decode.py --synthetic 100 \
       --lm-text exp/mini_librispeech/data/train.jsonl --manifest exp/mini_librispeech/data/dev.jsonl
 
+  # the book-scale LM (issue 14): a pruned 3-gram of millions of n-grams and the 200 k-word
+  # LibriSpeech vocabulary as the lexicon
+  flock /tmp/asr-cpu.lock .venv/bin/python tools/bench_decode.py \
+      --model exp/mini_librispeech/model.pt --manifest exp/mini_librispeech/data/dev.jsonl \
+      --lm exp/mini_librispeech/lm/book-3gram.arpa --lexicon exp/mini_librispeech/lm/vocab.txt \
+      --beam 64 --cache dev-logprobs.npz --no-lm-runs
+
 ``--lm`` takes an existing ARPA file; ``--lm-text`` builds a word 3-gram (modified Kneser-Ney)
 from a text file or manifest first. With an LM, flashlight needs a lexicon (its lexicon-free
-decoder only fuses token-level LMs), so flashlight and ours both decode with the LM's vocabulary
-as the lexicon ("ours+lex"); ours is also run open-vocabulary. pyctcdecode needs
-``pip install --no-deps pyctcdecode pygtrie`` (its numpy<2 pin is too strict).
+decoder only fuses token-level LMs), so flashlight and ours both decode with a lexicon
+("ours+lex"): ``--lexicon FILE`` (a word per line, normalised like the transcripts) or else the
+LM's vocabulary; ours is also run open-vocabulary. pyctcdecode gets the LM's unigrams, as it
+expects. Each decoder's set-up time is printed as "load": reading the LM (KenLM's ARPA reader for
+pyctcdecode and flashlight, ours in C++) and building the lexicon trie, with the growth of the
+process' resident memory. pyctcdecode needs ``pip install --no-deps pyctcdecode pygtrie`` (its
+numpy<2 pin is too strict).
 """
 
 from __future__ import annotations
@@ -117,6 +128,39 @@ def wer(hyps: list[str], refs: list[str]) -> float:
     return total.rate
 
 
+def rss_mb() -> float:
+    """Resident memory of this process in MB (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def loaded(make, lp, lens):
+    """Build a decoder and run it on one frame (so lazy set-up, like our trie, is counted):
+    (decoder, seconds, MB of resident memory added)."""
+    r0, t0 = rss_mb(), time.perf_counter()
+    fn = make()
+    fn(lp[:1, :1], np.ones(1, dtype=np.int64))
+    return fn, time.perf_counter() - t0, rss_mb() - r0
+
+
+def read_lexicon(path: str) -> set[str]:
+    """Words of a lexicon file (first field of each line), normalised like the transcripts."""
+    words = set()
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                w = normalize_text(line.split()[0])
+                if w and " " not in w:
+                    words.add(w)
+    return words
+
+
 def timed(fn, lp, lens, repeat: int):
     best, out = float("inf"), None
     for _ in range(repeat):
@@ -133,6 +177,7 @@ def main(argv=None) -> int:
     ap.add_argument("--synthetic", type=int, default=0, help="N synthetic utterances instead of a model")
     ap.add_argument("--lm", help="ARPA word LM")
     ap.add_argument("--lm-text", help="build a word 3-gram from this text/manifest instead of --lm")
+    ap.add_argument("--lexicon", help="word list for the lexicon runs (default: the LM's vocabulary)")
     ap.add_argument("--beam", type=int, nargs="+", default=[8], help="beam widths")
     ap.add_argument("--alpha", type=float, default=0.5, help="LM weight (ln P)")
     ap.add_argument("--beta", type=float, default=1.0, help="word bonus")
@@ -180,43 +225,60 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     greedy = greedy_search(torch.from_numpy(lp), torch.from_numpy(lens))
     rows.append(("greedy", "-", "-", time.perf_counter() - t0,
-                 wer(["".join(tokens[i] for i in g).strip() for g in greedy], refs)))
+                 wer(["".join(tokens[i] for i in g).strip() for g in greedy], refs), 0.0, 0.0))
     names = [n.strip() for n in args.decoders.split(",") if n.strip()]
-    lex = set(lm_vocabulary(lm_path)) if lm_path else None
+    lex = None
+    if args.lexicon:
+        lex = read_lexicon(args.lexicon)
+    elif lm_path:
+        lex = set(lm_vocabulary(lm_path))
+    lm_label = "none"
+    if lm_path:
+        from asr.decode.lm import load_lm
+
+        r0, t0 = rss_mb(), time.perf_counter()
+        info = load_lm(lm_path).info()
+        lm_label = f"{info['order']}-gram"
+        print(f"LM {lm_path}: {info['order']}-gram, n-grams per order {info['counts']}; ours loads it in "
+              f"{time.perf_counter() - t0:.2f} s, +{rss_mb() - r0:.0f} MB resident "
+              f"({info['bytes'] / 2**20:.0f} MB of tables); lexicon {len(lex)} words")
     settings = ([] if args.no_lm_runs else [(None, None)]) + ([(lm_path, lex)] if lm_path else [])
     for beam in args.beam:
         for lm, lexicon in settings:
             opts = BeamOptions(beam_size=beam, token_min_logp=args.token_min_logp,
                                lm_weight=args.alpha, word_bonus=args.beta)
-            runs = []
+            makers = []
             for name in names:
                 if name == "ours":
-                    runs.append(("ours", make_decoder("ours", tokens, opts, lm)))
+                    makers.append(("ours", lambda o=opts, m=lm: make_decoder("ours", tokens, o, m)))
                     if lm:
-                        runs.append(("ours+lex", make_decoder("ours", tokens, opts, lm, lexicon)))
+                        makers.append(("ours+lex", lambda o=opts, m=lm, x=lexicon: make_decoder("ours", tokens, o, m, x)))
                     if args.workers > 1:
                         w = BeamOptions(**{**opts.__dict__, "num_workers": args.workers})
-                        runs.append((f"ours x{args.workers} threads", make_decoder("ours", tokens, w, lm)))
+                        makers.append((f"ours x{args.workers} threads", lambda o=w, m=lm: make_decoder("ours", tokens, o, m)))
                 else:
-                    try:
-                        runs.append((name + ("+lex" if name == "flashlight" and lm else ""),
-                                     make_decoder(name, tokens, opts, lm, lexicon)))
-                    except BackendError as e:
-                        print(f"skipping {name}: {e}")
-            for label, fn in runs:
+                    label = name + ("+lex" if name == "flashlight" and lm else "")
+                    makers.append((label, lambda n=name, o=opts, m=lm, x=lexicon: make_decoder(n, tokens, o, m, x)))
+            for label, make in makers:
+                try:
+                    fn, load_s, load_mb = loaded(make, lp, lens)
+                except BackendError as e:
+                    print(f"skipping {label}: {e}")
+                    continue
                 secs, out = timed(fn, lp, lens, args.repeat)
                 hyps = [" ".join(h[0].words) if h[0].words else "" for h in out]
-                rows.append((label, "3-gram" if lm else "none", beam, secs, wer(hyps, refs)))
-                print(f"  {label:22s} LM {rows[-1][1]:6s} beam {beam:3d}: {secs:8.3f} s  WER {100 * rows[-1][4]:6.2f}%",
-                      flush=True)
+                rows.append((label, lm_label if lm else "none", beam, secs, wer(hyps, refs), load_s, load_mb))
+                print(f"  {label:22s} LM {rows[-1][1]:6s} beam {beam:3d}: load {load_s:6.2f} s (+{load_mb:5.0f} MB)"
+                      f"  decode {secs:8.3f} s  WER {100 * rows[-1][4]:6.2f}%", flush=True)
+                del fn, out
 
     print()
-    print("| decoder | LM | beam | seconds | WER % | ours is x faster |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for label, lm, beam, secs, w in rows:
+    print("| decoder | LM | beam | load s | load +MB | decode s | WER % | ours is x faster |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for label, lm, beam, secs, w, load_s, load_mb in rows:
         ref = [r for r in rows if r[1] == lm and r[2] == beam and r[0] == ("ours+lex" if "+lex" in label else "ours")]
         speed = f"{secs / ref[0][3]:.1f}" if ref and not label.startswith("ours") and label != "greedy" else ""
-        print(f"| {label} | {lm} | {beam} | {secs:.3f} | {100 * w:.2f} | {speed} |")
+        print(f"| {label} | {lm} | {beam} | {load_s:.2f} | {load_mb:.0f} | {secs:.3f} | {100 * w:.2f} | {speed} |")
     return 0
 
 

@@ -7,7 +7,10 @@
 //
 // Python interface (wrapped by asr/decode/beam.py and asr/decode/lm.py):
 //   lm_from_arpa(data: bytes) -> capsule                       parse an ARPA text
+//   lm_from_file(path: str) -> capsule                        read and parse a plain ARPA file
 //   lm_order(lm) -> int
+//   lm_info(lm) -> (order, [n-grams per order], bytes held)
+//   lm_words(lm) -> list[str]                                  unigrams in file order
 //   lm_sentence(lm, words: list[str], bos: bool, eos: bool) -> float   log10 P(sentence)
 //   decoder_new(token_bytes: list[bytes], kinds: list[int], blank: int, lm | None,
 //               lexicon: list[str] | None, max_dense_cells: int = 2**23)
@@ -21,6 +24,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -28,6 +32,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -72,6 +77,8 @@ class U64Map {
         if ((count_ + 1) * 2 > keys_.size()) grow();
         insert(key, value);
     }
+
+    size_t bytes() const { return keys_.capacity() * sizeof(uint64_t) + vals_.capacity() * sizeof(int32_t); }
 
   private:
     static constexpr uint64_t EMPTY = ~0ULL;
@@ -192,19 +199,41 @@ class NGramModel {
         }
     }
 
-    // Parse an ARPA text. Throws std::runtime_error("line N: ...") on malformed input.
+    // Parse an ARPA text (``data[size]`` must be readable; it need not end with a NUL).
+    // Throws std::runtime_error("line N: ...") on malformed input: a count in the \data\ header
+    // that a section does not match, a section cut short (no \end\), bad numbers, unknown words.
     void load(const char* data, size_t size) {
         int section = 0;  // current \N-grams: section, 0 before the first
         size_t pos = 0;
         long line_no = 0;
+        long in_section = 0;  // n-grams read in the current section
+        long section_line = 0;
         std::vector<int32_t> ids;
         std::vector<const char*> tok_begin;
         std::vector<size_t> tok_len;
-        bool seen_data = false, ended = false;
+        std::string key;
+        std::vector<int32_t> prev_ids;  // the previous line's words (index 1..n), to reuse their ids
+        std::vector<const char*> prev_tok;
+        std::vector<size_t> prev_len;
+        bool seen_data = false, ended = false, reserved = false;
         max_order = 0;
+        auto fail = [&line_no](const std::string& what) {
+            throw std::runtime_error("line " + std::to_string(line_no) + ": " + what);
+        };
+        // the section just read must hold as many n-grams as the header announced
+        auto close_section = [&]() {
+            if (section == 0) return;
+            const long want = section < static_cast<int>(header_counts.size()) ? header_counts[section] : -1;
+            if (in_section != want)
+                throw std::runtime_error(
+                    "line " + std::to_string(section_line) + ": the \\data\\ header announces " +
+                    std::to_string(want) + " " + std::to_string(section) + "-grams but the \\" +
+                    std::to_string(section) + "-grams: section holds " + std::to_string(in_section) +
+                    (ended ? "" : " (truncated file?)"));
+        };
         while (pos < size && !ended) {
-            size_t end = pos;
-            while (end < size && data[end] != '\n') ++end;
+            const char* nl = static_cast<const char*>(std::memchr(data + pos, '\n', size - pos));
+            const size_t end = nl ? static_cast<size_t>(nl - data) : size;
             ++line_no;
             const char* line = data + pos;
             size_t len = end - pos;
@@ -222,21 +251,37 @@ class NGramModel {
                     seen_data = true;
                 } else if (head == "\\end\\") {
                     ended = true;
+                    close_section();
                 } else if (head.size() > 8 && head.substr(head.size() - 7) == "-grams:") {
+                    close_section();
                     section = std::atoi(head.c_str() + 1);
-                    if (section != order + 1)
-                        throw std::runtime_error("line " + std::to_string(line_no) +
-                                                 ": n-gram sections must come in order 1, 2, ...");
+                    if (section != order + 1) fail("n-gram sections must come in order 1, 2, ...");
+                    if (section > max_order)
+                        fail("section " + head + " is not announced in the \\data\\ header");
                     order = section;
+                    in_section = 0;
+                    section_line = line_no;
+                    if (!reserved) reserve();
+                    reserved = true;
                 } else {
-                    throw std::runtime_error("line " + std::to_string(line_no) + ": unknown section " +
-                                             head);
+                    fail("unknown section " + head);
                 }
                 continue;
             }
             if (section == 0) {  // the \data\ header: "ngram N=count"
                 std::string l(line, len);
-                if (l.compare(0, 6, "ngram ") == 0) max_order = std::max(max_order, std::atoi(l.c_str() + 6));
+                if (l.compare(0, 6, "ngram ") == 0) {
+                    char* eq = nullptr;
+                    const long n = std::strtol(l.c_str() + 6, &eq, 10);
+                    char* cend = nullptr;
+                    const long c = (eq && *eq == '=') ? std::strtol(eq + 1, &cend, 10) : -1;
+                    if (n < 1 || n > 64 || c < 0 || !cend || *cend != '\0') fail("bad header line " + l);
+                    if (static_cast<long>(header_counts.size()) <= n) header_counts.resize(n + 1, -1);
+                    header_counts[n] = c;
+                    max_order = std::max(max_order, static_cast<int>(n));
+                } else if (seen_data) {
+                    fail("expected 'ngram N=count' in the \\data\\ header, got " + l.substr(0, 60));
+                }
                 continue;
             }
             // split into fields
@@ -254,48 +299,52 @@ class NGramModel {
             }
             const int n = section;
             if (static_cast<int>(tok_begin.size()) < n + 1)
-                throw std::runtime_error("line " + std::to_string(line_no) + ": expected " +
-                                         std::to_string(n) + " words after the probability");
-            char* parse_end = nullptr;
-            std::string num(tok_begin[0], tok_len[0]);
-            const double p = std::strtod(num.c_str(), &parse_end);
-            if (parse_end == num.c_str())
-                throw std::runtime_error("line " + std::to_string(line_no) + ": bad probability " + num);
-            double bo = 0.0;
-            if (static_cast<int>(tok_begin.size()) > n + 1) {
-                std::string b(tok_begin[n + 1], tok_len[n + 1]);
-                bo = std::strtod(b.c_str(), &parse_end);
-                if (parse_end == b.c_str())
-                    throw std::runtime_error("line " + std::to_string(line_no) + ": bad back-off " + b);
-            }
+                fail("expected " + std::to_string(n) + " words after the probability");
+            double p, bo = 0.0;
+            if (!parse_number(tok_begin[0], tok_len[0], &p))
+                fail("bad probability " + std::string(tok_begin[0], tok_len[0]));
+            if (static_cast<int>(tok_begin.size()) > n + 1 &&
+                !parse_number(tok_begin[n + 1], tok_len[n + 1], &bo))
+                fail("bad back-off " + std::string(tok_begin[n + 1], tok_len[n + 1]));
             ids.clear();
             for (int k = 1; k <= n; ++k) {
-                std::string w(tok_begin[k], tok_len[k]);
-                if (n == 1) {
-                    auto it = word_id.find(w);
-                    if (it == word_id.end()) {
-                        const int32_t id = static_cast<int32_t>(words.size());
-                        word_id.emplace(w, id);
-                        words.push_back(w);
-                        ids.push_back(id);
-                    } else {
-                        ids.push_back(it->second);
-                    }
-                } else {
-                    auto it = word_id.find(w);
-                    if (it == word_id.end())
-                        throw std::runtime_error("line " + std::to_string(line_no) + ": word '" + w +
-                                                 "' is not among the unigrams");
+                // ARPA files list n-grams sorted by context: most words repeat the line above
+                if (k < static_cast<int>(prev_ids.size()) && prev_len[k] == tok_len[k] &&
+                    std::memcmp(prev_tok[k], tok_begin[k], tok_len[k]) == 0) {
+                    ids.push_back(prev_ids[k]);
+                    continue;
+                }
+                key.assign(tok_begin[k], tok_len[k]);
+                auto it = word_id.find(key);
+                if (it != word_id.end()) {
                     ids.push_back(it->second);
+                } else if (n == 1) {
+                    const int32_t id = static_cast<int32_t>(words.size());
+                    word_id.emplace(key, id);
+                    words.push_back(key);
+                    ids.push_back(id);
+                } else {
+                    fail("word '" + key + "' is not among the unigrams");
                 }
             }
             add(ids, p, bo, line_no);
+            ++in_section;
+            prev_ids.assign(1, -1);
+            prev_ids.insert(prev_ids.end(), ids.begin(), ids.end());
+            prev_tok.assign(tok_begin.begin(), tok_begin.begin() + n + 1);
+            prev_len.assign(tok_len.begin(), tok_len.begin() + n + 1);
         }
-        if (!seen_data || order == 0)
-            throw std::runtime_error("no \\data\\ or \\1-grams: section; not an ARPA file");
+        if (!seen_data || order == 0) {
+            line_no = 1;
+            fail("no \\data\\ or \\1-grams: section; not an ARPA file");
+        }
+        if (!ended) close_section();  // a section cut short names its count first
         if (order != max_order)
             throw std::runtime_error("the \\data\\ header announces " + std::to_string(max_order) +
-                                     "-grams but the file has sections up to " + std::to_string(order));
+                                     "-grams but the file has sections up to " + std::to_string(order) +
+                                     " (truncated file?)");
+        if (!ended) throw std::runtime_error("line " + std::to_string(line_no) + ": the file ends without \\end\\ "
+                                             "(truncated file?)");
         auto it = word_id.find("<unk>");
         unk = it == word_id.end() ? -1 : it->second;
         it = word_id.find("<s>");
@@ -306,7 +355,54 @@ class NGramModel {
         for (double b : backoff) nonpositive = nonpositive && b <= 0.0;
     }
 
+    // n-grams per order as the file's header announced them (index 0 unused)
+    std::vector<long> header_counts;
+
+    // bytes held by the model's tables
+    size_t memory_bytes() const {
+        size_t b = prob.capacity() * sizeof(double) + entry_state.capacity() * sizeof(int32_t) +
+                   backoff.capacity() * sizeof(double) + suffix.capacity() * sizeof(int32_t) + table.bytes();
+        for (const auto& w : words) b += sizeof(std::string) + w.capacity() + 32;  // + the word_id node
+        return b;
+    }
+
   private:
+    static bool parse_number(const char* s, size_t len, double* out) {
+#if defined(__cpp_lib_to_chars) && __cpp_lib_to_chars >= 201611L
+        if (len && s[0] == '+') {  // from_chars does not take a leading '+'
+            ++s;
+            --len;
+        }
+        const auto r = std::from_chars(s, s + len, *out);
+        return r.ec == std::errc() && r.ptr == s + len;
+#else
+        std::string num(s, len);
+        char* end = nullptr;
+        *out = std::strtod(num.c_str(), &end);
+        return end == num.c_str() + len && len > 0;
+#endif
+    }
+
+    // size the tables once from the header's counts (the file is read in one pass)
+    void reserve() {
+        size_t total = 0, states = 1;
+        for (int n = 1; n < static_cast<int>(header_counts.size()); ++n) {
+            if (header_counts[n] <= 0) continue;
+            total += static_cast<size_t>(header_counts[n]);
+            if (n < max_order) states += static_cast<size_t>(header_counts[n]);
+        }
+        if (total > (size_t{1} << 31) - 2) throw std::runtime_error("more than 2^31 n-grams");
+        prob.reserve(total);
+        entry_state.reserve(total);
+        backoff.reserve(states);
+        suffix.reserve(states);
+        table.reset(total);
+        if (header_counts.size() > 1 && header_counts[1] > 0) {
+            words.reserve(static_cast<size_t>(header_counts[1]));
+            word_id.reserve(static_cast<size_t>(header_counts[1]));
+        }
+    }
+
     // state id of the word sequence ids[from..to), or -1 if it is not a state
     int32_t find_state(const std::vector<int32_t>& ids, size_t from, size_t to) const {
         int32_t s = 0;
@@ -320,7 +416,15 @@ class NGramModel {
 
     void add(const std::vector<int32_t>& ids, double p, double bo, long line_no) {
         const size_t n = ids.size();
-        const int32_t ctx = find_state(ids, 0, n - 1);
+        // the context state of the previous n-gram, when it is the same context (sorted files)
+        int32_t ctx;
+        if (last_ctx_ids.size() == n - 1 && std::equal(ids.begin(), ids.end() - 1, last_ctx_ids.begin())) {
+            ctx = last_ctx;
+        } else {
+            ctx = find_state(ids, 0, n - 1);
+            last_ctx_ids.assign(ids.begin(), ids.end() - 1);
+            last_ctx = ctx;
+        }
         if (ctx < 0)
             throw std::runtime_error("line " + std::to_string(line_no) +
                                      ": the n-gram's context is not listed among the lower orders");
@@ -339,6 +443,8 @@ class NGramModel {
     }
 
     int max_order = 0;
+    std::vector<int32_t> last_ctx_ids{-1};  // (none yet: no context has a word id -1)
+    int32_t last_ctx = -1;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -806,6 +912,15 @@ void dec_destroy(PyObject* cap) {
     }
 }
 
+PyObject* lm_capsule_or_error(NGramModel* lm, const std::string& err) {
+    if (!err.empty()) {
+        delete lm;
+        PyErr_SetString(PyExc_ValueError, err.c_str());
+        return nullptr;
+    }
+    return PyCapsule_New(lm, LM_CAPSULE, lm_destroy);
+}
+
 PyObject* py_lm_from_arpa(PyObject*, PyObject* args) {
     Py_buffer buf;
     if (!PyArg_ParseTuple(args, "y*", &buf)) return nullptr;
@@ -819,12 +934,78 @@ PyObject* py_lm_from_arpa(PyObject*, PyObject* args) {
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&buf);
-    if (!err.empty()) {
+    return lm_capsule_or_error(lm, err);
+}
+
+// Read and parse a plain-text ARPA file without copying it into Python.
+PyObject* py_lm_from_file(PyObject*, PyObject* args) {
+    PyObject* path_obj;
+    if (!PyArg_ParseTuple(args, "O&", PyUnicode_FSConverter, &path_obj)) return nullptr;
+    const std::string path(PyBytes_AS_STRING(path_obj), static_cast<size_t>(PyBytes_GET_SIZE(path_obj)));
+    Py_DECREF(path_obj);
+    auto* lm = new NGramModel();
+    std::string err;
+    bool io_error = false;
+    Py_BEGIN_ALLOW_THREADS
+    std::vector<char> data;
+    FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) {
+        io_error = true;
+    } else {
+        char chunk[1 << 16];
+        size_t got;
+        while ((got = std::fread(chunk, 1, sizeof chunk, f)) > 0) data.insert(data.end(), chunk, chunk + got);
+        io_error = std::ferror(f) != 0;
+        std::fclose(f);
+    }
+    if (!io_error) {
+        try {
+            lm->load(data.data(), data.size());
+        } catch (const std::exception& e) {
+            err = e.what();
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (io_error) {
         delete lm;
-        PyErr_SetString(PyExc_ValueError, err.c_str());
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path.c_str());
         return nullptr;
     }
-    return PyCapsule_New(lm, LM_CAPSULE, lm_destroy);
+    return lm_capsule_or_error(lm, err);
+}
+
+// (order, [n-grams per order], bytes held by the tables)
+PyObject* py_lm_info(PyObject*, PyObject* args) {
+    PyObject* cap;
+    if (!PyArg_ParseTuple(args, "O", &cap)) return nullptr;
+    auto* lm = static_cast<NGramModel*>(PyCapsule_GetPointer(cap, LM_CAPSULE));
+    if (!lm) return nullptr;
+    PyObject* counts = PyList_New(0);
+    for (int n = 1; n <= lm->order && n < static_cast<int>(lm->header_counts.size()); ++n) {
+        PyObject* c = PyLong_FromLong(lm->header_counts[n]);
+        PyList_Append(counts, c);
+        Py_DECREF(c);
+    }
+    return Py_BuildValue("(iNn)", lm->order, counts, static_cast<Py_ssize_t>(lm->memory_bytes()));
+}
+
+// the model's words (unigrams, <s> </s> <unk> included), in file order
+PyObject* py_lm_words(PyObject*, PyObject* args) {
+    PyObject* cap;
+    if (!PyArg_ParseTuple(args, "O", &cap)) return nullptr;
+    auto* lm = static_cast<NGramModel*>(PyCapsule_GetPointer(cap, LM_CAPSULE));
+    if (!lm) return nullptr;
+    PyObject* out = PyList_New(static_cast<Py_ssize_t>(lm->words.size()));
+    for (size_t i = 0; i < lm->words.size(); ++i) {
+        PyObject* w = PyUnicode_DecodeUTF8(lm->words[i].data(), static_cast<Py_ssize_t>(lm->words[i].size()),
+                                           "replace");
+        if (!w) {
+            Py_DECREF(out);
+            return nullptr;
+        }
+        PyList_SET_ITEM(out, static_cast<Py_ssize_t>(i), w);
+    }
+    return out;
 }
 
 PyObject* py_lm_order(PyObject*, PyObject* args) {
@@ -1010,7 +1191,10 @@ PyObject* py_decode(PyObject*, PyObject* args) {
 
 PyMethodDef methods[] = {
     {"lm_from_arpa", py_lm_from_arpa, METH_VARARGS, "Parse ARPA text (bytes) into an n-gram model."},
+    {"lm_from_file", py_lm_from_file, METH_VARARGS, "Read and parse a plain ARPA file."},
     {"lm_order", py_lm_order, METH_VARARGS, "Order of an n-gram model."},
+    {"lm_info", py_lm_info, METH_VARARGS, "(order, n-grams per order, bytes) of an n-gram model."},
+    {"lm_words", py_lm_words, METH_VARARGS, "The words of an n-gram model, in file order."},
     {"lm_sentence", py_lm_sentence, METH_VARARGS, "log10 P(words) under the model."},
     {"decoder_new", py_decoder_new, METH_VARARGS, "Build a decoder for a vocabulary, LM and lexicon."},
     {"decode", py_decode, METH_VARARGS, "Prefix beam search over a batch of log-probabilities."},

@@ -19,6 +19,7 @@ needs a word-boundary token); pyctcdecode handles SentencePiece pieces ("▁").
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 from collections.abc import Callable
@@ -42,10 +43,16 @@ class BackendError(RuntimeError):
 
 def lm_vocabulary(lm_path: str | Path) -> list[str]:
     """The words of an ARPA LM (without <s>, </s>, <unk>), in file order."""
-    lm = load_lm(lm_path)
-    if not hasattr(lm, "ngrams"):
-        raise BackendError(f"{lm_path}: the word list of a KenLM binary cannot be read; give a lexicon")
-    return [w[0] for w in lm.ngrams[1] if w[0] not in ("<s>", "</s>", "<unk>")]
+    st = Path(lm_path).stat() if Path(lm_path).is_file() else None
+    return list(_vocabulary(str(Path(lm_path).resolve()), st and (st.st_size, st.st_mtime_ns)))
+
+
+@functools.lru_cache(maxsize=2)
+def _vocabulary(path: str, stamp) -> tuple[str, ...]:
+    lm = load_lm(path)
+    if not hasattr(lm, "words"):
+        raise BackendError(f"{path}: the word list of a KenLM binary cannot be read; give a lexicon")
+    return tuple(lm.words())
 
 
 def make_decoder(name: str, tokens: list[str], options: BeamOptions = DEFAULT_OPTIONS,

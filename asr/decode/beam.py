@@ -97,12 +97,24 @@ def _native_decoder(V: int, blank: int, tokens: list[str] | None, lm, lexicon):
     else:
         kinds, chars = [0] * V, [""] * V
     lex = sorted(lexicon) if lexicon is not None else None
+    if lex is not None and lm is not None:
+        _report_missing(lex, lm)
     dec = _ctcdecode.decoder_new([c.encode() for c in chars], kinds, blank,
                                  lm.native if lm is not None else None, lex, DENSE_TRIE_CELLS)
     if len(_DECODERS) >= 8:
         _DECODERS.pop(next(iter(_DECODERS)))
     _DECODERS[key] = (dec, lm, lexicon)
     return dec
+
+
+def _report_missing(lexicon: list[str], lm) -> None:
+    """Warn (once per decoder) about lexicon words the LM does not know: they are scored as <unk>."""
+    known = set(lm.words())
+    missing = [w for w in lexicon if w and w not in known]
+    if missing:
+        log.warning("%d of %d lexicon words are not in the LM %s (e.g. %s); they are scored as <unk>. "
+                    "Build the LM with this word list (asr lm build --vocab) or drop them from the lexicon",
+                    len(missing), len(lexicon), getattr(lm, "path", None) or "", ", ".join(missing[:3]))
 
 
 def _use_native(options: BeamOptions, lm) -> bool:

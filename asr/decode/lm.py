@@ -34,12 +34,20 @@ def _native_module():
     return _ctcdecode
 
 
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
 def _read_bytes(path: Path) -> bytes:
     if not path.is_file():
         raise LMError(f"language model {path} does not exist")
     data = path.read_bytes()
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            raise LMError(f"{path}: corrupt gzip file ({e}); download or build it again") from None
     return data
 
 
@@ -54,30 +62,57 @@ def parse_arpa(text: str, source: str = "<text>") -> dict[int, dict[tuple[str, .
         n-gram tables by order.
     """
     ngrams: dict[int, dict] = {}
+    announced: dict[int, int] = {}
+    starts: dict[int, int] = {}  # line of each section's header
     order = 0
+    ended = False
+    n = 0
+
+    def check(section: int, truncated: bool) -> None:
+        if section and len(ngrams[section]) != announced.get(section, -1):
+            raise LMError(f"{source}: line {starts[section]}: the \\data\\ header announces "
+                          f"{announced.get(section, -1)} {section}-grams but the \\{section}-grams: section "
+                          f"holds {len(ngrams[section])}" + (" (truncated file?)" if truncated else ""))
+
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
-        if not line or line.startswith("ngram ") or line == "\\data\\":
+        if not line or line == "\\data\\":
+            continue
+        if line.startswith("ngram ") and order == 0:
+            try:
+                k, c = line[6:].split("=")
+                announced[int(k)] = int(c)
+            except ValueError:
+                raise LMError(f"{source}: line {n}: bad header line {line!r}") from None
             continue
         if line.startswith("\\") and line.endswith("-grams:"):
+            check(order, False)
             order = int(line[1:].split("-")[0])
             ngrams[order] = {}
+            starts[order] = n
             continue
         if line == "\\end\\":
+            ended = True
             break
         if order == 0:
             continue
         parts = line.split()
         if len(parts) < order + 1:
-            raise LMError(f"{source}:{n}: expected {order} words after the probability")
+            raise LMError(f"{source}: line {n}: expected {order} words after the probability")
         try:
             prob = float(parts[0])
             bo = float(parts[1 + order]) if len(parts) > order + 1 else 0.0
         except ValueError:
-            raise LMError(f"{source}:{n}: bad number in {line!r}") from None
+            raise LMError(f"{source}: line {n}: bad number in {line!r}") from None
         ngrams[order][tuple(parts[1 : 1 + order])] = (prob, bo)
     if 1 not in ngrams:
         raise LMError(f"{source}: no \\1-grams: section; is this an ARPA file?")
+    check(order, not ended)
+    if announced and order != max(announced):
+        raise LMError(f"{source}: the \\data\\ header announces {max(announced)}-grams but the file has "
+                      f"sections up to {order} (truncated file?)")
+    if not ended:
+        raise LMError(f"{source}: line {n}: the file ends without \\end\\ (truncated file?)")
     return ngrams
 
 
@@ -111,8 +146,8 @@ class NGramLM:
 
     def __init__(self, ngrams: dict | None = None, path: str | Path | None = None,
                  data: bytes | None = None):
-        if ngrams is None and data is None:
-            raise ValueError("give the n-gram tables or the ARPA bytes")
+        if ngrams is None and data is None and path is None:
+            raise ValueError("give the n-gram tables, the ARPA bytes or the file")
         self.path = Path(path) if path else None
         self._ngrams = ngrams
         self._data = data
@@ -121,24 +156,33 @@ class NGramLM:
 
     @classmethod
     def from_arpa(cls, path: str | Path) -> NGramLM:
-        """Read an ARPA file (optionally gzipped); errors name the file and line."""
+        """Read an ARPA file (optionally gzipped); errors name the file and line.
+
+        With the C++ extension, a plain file is parsed in C++ straight from the disk (no copy in
+        Python) and the Python tables (``ngrams``) are only built if something asks for them.
+        """
         path = Path(path)
-        data = _read_bytes(path)
-        lm = cls(path=path, data=data)
+        if not path.is_file():
+            raise LMError(f"language model {path} does not exist")
+        lm = cls(path=path)
         if _native_module() is not None:
             lm.native  # noqa: B018  (parse now so a bad file fails here, with its name)
         else:
             lm.ngrams  # noqa: B018
         return lm
 
+    def _text(self) -> str:
+        data = self._data if self._data is not None else _read_bytes(self.path)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise LMError(f"{self.path}: not an ARPA text file ({e})") from None
+
     @property
     def ngrams(self) -> dict[int, dict[tuple[str, ...], tuple[float, float]]]:
+        """Python tables ``{order: {words: (log10 prob, log10 back-off)}}`` (parsed on first use)."""
         if self._ngrams is None:
-            try:
-                text = self._data.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise LMError(f"{self.path}: not an ARPA text file ({e})") from None
-            self._ngrams = parse_arpa(text, str(self.path))
+            self._ngrams = parse_arpa(self._text(), str(self.path))
         return self._ngrams
 
     @property
@@ -148,12 +192,35 @@ class NGramLM:
             mod = _native_module()
             if mod is None:
                 return None
-            data = self._data if self._data is not None else arpa_text(self._ngrams).encode()
             try:
-                self._native = mod.lm_from_arpa(data)
+                if self._data is not None:
+                    self._native = mod.lm_from_arpa(self._data)
+                elif self.path is None:
+                    self._native = mod.lm_from_arpa(arpa_text(self._ngrams).encode())
+                elif _is_gzip(self.path):
+                    self._native = mod.lm_from_arpa(_read_bytes(self.path))
+                else:
+                    self._native = mod.lm_from_file(str(self.path))
             except ValueError as e:
                 raise LMError(f"{self.path or 'ARPA text'}: {e}") from None
+            except OSError as e:
+                raise LMError(f"{self.path}: cannot read it ({e.strerror})") from None
         return self._native
+
+    def words(self) -> list[str]:
+        """The vocabulary in file order, without ``<s>``, ``</s>`` and ``<unk>``."""
+        if self._ngrams is None and self.native is not None:
+            words = _native_module().lm_words(self.native)
+        else:
+            words = [w[0] for w in self.ngrams[1]]
+        return [w for w in words if w not in SPECIAL]
+
+    def info(self) -> dict:
+        """Order, n-grams per order and (C++ model) bytes held: ``{"order", "counts", "bytes"}``."""
+        if self._native is not None or (self._ngrams is None and self.native is not None):
+            order, counts, nbytes = _native_module().lm_info(self.native)
+            return {"order": order, "counts": counts, "bytes": nbytes}
+        return {"order": self.order, "counts": [len(self.ngrams[n]) for n in sorted(self.ngrams)], "bytes": 0}
 
     @property
     def order(self) -> int:
@@ -215,6 +282,8 @@ class NGramLM:
 
     def sentence_logprob(self, words: list[str], bos: bool = True, eos: bool = True) -> float:
         """ln P(sentence), from ``<s>`` when ``bos``, including ``</s>`` when ``eos``."""
+        if self._ngrams is None and self.native is not None:  # the C++ model: no Python tables
+            return _native_module().lm_sentence(self.native, list(words), bos, eos) * LN10
         state, total = (self.begin() if bos else ()), 0.0
         for w in words:
             lp, state = self.score(state, w)

@@ -123,8 +123,8 @@ def reference_search(
     # the word list that spellings are checked against: the lexicon, else the LM's vocabulary
     if lexicon is not None:
         vocab = {w for w in lexicon if w}
-    elif lm is not None and hasattr(lm, "ngrams"):
-        vocab = {w[0] for w in lm.ngrams[1]} - {"<s>", "</s>", "<unk>", ""}
+    elif lm is not None and hasattr(lm, "words"):
+        vocab = set(lm.words()) - {""}
     else:
         vocab = None
     prefixes = None if vocab is None else {w[:i] for w in vocab for i in range(len(w) + 1)}

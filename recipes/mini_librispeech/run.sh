@@ -4,21 +4,29 @@
 #   bash recipes/mini_librispeech/run.sh                      # everything (sets up .venv first), CPU budget config
 #   bash recipes/mini_librispeech/run.sh --stage 4            # only decoding + reports
 #   bash recipes/mini_librispeech/run.sh --conf conf/mini_librispeech_gpu.yaml --exp exp/mls_gpu
-#   bash recipes/mini_librispeech/run.sh --download --corpus /data/LibriSpeech   # fetch OpenSLR 31 first
+#   bash recipes/mini_librispeech/run.sh --download --corpus /data/LibriSpeech   # fetch OpenSLR 31 (+ OpenSLR 11 LM text)
+#   bash recipes/mini_librispeech/run.sh --stage 1 --stop-stage 1 --lm-text my-books.txt.gz more.txt   # your own LM text
+#   bash recipes/mini_librispeech/run.sh --lm-arpa /data/3-gram.pruned.1e-7.arpa.gz   # an existing book ARPA
 #
 # Stages:
 #   0  data: import the LibriSpeech-layout folder (any audio extension) -> manifest; fixed speaker-disjoint
 #      dev split: speakers 1088, 1898 (female), 118, 163 (male) = 318 utterances; the rest trains
-#   1  word 3-gram LM (modified Kneser-Ney) and its word list (the lexicon) from the TRAINING transcripts only
+#   1  word LMs (modified Kneser-Ney), built once and cached (skipped when the ARPA is newer than its inputs):
+#      a) transcript 3-gram and its word list (a lexicon) from the TRAINING transcripts only;
+#      b) book 3-gram: ../shared/data/books_lm (50 M words) or --lm-text FILE... (plain/.gz/.xz, one sentence per
+#         line), words limited to the 200 k LibriSpeech vocabulary (also the lexicon), entropy-pruned (--lm-prune);
+#         or --lm-arpa FILE (e.g. OpenSLR 11's 3-gram.pruned.1e-7.arpa.gz), lower-cased to match the tokenizer;
+#      c) book + transcript LM interpolated, weights by perplexity on a held-out 10 % of the TRAINING transcripts
 #   2  train (resumes automatically if the run folder has a checkpoint)
 #   3  average the best checkpoints into model.pt (done by training when train.average_last > 1)
-#   4  decode dev: greedy, beam, beam + LM restricted to the lexicon, beam + LM open-vocabulary
-#      (alpha/beta tuned on dev for each); HTML + JSON reports
+#   4  decode dev: greedy, beam, then beam + each LM (--lm-modes; default all) with and without its lexicon,
+#      alpha/beta tuned on dev for each; HTML + JSON reports
 #   5  robustness: degraded copies of dev (MP3 24/40 kbit/s, Opus 12 kbit/s, telephone band, noise at
 #      10 dB SNR, -30 dBFS; seeded, cached in $exp/data/degraded), decoded like clean dev
-#      (--robust-modes: greedy and/or beam-lm, the open-vocabulary LM of stage 4d); table clean vs
+#      (--robust-modes: greedy and/or beam-lm, the book LM open-vocabulary as in stage 4); table clean vs
 #      degraded -> $exp/robustness.md
-# Extra arguments of the form key=value are passed to `asr train` as config overrides.
+# Extra arguments of the form key=value are passed to `asr train` as config overrides (give them before
+# --lm-text, which takes every following argument up to the next --option).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -32,6 +40,13 @@ beam=64
 dev_speakers=1088,1898,118,163
 robust_kinds="mp3:24 mp3:40 opus:12 phone noise:10 level:-30"
 robust_modes="greedy"
+books=../shared/data/books_lm
+lm_text=("$books/books-lm-norm.txt.xz")  # book LM text: plain, .gz or .xz files, one sentence per line
+lm_arpa=""                             # or an existing book ARPA (plain or .gz): no build
+vocab_src=$books/librispeech-vocab.txt # the book LM's vocabulary and the lexicon for decoding with it
+lm_prune=1e-7                          # entropy pruning threshold of the book LM (SRILM/KenLM style)
+lm_download=text                       # with --download: OpenSLR 11 LM text (text) or pruned 3-gram (arpa)
+lm_modes="trans book mix"              # LMs decoded in stage 4
 overrides=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -42,10 +57,17 @@ while [ $# -gt 0 ]; do
     --corpus) corpus=$2; shift 2;;
     --download) download=true; shift;;
     --lm-order) lm_order=$2; shift 2;;
+    --lm-text) shift; lm_text=(); while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do lm_text+=("$1"); shift; done
+      [ ${#lm_text[@]} -gt 0 ] || { echo "run.sh: --lm-text needs at least one file" >&2; exit 2; };;
+    --lm-arpa) lm_arpa=$2; shift 2;;
+    --vocab) vocab_src=$2; shift 2;;
+    --lm-prune) lm_prune=$2; shift 2;;
+    --lm-download) lm_download=$2; shift 2;;
+    --lm-modes) lm_modes=$2; shift 2;;
     --beam) beam=$2; shift 2;;
     --robust-kinds) robust_kinds=$2; shift 2;;
     --robust-modes) robust_modes=$2; shift 2;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0;;
     *=*) overrides+=("$1"); shift;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2;;
   esac
@@ -67,7 +89,23 @@ if [ "$download" = true ]; then
     mkdir -p "$corpus"
     curl -fL https://www.openslr.org/resources/31/train-clean-5.tar.gz | tar xz -C "$corpus" --strip-components=1
   fi
+  # OpenSLR 11: the 800 M-word LibriSpeech LM text (1.5 GB) or its pruned 3-gram (Kaldi's tgsmall, 30 MB)
+  case "$lm_download" in
+    text) lm_url=https://www.openslr.org/resources/11/librispeech-lm-norm.txt.gz;;
+    arpa) lm_url=https://www.openslr.org/resources/11/3-gram.pruned.1e-7.arpa.gz;;
+    *) echo "run.sh: --lm-download must be text or arpa, got $lm_download" >&2; exit 2;;
+  esac
+  mkdir -p "$exp/lm/download"
+  lm_file=$exp/lm/download/$(basename "$lm_url")
+  if [ ! -f "$lm_file" ]; then
+    log "downloading $lm_url"
+    curl -fL "$lm_url" -o "$lm_file.part" && mv "$lm_file.part" "$lm_file"
+  fi
+  if [ "$lm_download" = text ]; then lm_text=("$lm_file"); else lm_arpa=$lm_file; fi
 fi
+
+# true when $1 exists and is newer than every other argument (a cached build)
+up_to_date() { local out=$1; shift; [ -s "$out" ] || return 1; local f; for f in "$@"; do [ "$f" -nt "$out" ] && return 1; done; return 0; }
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   src=$corpus/train-clean-5
@@ -78,11 +116,59 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   $ASR data stats "$data/train.jsonl" "$data/dev.jsonl"
 fi
 
+lmd=$exp/lm
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  log "stage 1: word ${lm_order}-gram LM from the training transcripts -> $exp/lm/${lm_order}gram.arpa"
-  mkdir -p "$exp/lm"
-  $ASR lm build "$data/train.jsonl" -o "$exp/lm/${lm_order}gram.arpa" --order "$lm_order" \
-    --lexicon "$exp/lm/words.txt"
+  mkdir -p "$lmd"
+  # a) the training transcripts
+  if up_to_date "$lmd/${lm_order}gram.arpa" "$data/train.jsonl"; then
+    log "stage 1a: $lmd/${lm_order}gram.arpa is up to date"
+  else
+    log "stage 1a: word ${lm_order}-gram LM from the training transcripts -> $lmd/${lm_order}gram.arpa"
+    $ASR lm build "$data/train.jsonl" -o "$lmd/${lm_order}gram.arpa" --order "$lm_order" --lexicon "$lmd/words.txt"
+  fi
+  # b) book text: the vocabulary normalised like the transcripts (lower case), which is also the lexicon
+  [ -f "$vocab_src" ] || { echo "run.sh: vocabulary $vocab_src does not exist; pass --vocab FILE" >&2; exit 2; }
+  if ! up_to_date "$lmd/vocab.txt" "$vocab_src"; then
+    LC_ALL=C tr 'A-Z' 'a-z' < "$vocab_src" | awk 'NF {print $1}' | LC_ALL=C sort -u > "$lmd/vocab.txt.tmp"
+    mv "$lmd/vocab.txt.tmp" "$lmd/vocab.txt"
+  fi
+  book=$lmd/book-3gram.arpa
+  if [ -n "$lm_arpa" ]; then
+    [ -f "$lm_arpa" ] || { echo "run.sh: --lm-arpa $lm_arpa does not exist" >&2; exit 2; }
+    if up_to_date "$book" "$lm_arpa"; then
+      log "stage 1b: $book is up to date (from $lm_arpa)"
+    else
+      # OpenSLR's ARPA files are upper case; the tokenizer's text is lower case
+      log "stage 1b: book LM from $lm_arpa, lower-cased -> $book"
+      { if [ "$(head -c2 "$lm_arpa" | od -An -tx1 | tr -d ' ')" = 1f8b ]; then gzip -dc "$lm_arpa"; else cat "$lm_arpa"; fi; } \
+        | LC_ALL=C tr 'A-Z' 'a-z' > "$book.tmp"
+      mv "$book.tmp" "$book"
+    fi
+  else
+    for f in "${lm_text[@]}"; do
+      [ -f "$f" ] || { echo "run.sh: LM text $f does not exist; pass --lm-text FILE... or --lm-arpa FILE" >&2; exit 2; }
+    done
+    if up_to_date "$book" "${lm_text[@]}" "$lmd/vocab.txt"; then
+      log "stage 1b: $book is up to date"
+    else
+      log "stage 1b: book 3-gram from ${lm_text[*]} (vocabulary $vocab_src, pruned at $lm_prune) -> $book"
+      $ASR lm build "${lm_text[@]}" -o "$book" --order 3 --vocab "$lmd/vocab.txt" --prune "$lm_prune"
+    fi
+  fi
+  # c) book + transcripts, interpolated; the weights come from a speaker-disjoint 10 % of the TRAINING
+  #    transcripts, held out of the transcript LM that is mixed (dev is never used to build or weigh an LM)
+  if up_to_date "$lmd/mix-3gram.arpa" "$book" "$data/train.jsonl"; then
+    log "stage 1c: $lmd/mix-3gram.arpa is up to date"
+  else
+    log "stage 1c: book + transcript LM, weights by perplexity on held-out training transcripts -> $lmd/mix-3gram.arpa"
+    $ASR data split "$data/train.jsonl" --dev-fraction 0.1 -o "$lmd/trans90.jsonl" "$lmd/heldout.jsonl"
+    $PY -c 'import json, sys
+from asr.text import normalize_text
+for line in open(sys.argv[1], encoding="utf-8"):
+    print(normalize_text(json.loads(line)["text"]))' "$lmd/heldout.jsonl" > "$lmd/heldout.txt"
+    $ASR lm build "$lmd/trans90.jsonl" -o "$lmd/trans90-3gram.arpa" --order 3
+    $ASR lm mix "$book" "$lmd/trans90-3gram.arpa" --tune-on "$lmd/heldout.txt" -o "$lmd/mix-3gram.arpa"
+  fi
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
@@ -101,23 +187,36 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  lm=$exp/lm/${lm_order}gram.arpa
   log "stage 4a: greedy decoding of dev"
   $ASR evaluate --model "$exp/model.pt" --manifest "$data/dev.jsonl" --method greedy --out "$exp/eval-dev-greedy"
   log "stage 4b: beam search (beam $beam), no LM"
   $ASR evaluate --model "$exp/model.pt" --manifest "$data/dev.jsonl" --method beam --beam-size "$beam" \
     --out "$exp/eval-dev-beam"
-  lex=$exp/lm/words.txt
-  log "stage 4c: beam + ${lm_order}-gram LM, words restricted to the lexicon ($lex): tuning alpha/beta on dev"
-  $ASR decode --tune-lm --model "$exp/model.pt" --manifest "$data/dev.jsonl" --lm "$lm" --lexicon "$lex" \
-    --beam-size "$beam"
-  $ASR evaluate --model "$exp/model.pt" --manifest "$data/dev.jsonl" --method beam --beam-size "$beam" \
-    --lm "$lm" --lexicon "$lex" --out "$exp/eval-dev-beam-lm-lex"
-  # last, so that the tuned weights left beside the model are the open-vocabulary ones `asr transcribe --lm` uses
-  log "stage 4d: beam + ${lm_order}-gram LM, open vocabulary: tuning alpha/beta on dev"
-  $ASR decode --tune-lm --model "$exp/model.pt" --manifest "$data/dev.jsonl" --lm "$lm" --beam-size "$beam"
-  $ASR evaluate --model "$exp/model.pt" --manifest "$data/dev.jsonl" --method beam --beam-size "$beam" \
-    --lm "$lm" --out "$exp/eval-dev-beam-lm"
+  # decode NAME LM [LEXICON]: tune alpha/beta on dev (asr decode --tune-lm), then evaluate with them
+  decode() {
+    local name=$1 lm=$2 lex=${3:-} lexarg=()
+    [ -f "$lm" ] || { echo "run.sh: $lm does not exist; run stage 1 first" >&2; exit 2; }
+    local what="open vocabulary"
+    [ -z "$lex" ] || { lexarg=(--lexicon "$lex"); what="words restricted to the lexicon $lex"; }
+    log "stage 4: beam $beam + $name ($lm), $what: tuning alpha/beta on dev"
+    $ASR decode --tune-lm --model "$exp/model.pt" --manifest "$data/dev.jsonl" --lm "$lm" "${lexarg[@]}" \
+      --beam-size "$beam"
+    $ASR evaluate --model "$exp/model.pt" --manifest "$data/dev.jsonl" --method beam --beam-size "$beam" \
+      --lm "$lm" "${lexarg[@]}" --out "$exp/eval-dev-beam-$name${lex:+-lex}"
+  }
+  for mode in $lm_modes; do
+    case "$mode" in
+      trans) decode lm "$lmd/${lm_order}gram.arpa" "$lmd/words.txt"; decode lm "$lmd/${lm_order}gram.arpa";;
+      mix) decode mixlm "$lmd/mix-3gram.arpa" "$lmd/vocab.txt"; decode mixlm "$lmd/mix-3gram.arpa";;
+      book) ;;  # last, below
+      *) echo "run.sh: unknown --lm-modes entry $mode (trans, book, mix)" >&2; exit 2;;
+    esac
+  done
+  # last, so that the tuned weights left beside the model (model.lm.json, which `asr transcribe --lm` uses)
+  # are those of the book LM, open vocabulary
+  case " $lm_modes " in
+    *" book "*) decode booklm "$lmd/book-3gram.arpa" "$lmd/vocab.txt"; decode booklm "$lmd/book-3gram.arpa";;
+  esac
   log "reports: $exp/eval-dev-*/report.html"
 fi
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
@@ -137,7 +236,7 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
       case "$mode" in
         greedy) $ASR evaluate --model "$exp/model.pt" --manifest "$m" --method greedy --out "$out";;
         beam-lm) $ASR evaluate --model "$exp/model.pt" --manifest "$m" --method beam --beam-size "$beam" \
-                   --lm "$exp/lm/${lm_order}gram.arpa" --out "$out";;
+                   --lm "$exp/lm/book-3gram.arpa" --out "$out";;
         *) echo "run.sh: unknown --robust-modes entry $mode (greedy, beam-lm)" >&2; exit 2;;
       esac
     done
