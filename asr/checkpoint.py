@@ -21,15 +21,12 @@ import numpy as np
 import torch
 
 from asr.config import Config, from_dict, to_dict
+from asr.errors import CheckpointError
 from asr.features import Frontend
 from asr.model import ASRModel, CTCModel
 from asr.text import Tokenizer, tokenizer_from_dict
 
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, truncated, corrupt, unsafe or of an unknown format."""
 
 
 def atomic_torch_save(obj: dict, path: str | Path) -> None:

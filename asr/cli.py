@@ -1,8 +1,13 @@
 """The ``asr`` command: ``asr train | evaluate | transcribe | average ...``.
 
-Every subcommand turns expected failures (bad config, missing files, unreadable
-audio, bad checkpoints) into a one-line ``asr: error: ...`` message and a non-zero
-exit code, never a traceback.
+Every expected failure (bad config, missing files, unreadable audio, bad checkpoints)
+is an ``asr.errors.ASRError``, caught once in :func:`main` and printed as one
+``asr: error: ...`` line; exit code 2 for usage, 1 for failures, never a traceback.
+
+Keeping ``asr --help`` fast: this module and the subcommand modules it registers
+(``asr.cli_data``, ``asr.cli_lm``) import only the standard library and ``asr.errors``
+at module level; torch and the rest are imported inside the ``cmd_*`` functions.
+Subcommand modules never import this one (tests/test_imports.py checks both).
 """
 
 from __future__ import annotations
@@ -13,9 +18,9 @@ import os
 import sys
 from pathlib import Path
 
-
-class CLIError(Exception):
-    """An error to print as one line and exit with code 2."""
+from asr.cli_data import add_data_parsers
+from asr.cli_lm import add_lm_parsers
+from asr.errors import ASRError, CLIError, one_line
 
 
 def _add_decode_args(p: argparse.ArgumentParser) -> None:
@@ -61,11 +66,10 @@ def _tuned_weights(model: str, out: dict) -> None:
 
 
 def _device(name: str) -> str:
-    import torch
+    """``--device`` as a torch device name; see :func:`asr.runtime.resolve_device`."""
+    from asr.runtime import resolve_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    return resolve_device(name)
 
 
 def cmd_train(args) -> int:
@@ -150,7 +154,7 @@ def cmd_compare(args) -> int:
     try:
         a, b = read_report(args.report_a), read_report(args.report_b)
     except ValueError as e:
-        raise CLIError(str(e)) from None
+        raise ASRError(str(e)) from None
     c = compare_reports(a, b)
     if args.json:
         print(json.dumps(c, indent=1, ensure_ascii=False))
@@ -263,14 +267,11 @@ def cmd_transcribe(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from asr.export import ExportError, export_model
+    from asr.export import export_model
 
     out = args.out or str(Path(args.model).with_suffix(
         (".int8" if args.quantize else "") + (".onnx" if args.format == "onnx" else ".ts")))
-    try:
-        r = export_model(args.model, out, args.format, args.quantize or "")
-    except ExportError as e:
-        raise CLIError(str(e)) from None
+    r = export_model(args.model, out, args.format, args.quantize or "")
     print(f"{r['path']}: {r['format']}{' int8' if r['quantize'] else ''}, exported in {r['seconds']:.1f} s; "
           f"max |log-prob difference| from the checkpoint on a test input: {r['max_abs_diff']:.2e}")
     return 0
@@ -352,35 +353,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with a run folder: only its N best checkpoints (default: all kept)")
     a.set_defaults(func=cmd_average)
 
-    # imported here: those modules import CLIError from this one
-    from asr.cli_data import add_data_parsers
-    from asr.cli_lm import add_lm_parsers
-
     add_data_parsers(sub)
     add_lm_parsers(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from asr.audio import AudioError
-    from asr.checkpoint import CheckpointError
-    from asr.config import ConfigError
-    from asr.data import ManifestError
-    from asr.decode.lm import LMError
-    from asr.export import ExportError
-    from asr.train import TrainingError
+    """Run the ``asr`` command; returns the exit code (0 ok, 1 failure, 2 usage, 130 interrupted).
 
+    Expected failures (``ASRError`` and ``OSError``) become one ``asr: error:`` line on
+    stderr; argparse reports a malformed command line itself (exit code 2).
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CLIError, ConfigError, CheckpointError, ManifestError, AudioError, LMError, TrainingError,
-            ExportError) as e:
-        print(f"asr: error: {e}", file=sys.stderr)
-        return 2
+    except ASRError as e:
+        print(f"asr: error: {one_line(e)}", file=sys.stderr)
+        return e.exit_code
     except OSError as e:  # a full disk, a read-only or missing folder, a path through a file...
         where = f"{e.filename}: " if e.filename else ""
-        print(f"asr: error: {where}{e.strerror or e}", file=sys.stderr)
-        return 2
+        print(f"asr: error: {where}{one_line(e.strerror or e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("asr: interrupted", file=sys.stderr)
         return 130

@@ -27,12 +27,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from asr.audio import AudioError, load_audio
+from asr.errors import ManifestError
 
 log = logging.getLogger("asr.data")
-
-
-class ManifestError(ValueError):
-    """A manifest line that cannot be used; the message names file and line."""
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,7 @@ import torch
 import torch.distributed as dist
 
 from asr.config import Config
-
-
-class TrainingError(RuntimeError):
-    """A training run that cannot start or go on; the message says what to change."""
+from asr.errors import TrainingError, UsageError
 
 
 def select_device(name: str) -> torch.device:
@@ -33,6 +30,24 @@ def select_device(name: str) -> torch.device:
         if dev.index is None:
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return dev
+
+
+def resolve_device(name: str) -> str:
+    """A ``--device`` value for inference: ``auto`` picks CUDA when available.
+
+    Raises:
+        UsageError: not a device name, or a CUDA device this machine does not have.
+    """
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices; "
+                         f"use --device cpu or auto")
+    return name
 
 
 def amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:

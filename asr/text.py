@@ -15,6 +15,8 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
+from asr.errors import TokenizerError
+
 BLANK = "<blank>"
 _SPACES = re.compile(r"\s+")
 
@@ -49,10 +51,6 @@ def normalize_text(text: str, lowercase: bool = True, keep_chars: str = "'",
         else:
             out.append(" ")
     return _SPACES.sub(" ", "".join(out)).strip()
-
-
-class TokenizerError(ValueError):
-    """Text the tokenizer cannot encode."""
 
 
 class CharTokenizer:

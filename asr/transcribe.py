@@ -353,11 +353,12 @@ def load_model(path: str | Path, device: str = "cpu", quantize: str = "") -> Mod
     Returns:
         a Model; ``model.transcribe(path_or_array)`` gives a Transcript.
     """
-    from asr.export import load_exported
-
     path = Path(path)
     if path.suffix == ".onnx" or (path.is_file() and _is_torchscript(path)):
-        return load_exported(path)
+        from asr.export import load_exported
+
+        net, config, tokenizer, kind = load_exported(path)
+        return Model(net, config, tokenizer, path, "cpu", kind=kind)
     from asr.checkpoint import load_checkpoint
 
     config, tokenizer, net, raw = load_checkpoint(path, device)
