@@ -20,7 +20,7 @@ from pathlib import Path
 
 from asr.cli_data import add_data_parsers
 from asr.cli_lm import add_lm_parsers
-from asr.errors import ASRError, CLIError, one_line
+from asr.errors import ASRError, CLIError, ManifestError, one_line
 
 
 def _add_decode_args(p: argparse.ArgumentParser) -> None:
@@ -121,7 +121,8 @@ def cmd_evaluate(args) -> int:
     if args.limit:
         utts = utts[: args.limit]
     if not utts:
-        raise CLIError(f"{args.manifest}: no utterances to evaluate")
+        raise ManifestError(f"{args.manifest}: no utterances to evaluate; check it with "
+                            f"`asr data validate {args.manifest}`")
     res = evaluate(model, utts)
     out_dir = Path(args.out or Path(args.model).parent / f"eval-{Path(args.manifest).stem}-{model.decode_cfg.method}")
     state = getattr(model, "train_state", None) or {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from asr.errors import CLIError
+from asr.errors import CLIError, ManifestError
 
 
 def cmd_lm_build(args) -> int:
@@ -27,7 +27,8 @@ def cmd_tune_lm(args) -> int:
     model = load_model(args.model, resolve_device(args.device))
     utts = read_manifest(args.manifest, strict=False)[: args.limit or None]
     if not utts:
-        raise CLIError(f"{args.manifest}: no utterances to tune on")
+        raise ManifestError(f"{args.manifest}: no utterances to tune on; check it with "
+                            f"`asr data validate {args.manifest}`")
     lm = load_lm(args.lm)
     lexicon = None
     if args.lexicon:

@@ -192,8 +192,13 @@ class Model:
         self._lexicon = None
 
     def with_decoding(self, **overrides) -> Model:
-        """Change decoding options (``method``, ``beam_size``, ``lm_path``...) in place."""
+        """Change decoding options (``method``, ``beam_size``, ``lm_path``...) in place.
+
+        Raises:
+            LMError, OSError: the LM or lexicon cannot be read (checked now, not per utterance).
+        """
         self.decode_cfg = dataclasses.replace(self.decode_cfg, **overrides)
+        self._resources()
         return self
 
     def _resources(self):
