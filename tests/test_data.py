@@ -302,7 +302,7 @@ def test_cli_validate_exit_codes_and_stats(tmp_path, capsys):
     assert main(["data", "stats", str(ok)]) == 0
     text = capsys.readouterr().out
     assert "utterances  4" in text and "speakers    1" in text
-    assert main(["data", "validate", str(tmp_path / "none.jsonl")]) == 2
+    assert main(["data", "validate", str(tmp_path / "none.jsonl")]) == 1
 
 
 def test_stats_histogram_counts_every_utterance():
