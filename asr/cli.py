@@ -4,10 +4,15 @@ Every expected failure (bad config, missing files, unreadable audio, bad checkpo
 is an ``asr.errors.ASRError``, caught once in :func:`main` and printed as one
 ``asr: error: ...`` line; exit code 2 for usage, 1 for failures, never a traceback.
 
-Keeping ``asr --help`` fast: this module and the subcommand modules it registers
-(``asr.cli_data``, ``asr.cli_lm``) import only the standard library and ``asr.errors``
-at module level; torch and the rest are imported inside the ``cmd_*`` functions.
-Subcommand modules never import this one (tests/test_imports.py checks both).
+Adding a subcommand: put it in ``asr/cli_<noun>.py`` with ``add_<noun>_parsers(sub)`` and
+its ``cmd_*`` functions, and register it in :func:`build_parser`. At module level import
+only the standard library and ``asr.errors`` (``asr --help`` must not import torch); import
+torch and the rest inside ``cmd_*``. Never import ``asr.cli`` from it (an import cycle);
+``--device`` is ``asr.runtime.resolve_device``. Raise ``UsageError`` (alias ``CLIError``)
+for a command line that asks for something impossible, another ``ASRError`` kind (or a new
+one in ``asr/errors.py``) for a failure; do not catch and print them yourself. Add its bad
+inputs to ``CASES`` in tests/test_errors.py (a test fails until you do);
+tests/test_imports.py checks the cycles and the torch-free help.
 """
 
 from __future__ import annotations

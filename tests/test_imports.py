@@ -68,11 +68,7 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan), each sorted.
-
-    >>> find_cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}})
-    [['a', 'b']]
-    """
+    """Strongly connected components of more than one module (Tarjan), each sorted."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
