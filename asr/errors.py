@@ -79,8 +79,8 @@ class TrainingError(ASRError, RuntimeError):
     """A training run that cannot start or go on; the message says what to change."""
 
 
-def one_line(e: BaseException) -> str:
-    """The message of ``e`` as one line: its lines joined by "; ", or the class name if empty.
+def one_line(e: object) -> str:
+    """The message of ``e`` (an exception or a string) as one line: its lines joined by "; ".
 
     >>> one_line(ValueError("a.jsonl:3: bad JSON\\nfix the line"))
     'a.jsonl:3: bad JSON; fix the line'
