@@ -56,7 +56,7 @@ CASES = [
     ("evaluate -m {m} --manifest {bad} --out {w}/ev", 1, "{bad}: no utterances to evaluate"),
     ("evaluate -m {m} --manifest {dev} --lm {w}/none.arpa --out {w}/ev", 1,
      "language model {w}/none.arpa does not exist"),
-    ("evaluate -m {m} --manifest {dev} --lm {txt} --out {w}/ev", 1, "{txt}: no \\1-grams: section"),
+    ("evaluate -m {m} --manifest {dev} --lm {txt} --out {w}/ev", 1, "1-grams: section"),
     ("evaluate -m {m} --manifest {dev} --method beam --lexicon {w}/none.txt --out {w}/ev", 1,
      "{w}/none.txt: No such file"),
     ("evaluate -m {m} --manifest {dev} --device nonsense --out {w}/ev", 2, "--device 'nonsense' is not a device"),
@@ -70,7 +70,7 @@ CASES = [
     ("transcribe -m {m} {w}/none.wav", 1, "{w}/none.wav: file does not exist"),
     ("transcribe -m {m} {txt}", 1, "{txt}: cannot decode audio"),
     ("transcribe {wav}", 2, "give the model with --model"),
-    ("transcribe -m {m} {wav} --lm {txt}", 1, "{txt}: no \\1-grams: section"),
+    ("transcribe -m {m} {wav} --lm {txt}", 1, "1-grams: section"),
     ("transcribe -m {m} {wav} {wav} -f srt", 2, "needs --output-dir"),
     ("transcribe -m {m} {wav} -f docx", 2, "invalid choice: 'docx'"),
     # export
@@ -105,9 +105,9 @@ CASES = [
     ("tune-lm -m {w}/none.pt --manifest {dev} --lm {txt}", 1, "checkpoint {w}/none.pt does not exist"),
     ("tune-lm -m {m} --manifest {w}/none.jsonl --lm {txt}", 1, "manifest {w}/none.jsonl does not exist"),
     ("tune-lm -m {m} --manifest {dev} --lm {w}/none.arpa", 1, "language model {w}/none.arpa does not exist"),
-    ("tune-lm -m {m} --manifest {dev} --lm {txt}", 1, "{txt}: no \\1-grams: section"),
+    ("tune-lm -m {m} --manifest {dev} --lm {txt}", 1, "1-grams: section"),
     ("decode -m {m} --manifest {dev} --lm {txt}", 2, "asr decode needs --tune-lm"),
-    ("decode --tune-lm -m {m} --manifest {dev} --lm {txt}", 1, "{txt}: no \\1-grams: section"),
+    ("decode --tune-lm -m {m} --manifest {dev} --lm {txt}", 1, "1-grams: section"),
 ]
 
 
