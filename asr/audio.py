@@ -11,11 +11,9 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from asr.errors import AudioError
+
 SAMPLE_RATE = 16000  # the toolkit's working rate
-
-
-class AudioError(RuntimeError):
-    """An audio file that is missing, unreadable, empty or holds non-finite samples."""
 
 
 @functools.lru_cache(maxsize=32)

@@ -21,15 +21,12 @@ import numpy as np
 import torch
 
 from asr.config import Config, from_dict, to_dict
+from asr.errors import CheckpointError
 from asr.features import Frontend
 from asr.model import ASRModel, CTCModel
 from asr.text import Tokenizer, tokenizer_from_dict
 
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, truncated, corrupt, unsafe or of an unknown format."""
 
 
 def atomic_torch_save(obj: dict, path: str | Path) -> None:
@@ -147,6 +144,9 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):  # torch.load would run the legacy unpickler on it and fail anyhow
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): not a zip "
+                              f"archive as torch.save writes; give a .pt written by `asr train`")
     bad = _failed_crc(path)
     if bad:
         raise CheckpointError(f"{path}: corrupt checkpoint ({bad}): a damaged copy or disk? "
@@ -158,7 +158,7 @@ def read_checkpoint(path: str | Path) -> dict:
             f"{path}: refused to load: the file holds objects other than tensors and plain data "
             f"(it may be unsafe or not an asr checkpoint): {str(e).splitlines()[0]}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as e:
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if not isinstance(obj, dict) or "format_version" not in obj:
         raise CheckpointError(f"{path}: not an asr checkpoint (no format_version)")

@@ -1,8 +1,18 @@
 """The ``asr`` command: ``asr train | evaluate | transcribe | average ...``.
 
-Every subcommand turns expected failures (bad config, missing files, unreadable
-audio, bad checkpoints) into a one-line ``asr: error: ...`` message and a non-zero
-exit code, never a traceback.
+Every expected failure (bad config, missing files, unreadable audio, bad checkpoints)
+is an ``asr.errors.ASRError``, caught once in :func:`main` and printed as one
+``asr: error: ...`` line; exit code 2 for usage, 1 for failures, never a traceback.
+
+Adding a subcommand: put it in ``asr/cli_<noun>.py`` with ``add_<noun>_parsers(sub)`` and
+its ``cmd_*`` functions, and register it in :func:`build_parser`. At module level import
+only the standard library and ``asr.errors`` (``asr --help`` must not import torch); import
+torch and the rest inside ``cmd_*``. Never import ``asr.cli`` from it (an import cycle);
+``--device`` is ``asr.runtime.resolve_device``. Raise ``UsageError`` (alias ``CLIError``)
+for a command line that asks for something impossible, another ``ASRError`` kind (or a new
+one in ``asr/errors.py``) for a failure; do not catch and print them yourself. Add its bad
+inputs to ``CASES`` in tests/test_errors.py (a test fails until you do);
+tests/test_imports.py checks the cycles and the torch-free help.
 """
 
 from __future__ import annotations
@@ -13,59 +23,12 @@ import os
 import sys
 from pathlib import Path
 
-
-class CLIError(Exception):
-    """An error to print as one line and exit with code 2."""
-
-
-def _add_decode_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", choices=["greedy", "beam"], help="decoder (default: the model's config)")
-    p.add_argument("--beam-size", type=int, help="beam width")
-    p.add_argument("--lm", dest="lm_path", help="ARPA word n-gram for shallow fusion")
-    p.add_argument("--lm-weight", type=float, help="alpha")
-    p.add_argument("--word-bonus", type=float, help="beta")
-    p.add_argument("--lexicon", help="file of allowed words")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-
-
-def _decode_overrides(args) -> dict:
-    keys = ["method", "beam_size", "lm_path", "lm_weight", "word_bonus", "lexicon"]
-    out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    if out.get("lm_path") and "method" not in out:
-        out["method"] = "beam"
-    if out.get("lm_path") and getattr(args, "model", None):
-        _tuned_weights(args.model, out)
-    return out
-
-
-def _tuned_weights(model: str, out: dict) -> None:
-    """Take alpha/beta not given on the command line from ``asr tune-lm``'s file beside the model."""
-    from asr.decode.tune import tuned_path
-
-    path = tuned_path(model)
-    if not path.is_file() or ("lm_weight" in out and "word_bonus" in out):
-        return
-    try:
-        tuned = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CLIError(f"{path}: cannot read the tuned LM weights ({e}); delete it or run asr tune-lm again") from None
-    if Path(tuned.get("lm_path", "")).resolve() != Path(out["lm_path"]).resolve():
-        return  # tuned for another LM
-    lexicon = str(Path(out["lexicon"]).resolve()) if out.get("lexicon") else ""
-    if tuned.get("lexicon", "") != lexicon:
-        return  # tuned with another lexicon (or with none): those weights do not carry over
-    for key in ("lm_weight", "word_bonus"):
-        out.setdefault(key, tuned[key])
-    print(f"asr: using lm_weight {out['lm_weight']} and word_bonus {out['word_bonus']} (tuned: {path})",
-          file=sys.stderr)
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+from asr.cli_data import add_data_parsers
+from asr.cli_decode import add_decode_args as _add_decode_args
+from asr.cli_decode import decode_overrides as _decode_overrides
+from asr.cli_decode import device_name as _device
+from asr.cli_lm import add_lm_parsers
+from asr.errors import ASRError, CLIError, ManifestError, one_line
 
 
 def cmd_train(args) -> int:
@@ -117,7 +80,8 @@ def cmd_evaluate(args) -> int:
     if args.limit:
         utts = utts[: args.limit]
     if not utts:
-        raise CLIError(f"{args.manifest}: no utterances to evaluate")
+        raise ManifestError(f"{args.manifest}: no utterances to evaluate; check it with "
+                            f"`asr data validate {args.manifest}`")
     res = evaluate(model, utts)
     out_dir = Path(args.out or Path(args.model).parent / f"eval-{Path(args.manifest).stem}-{model.decode_cfg.method}")
     state = getattr(model, "train_state", None) or {}
@@ -150,7 +114,7 @@ def cmd_compare(args) -> int:
     try:
         a, b = read_report(args.report_a), read_report(args.report_b)
     except ValueError as e:
-        raise CLIError(str(e)) from None
+        raise ASRError(str(e)) from None
     c = compare_reports(a, b)
     if args.json:
         print(json.dumps(c, indent=1, ensure_ascii=False))
@@ -263,14 +227,11 @@ def cmd_transcribe(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from asr.export import ExportError, export_model
+    from asr.export import export_model
 
     out = args.out or str(Path(args.model).with_suffix(
         (".int8" if args.quantize else "") + (".onnx" if args.format == "onnx" else ".ts")))
-    try:
-        r = export_model(args.model, out, args.format, args.quantize or "")
-    except ExportError as e:
-        raise CLIError(str(e)) from None
+    r = export_model(args.model, out, args.format, args.quantize or "")
     print(f"{r['path']}: {r['format']}{' int8' if r['quantize'] else ''}, exported in {r['seconds']:.1f} s; "
           f"max |log-prob difference| from the checkpoint on a test input: {r['max_abs_diff']:.2e}")
     return 0
@@ -356,9 +317,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with a run folder: only its N best checkpoints (default: all kept)")
     a.set_defaults(func=cmd_average)
 
-    # imported here: those modules import CLIError from this one
-    from asr.cli_data import add_data_parsers
-    from asr.cli_lm import add_lm_parsers
     from asr.cli_phones import add_phone_parsers
     from asr.cli_serve import add_serve_parser
 
@@ -370,26 +328,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from asr.audio import AudioError
-    from asr.checkpoint import CheckpointError
-    from asr.config import ConfigError
-    from asr.data import ManifestError
-    from asr.decode.lm import LMError
-    from asr.export import ExportError
-    from asr.phones import LexiconError
-    from asr.train import TrainingError
+    """Run the ``asr`` command; returns the exit code (0 ok, 1 failure, 2 usage, 130 interrupted).
 
+    Expected failures (``ASRError`` and ``OSError``) become one ``asr: error:`` line on
+    stderr; argparse reports a malformed command line itself (exit code 2).
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CLIError, ConfigError, CheckpointError, ManifestError, AudioError, LMError, TrainingError,
-            ExportError, LexiconError) as e:
-        print(f"asr: error: {e}", file=sys.stderr)
-        return 2
+    except ASRError as e:
+        print(f"asr: error: {one_line(e)}", file=sys.stderr)
+        return e.exit_code
     except OSError as e:  # a full disk, a read-only or missing folder, a path through a file...
         where = f"{e.filename}: " if e.filename else ""
-        print(f"asr: error: {where}{e.strerror or e}", file=sys.stderr)
-        return 2
+        print(f"asr: error: {where}{one_line(e.strerror or e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("asr: interrupted", file=sys.stderr)
         return 130

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import sys
 
-from asr.cli import CLIError
+from asr.errors import CLIError
 
 
 def cmd_data(args) -> int:
     from asr import datatools
 
     if args.data_cmd == "import":
+        if args.speaker_pattern:
+            import re
+
+            try:
+                re.compile(args.speaker_pattern)
+            except re.error as e:
+                raise CLIError(f"--speaker-pattern {args.speaker_pattern!r} is not a regular expression "
+                               f"({e})") from None
         print(datatools.import_corpus(args.layout, args.src, args.out, args.workers,
                                       speaker_pattern=args.speaker_pattern))
         return 0
@@ -58,13 +66,10 @@ def cmd_data(args) -> int:
 
 def _load_tokenizer_arg(args):
     """The tokenizer named by --tokenizer FILE or --model MODEL.pt, or None."""
-    from asr.text import TokenizerError, load_tokenizer
+    from asr.text import load_tokenizer
 
     if getattr(args, "tokenizer", None):
-        try:
-            return load_tokenizer(args.tokenizer)
-        except TokenizerError as e:
-            raise CLIError(str(e)) from None
+        return load_tokenizer(args.tokenizer)
     if getattr(args, "model", None):
         from asr.checkpoint import read_checkpoint
         from asr.text import tokenizer_from_dict

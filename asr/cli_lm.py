@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from asr.cli import CLIError, _device
+from asr.errors import CLIError, ManifestError
 
 
 def cmd_lm_build(args) -> int:
@@ -81,12 +81,14 @@ def cmd_tune_lm(args) -> int:
     from asr.decode import BeamOptions
     from asr.decode.lm import load_lm
     from asr.decode.tune import corpus_wer, dev_log_probs, grid_search, write_tuned
+    from asr.runtime import resolve_device
     from asr.transcribe import load_model
 
-    model = load_model(args.model, _device(args.device))
+    model = load_model(args.model, resolve_device(args.device))
     utts = read_manifest(args.manifest, strict=False)[: args.limit or None]
     if not utts:
-        raise CLIError(f"{args.manifest}: no utterances to tune on")
+        raise ManifestError(f"{args.manifest}: no utterances to tune on; check it with "
+                            f"`asr data validate {args.manifest}`")
     lm = load_lm(args.lm)
     lexicon = None
     if args.lexicon:

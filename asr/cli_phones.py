@@ -6,7 +6,7 @@ import logging
 import sys
 import time
 
-from asr.cli import CLIError
+from asr.errors import CLIError
 
 
 def _g2p(path: str | None):

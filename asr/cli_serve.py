@@ -9,7 +9,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from asr.cli import CLIError, _add_decode_args, _decode_overrides, _device
+from asr.cli_decode import add_decode_args as _add_decode_args
+from asr.cli_decode import decode_overrides as _decode_overrides
+from asr.cli_decode import device_name as _device
+from asr.errors import CLIError
 
 
 def cmd_serve(args) -> int:

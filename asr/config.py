@@ -16,9 +16,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config file or override that does not match the config dataclasses."""
+from asr.errors import ConfigError
 
 
 @dataclass(frozen=True)

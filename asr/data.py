@@ -28,12 +28,9 @@ from torch.utils.data import Dataset, Sampler
 
 from asr.audio import AudioError, load_audio
 from asr.augment import speed_perturb
+from asr.errors import ManifestError
 
 log = logging.getLogger("asr.data")
-
-
-class ManifestError(ValueError):
-    """A manifest line that cannot be used; the message names file and line."""
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,15 +37,12 @@ import torch
 from torch import nn
 
 from asr.config import Config, from_dict, to_dict
-from asr.text import tokenizer_from_dict
+from asr.errors import ExportError
+from asr.text import Tokenizer, tokenizer_from_dict
 
 log = logging.getLogger("asr.export")
 FORMATS = ("torchscript", "onnx")
 META_KEY = "asr"  # TorchScript extra file / ONNX metadata key holding config and tokenizer
-
-
-class ExportError(RuntimeError):
-    """A model that cannot be exported or an exported file that cannot be loaded."""
 
 
 def quantize_dynamic_int8(net: nn.Module) -> nn.Module:
@@ -130,7 +128,7 @@ def export_model(model_path: str | Path, out: str | Path, fmt: str = "torchscrip
         _export_onnx(net, ex, out, _meta(config, tokenizer, kind))
     seconds = time.time() - t0
     with torch.no_grad():
-        got, _ = load_exported(out).net(*ex)
+        got, _ = load_exported(out)[0](*ex)
     diff = float((got - ref).abs().max())
     log.info("exported %s to %s in %.1f s (max |log-prob difference| %.2e)", kind, out, seconds, diff)
     return {"path": str(out), "format": fmt, "quantize": quantize, "seconds": seconds, "max_abs_diff": diff}
@@ -187,17 +185,19 @@ class OnnxNet:
         return torch.from_numpy(np.asarray(lp)), torch.from_numpy(np.asarray(lens))
 
 
-def load_exported(path: str | Path):
-    """Load a file written by :func:`export_model` as an ``asr.transcribe.Model`` (CPU).
+def load_exported(path: str | Path) -> tuple[Callable, Config, Tokenizer, str]:
+    """Load a file written by :func:`export_model` (CPU); ``asr.transcribe.load_model`` wraps it.
 
     Args:
         path: a TorchScript archive or an ``.onnx`` file.
 
     Returns:
-        a Model whose ``net`` runs the exported program.
-    """
-    from asr.transcribe import Model
+        (net, config, tokenizer, kind): ``net(wavs (B, S), wav_lens (B,)) -> (log_probs (B, T, V),
+        out_lens (B,))`` runs the exported program; kind is "torchscript", "torchscript-int8" or "onnx".
 
+    Raises:
+        ExportError: the file is missing, unreadable or not written by ``asr export``.
+    """
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"exported model {path} does not exist")
@@ -216,7 +216,7 @@ def load_exported(path: str | Path):
         frontend = Frontend(config.feature)
         d = json.loads(meta[META_KEY])
         frontend.set_cmvn(torch.tensor(d["cmvn_mean"]), torch.tensor(d["cmvn_std"]))
-        return Model(OnnxNet(path, frontend), config, tokenizer, path, "cpu", kind=kind)
+        return OnnxNet(path, frontend), config, tokenizer, kind
     extra = {META_KEY: ""}
     try:
         with warnings.catch_warnings():
@@ -227,4 +227,4 @@ def load_exported(path: str | Path):
     if not extra[META_KEY]:
         raise ExportError(f"{path}: not written by `asr export` (no '{META_KEY}' extra file)")
     config, tokenizer, kind = _from_meta(extra[META_KEY], path)
-    return Model(net.eval(), config, tokenizer, path, "cpu", kind=kind)
+    return net.eval(), config, tokenizer, kind

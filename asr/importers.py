@@ -30,13 +30,10 @@ import soundfile as sf
 from tqdm import tqdm
 
 from asr.audio import AudioError, audio_info
-from asr.data import ManifestError, Utterance
+from asr.data import Utterance
+from asr.errors import CorpusError
 
 log = logging.getLogger("asr.importers")
-
-
-class CorpusError(ManifestError):
-    """A corpus folder that cannot be imported; the message names the file and what to do."""
 
 
 def audio_extensions() -> set[str]:

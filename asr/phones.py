@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from asr.errors import LexiconError  # re-exported: asr.phones.LexiconError
 from asr.text import BLANK, TokenizerError, normalize_text
 
 log = logging.getLogger("asr.phones")
@@ -45,8 +46,6 @@ def spell_phones(word: str) -> tuple[str, ...]:
     return tuple(p for c in word for p in LETTER_PHONES.get(c, ()))
 
 
-class LexiconError(ValueError):
-    """A lexicon file line that cannot be used (its file:line is in the message)."""
 
 
 def strip_stress(phone: str) -> str:

@@ -15,9 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-
-class TrainingError(RuntimeError):
-    """A training run that cannot start or go on; the message says what to change."""
+from asr.errors import TrainingError, UsageError
 
 
 def select_device(name: str) -> torch.device:
@@ -100,6 +98,24 @@ def inference_amp(mode: str, device: torch.device) -> tuple[torch.dtype | None, 
     if device.type == "cuda" and mode == "auto":
         return None, "auto: fp32 on CUDA"
     return resolve_amp(mode, device)
+
+
+def resolve_device(name: str) -> str:
+    """A ``--device`` value for inference: ``auto`` picks CUDA when available.
+
+    Raises:
+        UsageError: not a device name, or a CUDA device this machine does not have.
+    """
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices; "
+                         f"use --device cpu or auto")
+    return name
 
 
 def seed_everything(seed: int) -> None:

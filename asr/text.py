@@ -15,6 +15,8 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
+from asr.errors import TokenizerError
+
 BLANK = "<blank>"
 _SPACES = re.compile(r"\s+")
 
@@ -49,10 +51,6 @@ def normalize_text(text: str, lowercase: bool = True, keep_chars: str = "'",
         else:
             out.append(" ")
     return _SPACES.sub(" ", "".join(out)).strip()
-
-
-class TokenizerError(ValueError):
-    """Text the tokenizer cannot encode."""
 
 
 class CharTokenizer:
@@ -249,7 +247,8 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise TokenizerError(f"tokenizer file {path} does not exist") from None
+        raise TokenizerError(f"tokenizer file {path} does not exist; write one with "
+                             f"`asr tokenizer train ... -o {path}`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TokenizerError(f"{path}: not a tokenizer file ({e})") from None
     if not isinstance(d, dict) or d.get("format") != "asr-tokenizer-1":
@@ -269,7 +268,11 @@ def train_tokenizer(texts: list[str], cfg) -> Tokenizer:
     ``asr tokenizer train``), that tokenizer is loaded instead and ``texts`` are unused.
     """
     if getattr(cfg, "path", ""):
-        return load_tokenizer(cfg.path)
+        try:
+            return load_tokenizer(cfg.path)
+        except TokenizerError as e:  # name the setting: the user may not know where the path came from
+            raise TokenizerError(f"tokenizer.path: {e}; or set tokenizer.path= to train one "
+                                 f"from the training text") from None
     strip = getattr(cfg, "strip_accents", False)
     if cfg.kind == "char":
         return CharTokenizer.train(texts, cfg.lowercase, cfg.keep_chars, strip)

@@ -193,8 +193,13 @@ class Model:
         self._lexicon = None
 
     def with_decoding(self, **overrides) -> Model:
-        """Change decoding options (``method``, ``beam_size``, ``lm_path``...) in place."""
+        """Change decoding options (``method``, ``beam_size``, ``lm_path``...) in place.
+
+        Raises:
+            LMError, OSError: the LM or lexicon cannot be read (checked now, not per utterance).
+        """
         self.decode_cfg = dataclasses.replace(self.decode_cfg, **overrides)
+        self._resources()
         return self
 
     def _resources(self):
@@ -360,11 +365,12 @@ def load_model(path: str | Path, device: str = "cpu", quantize: str = "", amp: s
     Returns:
         a Model; ``model.transcribe(path_or_array)`` gives a Transcript.
     """
-    from asr.export import load_exported
-
     path = Path(path)
     if path.suffix == ".onnx" or (path.is_file() and _is_torchscript(path)):
-        return load_exported(path)
+        from asr.export import load_exported
+
+        net, config, tokenizer, kind = load_exported(path)
+        return Model(net, config, tokenizer, path, "cpu", kind=kind)
     from asr.checkpoint import load_checkpoint
 
     config, tokenizer, net, raw = load_checkpoint(path, device)

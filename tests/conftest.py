@@ -13,11 +13,24 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 FSDD = ROOT / "recipes" / "digits" / "fsdd"
+# The shared speech data sits at ../shared from the project root, for every developer and CI
+# (../shared/data/README.md); tests read it there and fail, never skip, without it.
+SHARED = ROOT.parent / "shared"
+MINI_LIBRISPEECH = ("data", "mini_librispeech", "LibriSpeech", "train-clean-5")
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 # Several torch processes on two cores spin against each other; tests use one thread.
 torch.set_num_threads(1)
 torch.set_flush_denormal(True)
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared; a missing one fails the test with what to do."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(f"{path} is missing: the shared data must be at ../shared from the project root "
+                    f"({ROOT}); see ../shared/data/README.md", pytrace=False)
+    return path
 
 
 def fsdd_file(digit: int, speaker: str = "jackson", index: int = 0) -> Path:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import fsdd_file
+from conftest import MINI_LIBRISPEECH, fsdd_file, shared_data
 
 from asr.audio import AudioError, audio_info, load_audio, resample
 
-MINI = Path("/work/shared/data/mini_librispeech/LibriSpeech/train-clean-5")
-OPUS = MINI / "1088" / "134315" / "1088-134315-0000.opus"
+OPUS = (*MINI_LIBRISPEECH, "1088", "134315", "1088-134315-0000.opus")
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +70,12 @@ def test_segment_reads_only_its_frames(tmp_path, speech, monkeypatch):
     assert requested == [4000] and seg.size == 4000
 
 
-@pytest.mark.skipif(not OPUS.is_file(), reason="Mini LibriSpeech not available")
 def test_opus_segment_is_sample_exact():
-    full = load_audio(OPUS)
-    seg = load_audio(OPUS, offset=5.0, duration=2.0)
+    opus = shared_data(*OPUS)
+    full = load_audio(opus)
+    seg = load_audio(opus, offset=5.0, duration=2.0)
     assert np.array_equal(seg, full[80000:112000])
-    dur, sr, ch = audio_info(OPUS)
+    dur, sr, ch = audio_info(opus)
     assert (sr, ch) == (16000, 1) and dur == pytest.approx(full.size / 16000)
 
 

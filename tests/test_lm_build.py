@@ -180,7 +180,7 @@ def _bad_inputs(tmp_path):
 def test_bad_input_one_line_error_and_no_arpa(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for argv, name in _bad_inputs(tmp_path):
-        assert main(argv + ([] if argv[1] == "ppl" else ["-o", "out.arpa"])) == 2, argv
+        assert main(argv + ([] if argv[1] == "ppl" else ["-o", "out.arpa"])) == 1, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("asr: error:") and name in err and "\n" not in err, (argv, err)
         assert "Traceback" not in err

@@ -378,7 +378,7 @@ def test_full_disk_while_saving_a_checkpoint_is_a_clear_error(tmp_path, monkeypa
 
     monkeypatch.setattr(asr.checkpoint.os, "replace", full)
     rc, _, err = run_cli(_tiny_train_args(tmp_path), capsys)
-    assert rc == 2
+    assert rc == 1
     assert_one_line_error(err, "cannot write checkpoint", str(tmp_path / "run" / "checkpoints"),
                           "No space left on device")
     assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp"))  # the temp file is gone
@@ -390,18 +390,18 @@ def test_unwritable_output_folders_are_clear_errors(tiny_digits_model, tmp_path,
     blocker.write_text("x")
     m = write_digits_manifest(tmp_path, 2, "test", seed=4)
     rc, _, err = run_cli(["evaluate", "-m", tiny_digits_model, "--manifest", m, "--out", blocker / "ev"], capsys)
-    assert rc == 2
+    assert rc == 1
     assert_one_line_error(err, "cannot write the report into", str(blocker / "ev"))
     rc, _, err = run_cli(_tiny_train_args(tmp_path, 2, f"run_dir={blocker / 'run'}"), capsys)
-    assert rc == 2
+    assert rc == 1
     assert_one_line_error(err, str(blocker / "run"), "Not a directory")
     wav = tmp_path / "test" / "test-000.wav"
     rc, _, err = run_cli(["transcribe", "-m", tiny_digits_model, wav, "--output-dir", blocker / "tx"], capsys)
-    assert rc == 2
+    assert rc == 1
     assert_one_line_error(err, str(blocker / "tx"))
     rc, _, err = run_cli(["average", tiny_digits_model, tiny_digits_model, "--out", blocker / "avg.pt"],
                          capsys)
-    assert rc == 2
+    assert rc == 1
     assert_one_line_error(err, "cannot write checkpoint", str(blocker / "avg.pt"))
 
     # A full disk while writing the report.
@@ -415,7 +415,7 @@ def test_unwritable_output_folders_are_clear_errors(tiny_digits_model, tmp_path,
     monkeypatch.setattr(Path, "write_text", full)
     rc, _, err = run_cli(["evaluate", "-m", tiny_digits_model, "--manifest", m, "--out", tmp_path / "ev"],
                          capsys)
-    assert rc == 2
+    assert rc == 1
     assert_one_line_error(err, str(tmp_path / "ev"), "No space left on device")
 
 
@@ -444,7 +444,7 @@ def test_corrupt_or_truncated_checkpoints_are_clear_errors(tiny_digits_model, tm
     assert outcomes == {"refused": 30, "loaded": 0}, outcomes
     bad.write_bytes(src[: len(src) // 2])
     rc, _, err = run_cli(["transcribe", "-m", bad, tmp_path / "x.wav"], capsys)
-    assert rc == 2
+    assert rc == 1
     assert_one_line_error(err, str(bad), "truncated or corrupt")
 
 
@@ -476,7 +476,7 @@ def test_a_malicious_pickle_is_refused_and_never_runs(tiny_digits_model, tmp_pat
     for argv in (["transcribe", "-m", evil, wav], ["data", "validate", wav, "--model", evil],
                  ["average", evil, tiny_digits_model, "--out", tmp_path / "avg.pt"]):
         rc, _, err = run_cli(argv, capsys)
-        assert rc == 2
+        assert rc == 1
         assert_one_line_error(err, str(evil), "refused to load")
     # Dressed up as a TorchScript export (a code/ folder in the zip): torch.jit.load refuses it.
     import zipfile

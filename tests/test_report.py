@@ -100,7 +100,7 @@ def test_cli_evaluate_and_compare(tiny_digits_model, digits_manifest, tmp_path, 
     capsys.readouterr()
     assert main(["compare", str(tmp_path / "greedy"), str(tmp_path / "beam")]) == 0
     assert "decode.method: 'greedy' -> 'beam'" in capsys.readouterr().out
-    assert main(["compare", str(tmp_path / "greedy"), str(tmp_path / "nothing")]) == 2
+    assert main(["compare", str(tmp_path / "greedy"), str(tmp_path / "nothing")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("asr: error:") and "nothing" in err
 

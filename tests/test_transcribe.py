@@ -175,7 +175,7 @@ def test_readme_example_runs(tiny_digits_model, tmp_path):
 
 def test_missing_model_is_one_line_error(tmp_path):
     r = run_asr("transcribe", tmp_path / "none.pt", tmp_path / "a.wav")
-    assert r.returncode == 2
+    assert r.returncode == 1
     assert r.stderr.decode().count("\n") == 1 and "none.pt" in r.stderr.decode()
 
 

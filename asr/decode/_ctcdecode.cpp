@@ -30,6 +30,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -1146,7 +1147,8 @@ PyObject* py_decode(PyObject*, PyObject* args) {
         }
     }
     std::vector<std::vector<Result>> results(B);
-    std::string err;
+    std::string err;  // the first worker's error, written under err_mu (workers can fail at once)
+    std::mutex err_mu;
     Py_BEGIN_ALLOW_THREADS
     std::atomic<Py_ssize_t> next_utt{0};
     auto worker = [&]() {
@@ -1158,7 +1160,8 @@ PyObject* py_decode(PyObject*, PyObject* args) {
                 results[b] = search.run(lp + static_cast<size_t>(b) * T * d.V, static_cast<int>(lens[b]));
             }
         } catch (const std::exception& e) {
-            err = e.what();
+            std::lock_guard<std::mutex> lock(err_mu);
+            if (err.empty()) err = e.what();
         }
     };
     const int n_threads = static_cast<int>(std::max<Py_ssize_t>(1, std::min<Py_ssize_t>(threads, B)));

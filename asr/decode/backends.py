@@ -31,14 +31,11 @@ import torch
 from asr.decode.beam import BeamOptions, Hypothesis, beam_search
 from asr.decode.lm import load_lm
 from asr.decode.reference import SP_SPACE, words_of
+from asr.errors import BackendError
 
 Decoder = Callable[[torch.Tensor, torch.Tensor], list[list[Hypothesis]]]
 BACKENDS = ("ours", "flashlight", "pyctcdecode")
 DEFAULT_OPTIONS = BeamOptions()
-
-
-class BackendError(RuntimeError):
-    """A backend that is not installed or cannot decode this vocabulary/LM."""
 
 
 def lm_vocabulary(lm_path: str | Path) -> list[str]:

@@ -18,12 +18,10 @@ import gzip
 import math
 from pathlib import Path
 
+from asr.errors import LMError
+
 LN10 = math.log(10.0)
 SPECIAL = ("<s>", "</s>", "<unk>")
-
-
-class LMError(ValueError):
-    """A language model file that cannot be read."""
 
 
 def _native_module():

@@ -1,0 +1,61 @@
+"""Command-line options shared by the subcommands that decode (evaluate, transcribe, serve, ...):
+the decoding flags, their overrides of the model's decode config, the alpha/beta tuned by
+``asr tune-lm``, and ``--device``. Imports no torch at module level (``--help`` stays fast)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from asr.errors import CLIError
+
+
+def add_decode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", choices=["greedy", "beam"], help="decoder (default: the model's config)")
+    p.add_argument("--beam-size", type=int, help="beam width")
+    p.add_argument("--lm", dest="lm_path", help="ARPA word n-gram for shallow fusion")
+    p.add_argument("--lm-weight", type=float, help="alpha")
+    p.add_argument("--word-bonus", type=float, help="beta")
+    p.add_argument("--lexicon", help="file of allowed words")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+
+
+def decode_overrides(args) -> dict:
+    keys = ["method", "beam_size", "lm_path", "lm_weight", "word_bonus", "lexicon"]
+    out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    if out.get("lm_path") and "method" not in out:
+        out["method"] = "beam"
+    if out.get("lm_path") and getattr(args, "model", None):
+        tuned_weights(args.model, out)
+    return out
+
+
+def tuned_weights(model: str, out: dict) -> None:
+    """Take alpha/beta not given on the command line from ``asr tune-lm``'s file beside the model."""
+    from asr.decode.tune import tuned_path
+
+    path = tuned_path(model)
+    if not path.is_file() or ("lm_weight" in out and "word_bonus" in out):
+        return
+    try:
+        tuned = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CLIError(f"{path}: cannot read the tuned LM weights ({e}); delete it or run asr tune-lm again") from None
+    if Path(tuned.get("lm_path", "")).resolve() != Path(out["lm_path"]).resolve():
+        return  # tuned for another LM
+    lexicon = str(Path(out["lexicon"]).resolve()) if out.get("lexicon") else ""
+    if tuned.get("lexicon", "") != lexicon:
+        return  # tuned with another lexicon (or with none): those weights do not carry over
+    for key in ("lm_weight", "word_bonus"):
+        out.setdefault(key, tuned[key])
+    print(f"asr: using lm_weight {out['lm_weight']} and word_bonus {out['word_bonus']} (tuned: {path})",
+          file=sys.stderr)
+
+
+def device_name(name: str) -> str:
+    """``--device`` as a torch device name; see :func:`asr.runtime.resolve_device`."""
+    from asr.runtime import resolve_device
+
+    return resolve_device(name)
