@@ -24,7 +24,8 @@ def _add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lm", dest="lm_path", help="ARPA word n-gram for shallow fusion")
     p.add_argument("--lm-weight", type=float, help="alpha")
     p.add_argument("--word-bonus", type=float, help="beta")
-    p.add_argument("--lexicon", help="file of allowed words")
+    p.add_argument("--lexicon", help="lexicon file: allowed words (a word per line), or for a phone model "
+                   "`word P1 P2 ...` pronunciations added to the checkpoint's lexicon")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
 
 
@@ -112,6 +113,7 @@ def cmd_evaluate(args) -> int:
 
     model = load_model(args.model, _device(args.device), quantize=args.quantize or "")
     model.with_decoding(**_decode_overrides(args))
+    model.prepare_decoding()
     bad_lines: list[str] = []
     utts = read_manifest(args.manifest, strict=False, skipped=bad_lines)
     if args.limit:
@@ -137,7 +139,8 @@ def cmd_evaluate(args) -> int:
         "versions": {"asr": asr.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     write_report(res, out_dir, meta)
-    print(f"WER {100 * res.wer:.2f}%  CER {100 * res.cer:.2f}%  "
+    per = f"PER {100 * res.per:.2f}% (greedy)  " if res.phones.ref else ""
+    print(f"WER {100 * res.wer:.2f}%  CER {100 * res.cer:.2f}%  {per}"
           f"({len(res.utts)} utterances, {res.words.ref} words, {len(res.failed)} failed"
           f"{f', {len(bad_lines)} manifest lines skipped' if bad_lines else ''})  "
           f"report: {out_dir / 'report.html'}")
@@ -214,6 +217,7 @@ def cmd_transcribe(args) -> int:
         raise CLIError(f"--format {args.format} with several inputs needs --output-dir (one file per input)")
     model = load_model(args.model, _device(args.device), quantize=args.quantize or "")
     model.with_decoding(**_decode_overrides(args))
+    model.prepare_decoding()
     if args.max_segment_seconds:
         import dataclasses
 
@@ -368,13 +372,14 @@ def main(argv: list[str] | None = None) -> int:
     from asr.data import ManifestError
     from asr.decode.lm import LMError
     from asr.export import ExportError
+    from asr.lexicon import LexiconError
     from asr.train import TrainingError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (CLIError, ConfigError, CheckpointError, ManifestError, AudioError, LMError, TrainingError,
-            ExportError) as e:
+            ExportError, LexiconError) as e:
         print(f"asr: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a read-only or missing folder, a path through a file...

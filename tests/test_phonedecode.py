@@ -15,8 +15,7 @@ from asr.align import word_timestamps
 from asr.decode import BeamOptions, beam_search
 from asr.decode import beam as beam_mod
 from asr.decode.lm import LN10, NGramLM, arpa_text
-from asr.lexicon import (LexiconError, lexicon_token_ids, merge_lexicons, read_lexicon,
-                         write_lexicon)
+from asr.lexicon import LexiconError, lexicon_token_ids, merge_lexicons, read_lexicon, write_lexicon
 from asr.lm_build import estimate
 
 native = pytest.mark.skipif(not beam_mod.native_available(), reason="C++ beam search not built")
@@ -248,3 +247,117 @@ def test_bad_lexicon_files(tmp_path):
         lexicon_token_ids({"cat": [("K", "AE", "T")]}, PHONES)
     with pytest.raises(ValueError, match=r"lexicon word 'to': token id 1 is not a unit"):
         beam_search(HAND, [2], BeamOptions(), PHONES, lexicon={"to": [(T, SP)]})
+
+
+# ---- phone models in transcribe / evaluate / the CLI (a stand-in until PhoneTokenizer lands) --
+
+class StandInPhoneTokenizer:
+    """What asr/h3_phones.md asks of the phone tokenizer: kind, units, lexicon, encode, decode."""
+
+    kind = "phone"
+
+    def __init__(self, lexicon: dict[str, list[tuple[str, ...]]]):
+        self.units = PHONES[2:]
+        self.lexicon = lexicon
+
+    def token_strings(self) -> list[str]:
+        return list(PHONES)
+
+    def normalize(self, text: str) -> str:
+        from asr.text import normalize_text
+
+        return normalize_text(text)
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for w in self.normalize(text).split():
+            ids += ([SP] if ids else []) + [PHONES.index(p) for p in self.lexicon[w][0]]
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(PHONES[i] if i != SP else "|" for i in ids if i != BLANK)
+
+
+# 8 output frames: T UW _ | AH _ _ _ ("two a" / "to a")
+TWO_A = [T, UW, BLANK, SP, AH, BLANK, BLANK, BLANK]
+
+
+def phone_model(lexicon, tmp_path, **decode):
+    import dataclasses
+
+    from asr.config import Config
+    from asr.transcribe import Model
+
+    def net(wavs, lens):
+        lp = torch.full((wavs.shape[0], len(TWO_A), len(PHONES)), -8.0)
+        for t, k in enumerate(TWO_A):
+            lp[:, t, k] = -0.01
+        return torch.log_softmax(lp, -1), torch.full((wavs.shape[0],), len(TWO_A))
+
+    cfg = Config()
+    cfg = dataclasses.replace(cfg, decode=dataclasses.replace(cfg.decode, **decode))
+    return Model(net, cfg, StandInPhoneTokenizer(lexicon), tmp_path / "phones.pt")
+
+
+def test_phone_model_greedy_prints_phones_and_beam_prints_words(tmp_path):
+    import soundfile as sf
+
+    wav = np.zeros(16000, dtype=np.float32)
+    model = phone_model({"two": [("T", "UW")], "a": [("AH",)]}, tmp_path)
+    assert model.transcribe(wav).text == "T UW | AH"
+    model.with_decoding(method="beam")
+    t = model.transcribe(wav, timestamps=True)
+    assert t.text == "two a" and t.phones == "T UW AH"
+    assert [w["word"] for w in t.words] == ["two", "a"]
+    assert t.words[0]["end"] <= t.words[1]["start"]
+    # --lexicon FILE adds words to the checkpoint's: "to" (T UW) is now a homophone of "two",
+    # and an LM that prefers it decides
+    (tmp_path / "more.txt").write_text("to T UW\n")
+    (tmp_path / "lm.arpa").write_text(UNIGRAM.replace("-0.5 two", "-3.0 two"))
+    model.with_decoding(lexicon=str(tmp_path / "more.txt"), lm_path=str(tmp_path / "lm.arpa"))
+    assert model.transcribe(wav).text == "to a"
+    # evaluate: WER from the lexicon decoding, PER from greedy
+    from asr.data import Utterance
+    from asr.evaluate import evaluate
+
+    sf.write(tmp_path / "u.wav", wav, 16000)
+    utts = [Utterance("u1", str(tmp_path / "u.wav"), 1.0, "To a!"),
+            Utterance("u2", str(tmp_path / "u.wav"), 1.0, "to to")]
+    greedy = phone_model({"to": [("T", "UW")], "a": [("AH",)]}, tmp_path)  # method greedy
+    res = evaluate(greedy, utts, progress=False)
+    assert greedy.decode_cfg.method == "beam"  # switched: a phone model's words need the lexicon
+    assert [(u.ref, u.hyp) for u in res.utts] == [("to a", "to a"), ("to to", "to a")]
+    assert (res.words.ref, res.words.errors) == (4, 1)
+    # phones: T UW AH vs T UW AH (3, no error); T UW T UW vs T UW AH (4: 1 substitution, 1 deletion)
+    assert (res.phones.ref, res.phones.errors) == (7, 2) and res.per == pytest.approx(2 / 7)
+    assert [u.per["ref"] for u in res.utts] == [3, 4]
+
+
+def test_phone_model_without_lexicon_says_it_needs_one(tmp_path):
+    model = phone_model({}, tmp_path, method="beam")
+    with pytest.raises(LexiconError, match=r"phones.pt: this phone model has no lexicon .* --lexicon FILE"):
+        model.prepare_decoding()
+    model.with_decoding(method="greedy")
+    model.prepare_decoding()  # greedy needs none
+    assert model.transcribe(np.zeros(16000, dtype=np.float32)).text == "T UW | AH"
+    # a word-list line for a phone model names the file and line
+    (tmp_path / "words.txt").write_text("two T UW\na\n")
+    model.with_decoding(method="beam", lexicon=str(tmp_path / "words.txt"))
+    with pytest.raises(LexiconError, match=r"words.txt:2: word 'a' has no phonemes"):
+        model.prepare_decoding()
+
+
+def test_cli_reports_a_phone_model_without_lexicon(tmp_path, monkeypatch, capsys):
+    import soundfile as sf
+
+    import asr.transcribe
+    from asr.cli import main
+
+    sf.write(tmp_path / "a.wav", np.zeros(16000, dtype=np.float32), 16000)
+    monkeypatch.setattr(asr.transcribe, "load_model", lambda *a, **k: phone_model({}, tmp_path))
+    assert main(["transcribe", "--model", str(tmp_path / "phones.pt"), "--method", "beam",
+                 str(tmp_path / "a.wav")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "asr: error:" in err and "has no lexicon" in err
+    assert main(["transcribe", "--model", str(tmp_path / "phones.pt"), str(tmp_path / "a.wav")]) == 0
+    assert capsys.readouterr().out.strip() == "T UW | AH"
