@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -70,6 +71,8 @@ def evaluate(model: Model, utts: list[Utterance], max_batch_seconds: float = 120
                     model.decode_cfg.beam_size)
         model.with_decoding(method="beam")
         model.prepare_decoding()
+    if getattr(model, "is_phone", False):
+        _warn_missing_words(model, utts)
     sampler = BucketBatchSampler([u.duration for u in utts], max_batch_seconds, 64, 10, shuffle=False)
     bar = tqdm(total=sum(u.duration for u in utts), unit="audio-s", desc="evaluate", disable=not progress or None,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}, {rate_fmt}]")
@@ -108,6 +111,17 @@ def evaluate(model: Model, utts: list[Utterance], max_batch_seconds: float = 120
     order = {u.id: i for i, u in enumerate(utts)}
     res.utts.sort(key=lambda r: order[r.id])
     return res
+
+
+def _warn_missing_words(model: Model, utts: list[Utterance]) -> None:
+    """Name the reference words a phone model's lexicon lacks: it can never output them."""
+    lexicon = model.lexicon()
+    missing = Counter(w for u in utts for w in model.tokenizer.normalize(u.text).split() if w not in lexicon)
+    if missing:
+        examples = ", ".join(repr(w) for w, _ in missing.most_common(5))
+        log.warning("%d reference words (%d distinct, most frequent: %s) are not in the lexicon, so the "
+                    "phone model cannot output them; add their pronunciations with --lexicon FILE",
+                    sum(missing.values()), len(missing), examples)
 
 
 def _phone_errors(model: Model, ref: str, hyp_phones: str, utt_id: str) -> ErrorCounts | None:

@@ -269,8 +269,12 @@ class StandInPhoneTokenizer:
         return normalize_text(text)
 
     def encode(self, text: str) -> list[int]:
+        from asr.text import TokenizerError
+
         ids: list[int] = []
         for w in self.normalize(text).split():
+            if w not in self.lexicon:
+                raise TokenizerError(f"no pronunciation for {w!r}")
             ids += ([SP] if ids else []) + [PHONES.index(p) for p in self.lexicon[w][0]]
         return ids
 
@@ -331,6 +335,21 @@ def test_phone_model_greedy_prints_phones_and_beam_prints_words(tmp_path):
     # phones: T UW AH vs T UW AH (3, no error); T UW T UW vs T UW AH (4: 1 substitution, 1 deletion)
     assert (res.phones.ref, res.phones.errors) == (7, 2) and res.per == pytest.approx(2 / 7)
     assert [u.per["ref"] for u in res.utts] == [3, 4]
+
+
+def test_evaluate_names_reference_words_the_lexicon_lacks(tmp_path, caplog):
+    import soundfile as sf
+
+    from asr.data import Utterance
+    from asr.evaluate import evaluate
+
+    sf.write(tmp_path / "u.wav", np.zeros(16000, dtype=np.float32), 16000)
+    model = phone_model({"to": [("T", "UW")], "a": [("AH",)]}, tmp_path, method="beam")
+    utts = [Utterance("u1", str(tmp_path / "u.wav"), 1.0, "tea tea a"),
+            Utterance("u2", str(tmp_path / "u.wav"), 1.0, "to a")]
+    res = evaluate(model, utts, progress=False)
+    assert "2 reference words (1 distinct, most frequent: 'tea') are not in the lexicon" in caplog.text
+    assert len(res.utts) == 2 and res.words.ref == 5 and res.phones.ref == 3  # u1 has no reference phones
 
 
 def test_phone_model_without_lexicon_says_it_needs_one(tmp_path):
