@@ -160,3 +160,26 @@ def pronunciation_pairs(lex: Mapping[str, Iterable[Iterable[int]]]) -> list[tupl
     """The distinct non-empty (word, token ids) pairs of a pronunciation lexicon, sorted: the
     order in which the decoders number homophones (the same in C++ and Python)."""
     return sorted({(w, tuple(int(i) for i in p)) for w, prons in lex.items() for p in prons if len(p)})
+
+
+def decoding_lexicon(tokenizer, path: str | Path = "", model: str = "the model"):
+    """The beam search's lexicon for a model's tokenizer.
+
+    Character/SentencePiece models: the words of ``path`` (None without a file). Phone models
+    (``tokenizer.kind == "phone"``): the tokenizer's own lexicon (the checkpoint's) plus the
+    pronunciations in ``path``, as token ids.
+
+    Raises:
+        LexiconError: a bad lexicon file (names file:line), or a phone model without any lexicon.
+    """
+    if getattr(tokenizer, "kind", "") != "phone":
+        return set(read_lexicon(path)) if path else None
+    strings = tokenizer.token_strings()
+    units = set(strings[1:]) - {" "}
+    lex = merge_lexicons(getattr(tokenizer, "lexicon", None) or {},
+                         read_lexicon(path, units, tokenizer.normalize) if path else {})
+    if not lex:
+        raise LexiconError(f"{model}: this phone model has no lexicon to turn phones into words; give one "
+                           "with --lexicon FILE (lines `word P1 P2 ...`), or decode with --method greedy "
+                           "to get phones")
+    return lexicon_token_ids(lex, strings, source=str(path or model))

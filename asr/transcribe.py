@@ -30,7 +30,7 @@ from asr.audio import AudioError, _reason, resample
 from asr.config import SUBSAMPLING_FACTOR, Config, DecodeConfig
 from asr.decode import BeamOptions, beam_search, greedy_search
 from asr.decode.lm import load_lm
-from asr.lexicon import LexiconError, lexicon_token_ids, merge_lexicons, read_lexicon
+from asr.lexicon import decoding_lexicon
 
 # Extensions taken from folders: every format soundfile (libsndfile) reads, plus common aliases.
 AUDIO_EXTENSIONS = {k.lower() for k in sf.available_formats()} | {
@@ -228,26 +228,8 @@ class Model:
             self._resources()
 
     def lexicon(self):
-        """The beam search's lexicon: for a character/SentencePiece model the words of
-        ``decode.lexicon`` (or None); for a phone model the checkpoint's lexicon plus the file's
-        pronunciations, as token ids.
-
-        Raises:
-            LexiconError: a bad lexicon file (names file:line), or a phone model without any lexicon.
-        """
-        path = self.decode_cfg.lexicon
-        tok = self.tokenizer
-        if not self.is_phone:
-            return set(read_lexicon(path)) if path else None
-        strings = tok.token_strings()
-        units = set(strings[1:]) - {" "}
-        lex = merge_lexicons(getattr(tok, "lexicon", None) or {},
-                             read_lexicon(path, units, tok.normalize) if path else {})
-        if not lex:
-            raise LexiconError(f"{self.path}: this phone model has no lexicon to turn phones into words; "
-                               "give one with --lexicon FILE (lines `word P1 P2 ...`), or decode with "
-                               "--method greedy to get phones")
-        return lexicon_token_ids(lex, strings, source=str(path or self.path))
+        """The beam search's lexicon (see :func:`asr.lexicon.decoding_lexicon`)."""
+        return decoding_lexicon(self.tokenizer, self.decode_cfg.lexicon, str(self.path))
 
     @torch.no_grad()
     def log_probs(self, wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
