@@ -183,6 +183,8 @@ def word_timestamps(
     blank: int = 0,
     space_id: int | None = None,
     energy_db=None,
+    words: list[str] | None = None,
+    joiner: str = "",
 ) -> list[Word]:
     """Words of a token sequence with start/end times in seconds.
 
@@ -197,6 +199,11 @@ def word_timestamps(
         space_id: id of the word separator; default ``token_strings.index(" ")`` if present.
         energy_db: optional (T,) frame energies (see :func:`frame_energy_db`); when given,
             each word is moved onto the voiced stretch that holds most of its tokens.
+        words: the words of the token groups, in order, when the tokens do not spell them
+            (a phone model's words come from the lexicon decoder: one per group of phones
+            between word boundaries); extra trailing groups (a final partial word the lexicon
+            rejected) are dropped.
+        joiner: put between a word's token strings (" " for phones); "" spells characters.
 
     Returns:
         the words in order, each with ``start < end`` within ``offset + T * frame_shift``.
@@ -208,7 +215,7 @@ def word_timestamps(
     cur: list[tuple[str, int, int, float]] = []  # (text, first frame, last frame, posterior)
 
     def flush() -> None:
-        text = "".join(c[0] for c in cur)
+        text = joiner.join(c[0] for c in cur)
         if text:
             found.append((text, [(c[1], c[2]) for c in cur], sum(c[3] for c in cur) / len(cur)))
         cur.clear()
@@ -223,6 +230,8 @@ def word_timestamps(
             piece = piece[len(SP_SPACE):]
         cur.append((piece, s, e, p))
     flush()
+    if words is not None:
+        found = [(w, g, conf) for w, (_, g, conf) in zip(words, found)]
     if energy_db is not None and len(found) and len(energy_db) == log_probs.shape[0]:
         frames = _refine([g for _, g, _ in found], _voiced(energy_db))
     else:

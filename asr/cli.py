@@ -75,6 +75,7 @@ def cmd_evaluate(args) -> int:
 
     model = load_model(args.model, _device(args.device), quantize=args.quantize or "", amp=args.amp)
     model.with_decoding(**_decode_overrides(args))
+    model.prepare_decoding()
     bad_lines: list[str] = []
     utts = read_manifest(args.manifest, strict=False, skipped=bad_lines)
     if args.limit:
@@ -101,7 +102,8 @@ def cmd_evaluate(args) -> int:
         "versions": {"asr": asr.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     write_report(res, out_dir, meta)
-    print(f"WER {100 * res.wer:.2f}%  CER {100 * res.cer:.2f}%  "
+    per = f"PER {100 * res.per:.2f}% (greedy)  " if res.phones.ref else ""
+    print(f"WER {100 * res.wer:.2f}%  CER {100 * res.cer:.2f}%  {per}"
           f"({len(res.utts)} utterances, {res.words.ref} words, {len(res.failed)} failed"
           f"{f', {len(bad_lines)} manifest lines skipped' if bad_lines else ''})  "
           f"report: {out_dir / 'report.html'}")
@@ -178,6 +180,7 @@ def cmd_transcribe(args) -> int:
         raise CLIError(f"--format {args.format} with several inputs needs --output-dir (one file per input)")
     model = load_model(args.model, _device(args.device), quantize=args.quantize or "", amp=args.amp)
     model.with_decoding(**_decode_overrides(args))
+    model.prepare_decoding()
     if args.max_segment_seconds:
         import dataclasses
 

@@ -18,7 +18,8 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lm", dest="lm_path", help="ARPA word n-gram for shallow fusion")
     p.add_argument("--lm-weight", type=float, help="alpha")
     p.add_argument("--word-bonus", type=float, help="beta")
-    p.add_argument("--lexicon", help="file of allowed words")
+    p.add_argument("--lexicon", help="lexicon file: allowed words (a word per line), or for a phone model "
+                   "`word P1 P2 ...` pronunciations added to the checkpoint's lexicon")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
 
 

@@ -90,9 +90,8 @@ def cmd_tune_lm(args) -> int:
         raise ManifestError(f"{args.manifest}: no utterances to tune on; check it with "
                             f"`asr data validate {args.manifest}`")
     lm = load_lm(args.lm)
-    lexicon = None
-    if args.lexicon:
-        lexicon = {w.split()[0] for w in Path(args.lexicon).read_text().splitlines() if w.strip()}
+    # a word list (characters, SentencePiece), or a phone model's lexicon plus the file's words
+    lexicon = model.with_decoding(lexicon=args.lexicon or "").lexicon()
     try:
         batch, lengths, refs = dev_log_probs(model, utts)
     except ValueError as e:
@@ -103,7 +102,9 @@ def cmd_tune_lm(args) -> int:
                       refine=not args.no_refine)
     from asr.decode import greedy_search
 
-    greedy = corpus_wer([model.tokenizer.decode(ids) for ids in greedy_search(batch, lengths)], refs)
+    # a phone model's greedy output is phones: no greedy WER
+    greedy = None if model.is_phone else \
+        corpus_wer([model.tokenizer.decode(ids) for ids in greedy_search(batch, lengths)], refs)
     print("alpha  beta   WER %")
     for g in res.grid:
         print(f"{g['lm_weight']:5.2f} {g['word_bonus']:5.2f} {100 * g['wer']:7.2f}")
@@ -111,8 +112,9 @@ def cmd_tune_lm(args) -> int:
                                         "lexicon": str(Path(args.lexicon).resolve()) if args.lexicon else "",
                                         "dev_manifest": str(Path(args.manifest).resolve()),
                                         "utterances": len(refs), "greedy_wer": greedy})
-    print(f"best: --lm-weight {res.lm_weight} --word-bonus {res.word_bonus}: WER {100 * res.wer:.2f}% "
-          f"(greedy {100 * greedy:.2f}%); written to {out}")
+    floor = f" (greedy {100 * greedy:.2f}%)" if greedy is not None else ""
+    print(f"best: --lm-weight {res.lm_weight} --word-bonus {res.word_bonus}: WER {100 * res.wer:.2f}%"
+          f"{floor}; written to {out}")
     return 0
 
 
@@ -126,7 +128,8 @@ def _add_tune_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--model", "-m", required=True)
     t.add_argument("--manifest", required=True, help="dev manifest (held out from training)")
     t.add_argument("--lm", required=True, help="ARPA word n-gram (or KenLM binary)")
-    t.add_argument("--lexicon", help="file of allowed words")
+    t.add_argument("--lexicon", help="file of allowed words (a phone model: `word P1 P2 ...` lines added to "
+                   "its checkpoint's lexicon)")
     t.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
     t.add_argument("--betas", type=float, nargs="+", default=[-1.0, 0.0, 1.0, 2.0, 3.0])
     t.add_argument("--no-refine", action="store_true",

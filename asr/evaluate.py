@@ -1,9 +1,15 @@
-"""Run a model over a manifest and score it: per-utterance results and corpus WER/CER."""
+"""Run a model over a manifest and score it: per-utterance results and corpus WER/CER.
+
+A phone model is scored twice from the same forward pass: WER on the words of the lexicon
+beam search (greedy decoding has no words), PER (phone error rate) on its greedy phones
+against the reference's pronunciation (the tokenizer's ``encode``).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -26,6 +32,7 @@ class UttResult:
     hyp: str
     wer: dict  # word ErrorCounts.to_dict()
     cer: dict  # char ErrorCounts.to_dict()
+    per: dict | None = None  # phone models: phone ErrorCounts.to_dict() of the greedy phones
 
 
 @dataclass
@@ -33,6 +40,7 @@ class EvalResult:
     utts: list[UttResult] = field(default_factory=list)
     words: ErrorCounts = field(default_factory=ErrorCounts)
     chars: ErrorCounts = field(default_factory=ErrorCounts)
+    phones: ErrorCounts = field(default_factory=ErrorCounts)  # phone models only
     failed: list[tuple[str, str]] = field(default_factory=list)  # (utterance id, reason)
     audio_seconds: float = 0.0
     decode_seconds: float = 0.0
@@ -45,6 +53,11 @@ class EvalResult:
     def cer(self) -> float:
         return self.chars.rate
 
+    @property
+    def per(self) -> float:
+        """Phone error rate of a phone model's greedy output (0 for other models)."""
+        return self.phones.rate
+
 
 def evaluate(model: Model, utts: list[Utterance], max_batch_seconds: float = 120.0, progress: bool = True) -> EvalResult:
     """Transcribe every utterance (batched by duration) and accumulate error counts.
@@ -53,6 +66,13 @@ def evaluate(model: Model, utts: list[Utterance], max_batch_seconds: float = 120
     counted in ``failed`` and skipped; the others are still scored.
     """
     res = EvalResult()
+    if getattr(model, "is_phone", False) and not model.uses_beam:
+        log.warning("phone model: WER from lexicon beam decoding (beam size %d), PER from greedy decoding",
+                    model.decode_cfg.beam_size)
+        model.with_decoding(method="beam")
+        model.prepare_decoding()
+    if getattr(model, "is_phone", False):
+        _warn_missing_words(model, utts)
     sampler = BucketBatchSampler([u.duration for u in utts], max_batch_seconds, 64, 10, shuffle=False)
     bar = tqdm(total=sum(u.duration for u in utts), unit="audio-s", desc="evaluate", disable=not progress or None,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}, {rate_fmt}]")
@@ -81,12 +101,40 @@ def evaluate(model: Model, utts: list[Utterance], max_batch_seconds: float = 120
             res.words += we
             res.chars += ce
             res.audio_seconds += w.size / model.sample_rate
-            res.utts.append(UttResult(u.id, u.speaker, u.duration, ref, out.text, we.to_dict(), ce.to_dict()))
+            pe = _phone_errors(model, ref, out.phones, u.id)
+            if pe is not None:
+                res.phones += pe
+            res.utts.append(UttResult(u.id, u.speaker, u.duration, ref, out.text, we.to_dict(), ce.to_dict(),
+                                      pe.to_dict() if pe is not None else None))
     bar.close()
     res.decode_seconds = time.time() - t0
     order = {u.id: i for i, u in enumerate(utts)}
     res.utts.sort(key=lambda r: order[r.id])
     return res
+
+
+def _warn_missing_words(model: Model, utts: list[Utterance]) -> None:
+    """Name the reference words a phone model's lexicon lacks: it can never output them."""
+    lexicon = model.lexicon()
+    missing = Counter(w for u in utts for w in model.tokenizer.normalize(u.text).split() if w not in lexicon)
+    if missing:
+        examples = ", ".join(repr(w) for w, _ in missing.most_common(5))
+        log.warning("%d reference words (%d distinct, most frequent: %s) are not in the lexicon, so the "
+                    "phone model cannot output them; add their pronunciations with --lexicon FILE",
+                    sum(missing.values()), len(missing), examples)
+
+
+def _phone_errors(model: Model, ref: str, hyp_phones: str, utt_id: str) -> ErrorCounts | None:
+    """Phone edit operations of a phone model's greedy phones against the reference's
+    pronunciation; None for other models (or a reference the tokenizer cannot encode)."""
+    if not getattr(model, "is_phone", False):
+        return None
+    try:
+        ids = model.tokenizer.encode(ref)
+    except ValueError as e:
+        log.warning("utterance %s: no PER (the reference cannot be turned into phones: %s)", utt_id, e)
+        return None
+    return word_errors(model._phones(ids), hyp_phones)
 
 
 def _transcribe_or_isolate(model: Model, utts: list[Utterance], wavs: list, res: EvalResult):
@@ -122,4 +170,8 @@ def _evaluate_long(model: Model, u: Utterance, res: EvalResult) -> None:
     res.words += we
     res.chars += ce
     res.audio_seconds += out.duration
-    res.utts.append(UttResult(u.id, u.speaker, u.duration, ref, out.text, we.to_dict(), ce.to_dict()))
+    pe = _phone_errors(model, ref, out.phones, u.id)
+    if pe is not None:
+        res.phones += pe
+    res.utts.append(UttResult(u.id, u.speaker, u.duration, ref, out.text, we.to_dict(), ce.to_dict(),
+                              pe.to_dict() if pe is not None else None))

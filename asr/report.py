@@ -95,6 +95,7 @@ def report_dict(res: EvalResult, meta: dict) -> dict:
             "audio_seconds": res.audio_seconds,
             "decode_seconds": res.decode_seconds,
             "real_time_factor": res.decode_seconds / max(1e-9, res.audio_seconds),
+            **({"per": res.per, "phones": res.phones.to_dict()} if res.phones.ref else {}),
         },
         "meta": meta,
         "speakers": speakers,

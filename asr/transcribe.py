@@ -30,6 +30,7 @@ from asr.audio import AudioError, _reason, resample
 from asr.config import SUBSAMPLING_FACTOR, Config, DecodeConfig
 from asr.decode import BeamOptions, beam_search, greedy_search
 from asr.decode.lm import load_lm
+from asr.lexicon import decoding_lexicon
 
 # Extensions taken from folders: every format soundfile (libsndfile) reads, plus common aliases.
 AUDIO_EXTENSIONS = {k.lower() for k in sf.available_formats()} | {
@@ -53,6 +54,7 @@ class Transcript:
     duration: float = 0.0  # seconds of audio
     words: list[dict] = field(default_factory=list)  # [{"word", "start", "end", "confidence"}] if asked
     segments: list[dict] = field(default_factory=list)  # [{"start", "end", "text"}] of a long recording
+    phones: str = ""  # phone models: the greedy phones (space-separated, no word boundaries)
 
     def to_dict(self) -> dict:
         return {"text": self.text, "duration": round(self.duration, 3), "words": self.words,
@@ -191,6 +193,7 @@ class Model:
         self._lm = None
         self._lm_path = None
         self._lexicon = None
+        self._lexicon_path = None
 
     def with_decoding(self, **overrides) -> Model:
         """Change decoding options (``method``, ``beam_size``, ``lm_path``...) in place.
@@ -202,13 +205,37 @@ class Model:
         self._resources()
         return self
 
+    @property
+    def is_phone(self) -> bool:
+        """The model predicts phones: words come from a pronunciation lexicon."""
+        return getattr(self.tokenizer, "kind", "") == "phone"
+
+    @property
+    def uses_beam(self) -> bool:
+        """Decoding runs the beam search (method beam, or greedy asked with an LM)."""
+        return self.decode_cfg.method != "greedy" or bool(self.decode_cfg.lm_path)
+
     def _resources(self):
         d = self.decode_cfg
         if d.lm_path and self._lm_path != d.lm_path:
             self._lm, self._lm_path = load_lm(d.lm_path), d.lm_path
-        if d.lexicon and self._lexicon is None:
-            self._lexicon = {w.split()[0] for w in Path(d.lexicon).read_text().splitlines() if w.strip()}
-        return (self._lm if d.lm_path else None), (self._lexicon if d.lexicon else None)
+        if (d.lexicon or self.is_phone) and (self._lexicon is None or self._lexicon_path != d.lexicon):
+            self._lexicon, self._lexicon_path = self.lexicon(), d.lexicon
+        return (self._lm if d.lm_path else None), (self._lexicon if d.lexicon or self.is_phone else None)
+
+    def prepare_decoding(self) -> None:
+        """Load the LM and lexicon the decoding settings need now, so that a bad file or a phone
+        model without a lexicon is reported before any audio is decoded.
+
+        Raises:
+            LexiconError, LMError: the message names the file (and line) or the model.
+        """
+        if self.uses_beam:
+            self._resources()
+
+    def lexicon(self):
+        """The beam search's lexicon (see :func:`asr.lexicon.decoding_lexicon`)."""
+        return decoding_lexicon(self.tokenizer, self.decode_cfg.lexicon, str(self.path))
 
     @torch.no_grad()
     def log_probs(self, wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,8 +251,9 @@ class Model:
     def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Transcript]:
         """(B, T, V) log-probs and (B,) lengths -> one Transcript per utterance (no times)."""
         d = self.decode_cfg
-        if d.method == "greedy" and not d.lm_path:
-            return [Transcript(self.tokenizer.decode(ids), ids) for ids in greedy_search(log_probs, lengths)]
+        greedy = greedy_search(log_probs, lengths) if not self.uses_beam or self.is_phone else None
+        if not self.uses_beam:  # a phone model's greedy output is its phones
+            return [Transcript(self.tokenizer.decode(ids), ids, phones=self._phones(ids)) for ids in greedy]
         if d.method not in ("greedy", "beam"):
             raise ValueError(f"decode.method must be greedy or beam, got {d.method!r}")
         lm, lexicon = self._resources()
@@ -233,10 +261,21 @@ class Model:
         names = {f.name for f in dataclasses.fields(BeamOptions)} & {f.name for f in dataclasses.fields(d)}
         opts = BeamOptions(**{k: getattr(d, k) for k in names})
         out = []
-        for hyps in beam_search(log_probs, lengths, opts, self.tokenizer.token_strings(), lm, lexicon):
-            texts = [(self.tokenizer.decode(h.tokens), h.score) for h in hyps]
-            out.append(Transcript(texts[0][0], hyps[0].tokens, hyps[0].score, texts))
+        for i, hyps in enumerate(beam_search(log_probs, lengths, opts, self.tokenizer.token_strings(), lm, lexicon)):
+            if self.is_phone:  # the words the lexicon decoder chose
+                texts = [(" ".join(h.words), h.score) for h in hyps]
+            else:
+                texts = [(self.tokenizer.decode(h.tokens), h.score) for h in hyps]
+            out.append(Transcript(texts[0][0], hyps[0].tokens, hyps[0].score, texts,
+                                  phones=self._phones(greedy[i]) if greedy is not None else ""))
         return out
+
+    def _phones(self, ids: list[int]) -> str:
+        """A phone model's phones of ``ids`` without word boundaries ("" for other models)."""
+        if not self.is_phone:
+            return ""
+        strings = self.tokenizer.token_strings()
+        return " ".join(strings[i] for i in ids if i != 0 and strings[i] != " ")
 
     def transcribe_batch(self, wavs: list[np.ndarray], timestamps: bool | list[bool] = False,
                          offsets: list[float] | None = None) -> list[Transcript]:
@@ -256,8 +295,11 @@ class Model:
             if flags[i]:
                 T = int(lens[i])
                 energy = frame_energy_db(w, T, int(round(self.frame_shift * self.sample_rate)))
+                # a phone model's words: those the lexicon decoder chose, else (greedy) its phones
+                beam_words = t.text.split() if self.is_phone and self.uses_beam else None
                 words = word_timestamps(lp[i, :T], t.tokens, self.tokenizer.token_strings(),
-                                        self.frame_shift, offsets[i] if offsets else 0.0, energy_db=energy)
+                                        self.frame_shift, offsets[i] if offsets else 0.0, energy_db=energy,
+                                        words=beam_words, joiner=" " if self.is_phone else "")
                 t.words = [wd.to_dict() for wd in words]
         return out
 
@@ -282,9 +324,10 @@ class Model:
         lp, lens = self.log_probs([wav])
         T = int(lens[0])
         energy = frame_energy_db(wav, T, int(round(self.frame_shift * self.sample_rate)))
-        tokens = self.tokenizer.encode(self.tokenizer.normalize(text))
+        norm = self.tokenizer.normalize(text)
+        tokens = self.tokenizer.encode(norm)
         words = word_timestamps(lp[0, :T], tokens, self.tokenizer.token_strings(), self.frame_shift,
-                                energy_db=energy)
+                                energy_db=energy, words=norm.split() if self.is_phone else None)
         return [w.to_dict() for w in words]
 
     def transcribe(self, audio: str | Path | bytes | np.ndarray, sample_rate: int | None = None,
@@ -306,7 +349,7 @@ class Model:
             AudioError: the audio is missing, unreadable, empty or not finite.
         """
         opts = self.segment_opts
-        texts, words, segments, tokens = [], [], [], []
+        texts, words, segments, tokens, phones = [], [], [], [], []
         duration, score = 0.0, 0.0
         batch: list[tuple[float, np.ndarray]] = []
 
@@ -320,6 +363,8 @@ class Model:
                     texts.append(t.text)
                 words.extend(t.words)
                 tokens.extend(t.tokens)
+                if t.phones:
+                    phones.append(t.phones)
                 score += t.score
                 duration = max(duration, seg_end)
             if progress is not None:
@@ -332,7 +377,7 @@ class Model:
                 flush()
         if batch:
             flush()
-        out = Transcript(" ".join(texts), tokens, score, [], duration, words, segments)
+        out = Transcript(" ".join(texts), tokens, score, [], duration, words, segments, " ".join(phones))
         if len(segments) == 1:
             out.nbest = [(out.text, score)]
         return out

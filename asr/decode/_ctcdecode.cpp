@@ -13,11 +13,15 @@
 //   lm_words(lm) -> list[str]                                  unigrams in file order
 //   lm_sentence(lm, words: list[str], bos: bool, eos: bool) -> float   log10 P(sentence)
 //   decoder_new(token_bytes: list[bytes], kinds: list[int], blank: int, lm | None,
-//               lexicon: list[str] | None, max_dense_cells: int = 2**23)
+//               lexicon: list[str] | list[tuple[str, list[int]]] | None, max_dense_cells: int = 2**23)
+//       lexicon: spelled words (the trie walks the UTF-8 bytes of the tokens), or (word, token ids)
+//       pronunciations (the trie walks token ids: phone models; a word may have several, and a
+//       pronunciation several words, which the search tells apart by their LM history)
 //   decode(decoder, log_probs: buffer float32 (B, T, V), lengths: buffer int64 (B,),
 //          beam_size, token_topk, token_min_logp, alpha, beta, oov_penalty, nbest, beam_threshold,
 //          threads)
-//       -> list (B) of lists of (token ids, score, ctc_score, lm_score)
+//       -> list (B) of lists of (token ids, score, ctc_score, lm_score, words | None)
+//          (words: the lexicon words of a pronunciation lexicon, else None)
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -462,30 +466,59 @@ struct Decoder {
     bool lexicon = false;
     bool use_words = false;
     bool oov_mode = false;  // LM without lexicon: count words outside the LM's vocabulary
-    // character trie over the lexicon's words (with a lexicon) or the LM's words (without)
+    // Pronunciation lexicon (phone models): the trie's symbols are token ids, a node may end
+    // several words (homophones), and completing a word branches into each of them.
+    bool pron = false;
+    std::vector<std::string> lex_words;            // pronunciation lexicon: word strings
+    std::vector<int32_t> lex_lm;                   // ... and their LM ids (or unk)
+    std::vector<std::vector<int32_t>> node_words;  // trie node -> lexicon word indices (pron)
+    int max_variants = 1;                          // most words of one node (1 when spelled)
+    // character trie over the lexicon's words (with a lexicon) or the LM's words (without);
+    // token-id trie over the pronunciations with a pronunciation lexicon
     std::vector<int32_t> trie_word;  // node -> LM word id (or unk) if a word ends here, else -2
     U64Map trie_child{256};
 
-    int32_t trie_walk(int32_t node, const std::string& s) const {
-        for (unsigned char c : s) {
+    // trie node after token c's symbols from ``node``: its UTF-8 bytes, or the token itself (pron)
+    int32_t trie_walk(int32_t node, int c) const {
+        if (pron) return node < 0 ? -1 : trie_child.get(pair_key(node, c));
+        for (unsigned char b : chars[c]) {
             if (node < 0) return -1;
-            node = trie_child.get(pair_key(node, c));
+            node = trie_child.get(pair_key(node, b));
         }
         return node;
     }
 
-    void trie_add(const std::string& w, int32_t word) {
+    // the trie node of a symbol sequence, created as needed
+    template <typename Seq>
+    int32_t trie_insert(const Seq& symbols) {
         int32_t node = 0;
-        for (unsigned char c : w) {
-            int32_t child = trie_child.get(pair_key(node, c));
+        for (auto sym : symbols) {
+            const uint64_t key = pair_key(node, static_cast<int32_t>(sym));
+            int32_t child = trie_child.get(key);
             if (child < 0) {
                 child = static_cast<int32_t>(trie_word.size());
                 trie_word.push_back(-2);
-                trie_child.put(pair_key(node, c), child);
+                trie_child.put(key, child);
             }
             node = child;
         }
-        trie_word[node] = word;
+        return node;
+    }
+
+    void pron_add(const std::string& w, const std::vector<int32_t>& ids) {
+        const int32_t node = trie_insert(ids);
+        const int32_t idx = static_cast<int32_t>(lex_words.size());
+        lex_words.push_back(w);
+        lex_lm.push_back(lm_word(w));
+        if (node_words.size() < trie_word.size()) node_words.resize(trie_word.size());
+        node_words[node].push_back(idx);
+        trie_word[node] = lex_lm.back();
+        max_variants = std::max(max_variants, static_cast<int>(node_words[node].size()));
+    }
+
+    void trie_add(const std::string& w, int32_t word) {
+        std::vector<unsigned char> bytes(w.begin(), w.end());
+        trie_word[trie_insert(bytes)] = word;
     }
 
     int32_t lm_word(const std::string& w) const { return lm ? lm->lookup_word(w) : -1; }
@@ -493,22 +526,23 @@ struct Decoder {
     // trie node after appending token c's characters at ``node`` (>= 0); -1 = off the trie
     inline int32_t trie_step(int32_t node, int c) const {
         if (!trie_next.empty()) return trie_next[static_cast<size_t>(node) * V + c];
-        return trie_walk(node, chars[c]);
+        return trie_walk(node, c);
     }
 
     void finish_init() {
         use_words = lm != nullptr || lexicon;
         oov_mode = lm != nullptr && !lexicon;
+        node_words.resize(pron ? trie_word.size() : 0);
         start_node.assign(V, 0);
         for (int c = 0; c < V; ++c)
-            if (kind[c] == WORD_START) start_node[c] = trie_walk(0, chars[c]);
+            if (kind[c] == WORD_START) start_node[c] = trie_walk(0, c);
         // a dense (node, token) -> node table when it is small (character vocabularies)
         const size_t cells = trie_word.size() * static_cast<size_t>(V);
         if (use_words && cells <= max_dense_cells) {
             trie_next.assign(cells, -1);
             for (size_t n = 0; n < trie_word.size(); ++n)
                 for (int c = 0; c < V; ++c)
-                    trie_next[n * V + c] = trie_walk(static_cast<int32_t>(n), chars[c]);
+                    trie_next[n * V + c] = trie_walk(static_cast<int32_t>(n), c);
         }
     }
 
@@ -530,6 +564,7 @@ struct Options {
 struct Result {
     std::vector<int32_t> tokens;
     double score, ctc, lm;
+    std::vector<int32_t> words;  // lexicon word indices (pronunciation lexicon only)
 };
 
 // What a prefix knows about its words.
@@ -539,11 +574,14 @@ struct WordState {
     int32_t n_words = 0;   // completed words
     int32_t n_oov = 0;     // words (the partial one included) outside the LM's vocabulary
     bool partial = false;  // the current word has characters
+    int32_t last_word = -1;  // pronunciation lexicon: index of the last completed word
     double lm_score = 0.0; // ln P_lm of the completed words
 };
 
 // A prefix of the search: a node of the prefix tree. Nodes are canonical (one per prefix, found
-// through the (parent, token) map), so two beam entries never hold the same prefix.
+// through the (parent, token, variant) map), so two beam entries never hold the same prefix.
+// The variant tells homophones apart: a token that completes a word whose pronunciation ends
+// several words makes one child per word (variant = its rank in the trie node); otherwise 0.
 struct Node {
     int32_t parent;
     int32_t token;
@@ -552,6 +590,9 @@ struct Node {
     WordState done;        // the state after completing the partial word
     int32_t stamp = -1;    // frame in which the node is in the beam
     int32_t beam = 0;      // its index there
+    int32_t variant = 0;
+    int32_t done_at = -1;  // pronunciation lexicon: first completion in the pool (-1 = not yet)
+    int32_t done_n = 0;    // ... and how many (one per word of the trie node)
 };
 
 struct Beam {
@@ -564,7 +605,8 @@ struct Beam {
 struct Extension {
     int32_t from;  // beam index of the parent
     int32_t token;
-    int64_t key;   // rank among equal scores: (beam, token) order, after the kept prefixes
+    int64_t key;   // rank among equal scores: (beam, token, variant) order, after the kept prefixes
+    int32_t variant;
     double pnb;
     double score;
     WordState w;
@@ -581,12 +623,14 @@ class Search {
     // order, then extensions in (beam, token) order), exactly as the Python reference does.
     std::vector<Result> run(const float* lp, int T) {
         nodes_.clear();
+        pool_.clear();
         children_.reset(1024);
-        Node root{-1, -1, WordState{}, 0, WordState{}, -1, 0};
+        Node root{-1, -1, WordState{}, 0, WordState{}, -1, 0, 0, -1, 0};
         root.w.lm_state = d_.lm ? d_.lm->begin_state() : 0;
         nodes_.push_back(root);
         std::vector<Beam> beams{{0, 0.0, NEG_INF, 0.0}};
         const int V = d_.V;
+        const int64_t NV = d_.max_variants;
         const int k = (o_.token_topk > 0 && o_.token_topk < V) ? o_.token_topk : V;
         const size_t width = static_cast<size_t>(std::max(1, o_.beam_size));
         std::vector<int> cand, order(V);
@@ -673,29 +717,33 @@ class Search {
                 if (heap.size() >= width && bound + best_pc < item_score(heap.front())) continue;
                 for (int c : cand) {
                     const double pc = frame[c];
-                    const bool full = heap.size() >= width;
-                    if (full && bound + pc + rise[c] < item_score(heap.front())) continue;
-                    int32_t j = merge_head[i];
-                    while (j >= 0 && nodes_[beams[j].node].token != c) j = merge_next[j];
-                    if (j >= 0) continue;  // merged above
+                    if (heap.size() >= width && bound + pc + rise[c] < item_score(heap.front())) continue;
                     const double val = (c == last ? b.pb : p_tot) + pc;
-                    if (val == NEG_INF) continue;
-                    Extension e{i, c, static_cast<int64_t>(nb) + static_cast<int64_t>(i) * V + c, val, val,
-                                WordState{}};
-                    if (d_.use_words) {
-                        if (!extend_words(b.node, c, e.w)) continue;
-                        e.score = val + word_term(e.w);
+                    const int nv = variants(b.node, c);
+                    for (int v = 0; v < nv; ++v) {
+                        const bool full = heap.size() >= width;
+                        int32_t j = merge_head[i];
+                        while (j >= 0 && (nodes_[beams[j].node].token != c || nodes_[beams[j].node].variant != v))
+                            j = merge_next[j];
+                        if (j >= 0) continue;  // merged above
+                        if (val == NEG_INF) continue;
+                        Extension e{i, c, static_cast<int64_t>(nb) + (static_cast<int64_t>(i) * V + c) * NV + v,
+                                    v, val, val, WordState{}};
+                        if (d_.use_words) {
+                            if (!extend_words(b.node, c, v, e.w)) continue;
+                            e.score = val + word_term(e.w);
+                        }
+                        if (full) {
+                            const int32_t top = heap.front();
+                            const double ts = item_score(top);
+                            if (e.score < ts || (e.score == ts && e.key > item_key(top))) continue;
+                            std::pop_heap(heap.begin(), heap.end(), ranks_above);
+                            heap.pop_back();
+                        }
+                        ext.push_back(e);
+                        heap.push_back(nb + static_cast<int32_t>(ext.size()) - 1);
+                        std::push_heap(heap.begin(), heap.end(), ranks_above);
                     }
-                    if (full) {
-                        const int32_t top = heap.front();
-                        const double ts = item_score(top);
-                        if (e.score < ts || (e.score == ts && e.key > item_key(top))) continue;
-                        std::pop_heap(heap.begin(), heap.end(), ranks_above);
-                        heap.pop_back();
-                    }
-                    ext.push_back(e);
-                    heap.push_back(nb + static_cast<int32_t>(ext.size()) - 1);
-                    std::push_heap(heap.begin(), heap.end(), ranks_above);
                 }
             }
             // rank all kept prefixes (now with their merged scores) and the surviving new ones
@@ -732,7 +780,7 @@ class Search {
                     next.push_back(b);
                 } else {
                     const Extension& e = ext[cands[idx] - nb];
-                    next.push_back({child(beams[e.from].node, e.token, e.w), NEG_INF, e.pnb, e.score});
+                    next.push_back({child(beams[e.from].node, e.token, e.variant, e.w), NEG_INF, e.pnb, e.score});
                 }
             }
             beams.swap(next);
@@ -769,11 +817,16 @@ class Search {
         return o_.alpha * w.lm_score + o_.beta * w.n_words + o_.oov_penalty * w.n_oov;
     }
 
-    // The state after completing the partial word of ``w`` (LM score, lexicon check, OOV count).
-    bool complete_word(const WordState& w, WordState& out) const {
+    // The state after completing the partial word of ``w`` (LM score, lexicon check, OOV count);
+    // with a pronunciation lexicon, as word ``variant`` of its trie node.
+    bool complete_word(const WordState& w, WordState& out, int variant = 0) const {
         out = w;
         if (!w.partial) return true;
-        const int32_t word = w.trie >= 0 ? d_.trie_word[w.trie] : -2;
+        int32_t word = w.trie >= 0 ? d_.trie_word[w.trie] : -2;
+        if (d_.pron && word != -2) {
+            out.last_word = d_.node_words[w.trie][variant];
+            word = d_.lex_lm[out.last_word];
+        }
         if (d_.lexicon && word == -2) return false;
         if (d_.oov_mode && w.trie >= 0 && word == -2) out.n_oov += 1;
         if (d_.lm) {
@@ -794,8 +847,32 @@ class Search {
         return n.completed > 0;
     }
 
-    // The word state of ``parent`` extended by token ``c``; false if the lexicon forbids it.
-    bool extend_words(int32_t parent, int c, WordState& out) {
+    // Pronunciation lexicon: the completions of a node's partial word, one per word of its trie
+    // node (one when nothing is partial, none off the lexicon), computed once per node.
+    int completions(int32_t node) {
+        if (nodes_[node].done_at < 0) {
+            const WordState w = nodes_[node].w;
+            int n = 1;
+            if (w.partial) n = w.trie >= 0 ? static_cast<int>(d_.node_words[w.trie].size()) : 0;
+            nodes_[node].done_at = static_cast<int32_t>(pool_.size());
+            nodes_[node].done_n = n;
+            for (int v = 0; v < n; ++v) {
+                pool_.emplace_back();
+                complete_word(w, pool_.back(), v);
+            }
+        }
+        return nodes_[node].done_n;
+    }
+
+    // children of ``parent`` by token ``c``: one per word completed (homophones), else 1
+    inline int variants(int32_t parent, int c) {
+        if (!d_.pron || d_.kind[c] == APPEND) return 1;
+        return completions(parent);
+    }
+
+    // The word state of ``parent`` extended by token ``c`` (completing its word as ``variant``);
+    // false if the lexicon forbids it.
+    bool extend_words(int32_t parent, int c, int variant, WordState& out) {
         const int kind = d_.kind[c];
         if (kind == APPEND) {
             out = nodes_[parent].w;
@@ -810,8 +887,13 @@ class Search {
             }
             return true;
         }
-        if (!completed(parent)) return false;
-        out = nodes_[parent].done;
+        if (d_.pron) {
+            if (variant >= completions(parent)) return false;
+            out = pool_[nodes_[parent].done_at + variant];
+        } else {
+            if (!completed(parent)) return false;
+            out = nodes_[parent].done;
+        }
         if (kind == WORD_START && !d_.chars[c].empty()) {
             out.trie = d_.start_node[c];
             out.partial = true;
@@ -823,13 +905,13 @@ class Search {
         return true;
     }
 
-    // The canonical node for prefix(parent) + c, created on first use.
-    int32_t child(int32_t parent, int c, const WordState& w) {
-        const uint64_t key = pair_key(parent, c);
+    // The canonical node for prefix(parent) + c (as word ``variant``), created on first use.
+    int32_t child(int32_t parent, int c, int variant, const WordState& w) {
+        const uint64_t key = pair_key(parent, c + d_.V * variant);
         const int32_t found = children_.get(key);
         if (found >= 0) return found;
         const int32_t id = static_cast<int32_t>(nodes_.size());
-        Node n{parent, c, w, 0, WordState{}, -1, 0};
+        Node n{parent, c, w, 0, WordState{}, -1, 0, variant, -1, 0};
         nodes_.push_back(n);
         children_.put(key, id);
         return id;
@@ -848,16 +930,19 @@ class Search {
                 hyps.push_back(std::move(r));
                 continue;
             }
-            if (!completed(b.node)) continue;
-            WordState w = nodes_[b.node].done;
-            if (d_.lm) {
-                int32_t ns;
-                w.lm_score += d_.lm->score(w.lm_state, d_.lm->eos, &ns) * LN10;
+            const int nv = d_.pron ? completions(b.node) : (completed(b.node) ? 1 : 0);
+            for (int v = 0; v < nv; ++v) {  // a final homophone: one hypothesis per word
+                WordState w = d_.pron ? pool_[nodes_[b.node].done_at + v] : nodes_[b.node].done;
+                if (d_.lm) {
+                    int32_t ns;
+                    w.lm_score += d_.lm->score(w.lm_state, d_.lm->eos, &ns) * LN10;
+                }
+                r.ctc = ctc;
+                r.lm = w.lm_score;
+                r.score = ctc + word_term(w);
+                if (d_.pron) words_of(b.node, w, r.words);
+                hyps.push_back(r);
             }
-            r.ctc = ctc;
-            r.lm = w.lm_score;
-            r.score = ctc + word_term(w);
-            hyps.push_back(std::move(r));
         }
         if (hyps.empty()) {  // the lexicon rejected every final word: best CTC prefix instead
             size_t best = 0;
@@ -866,6 +951,7 @@ class Search {
                     best = i;
             Result r;
             tokens_of(beams[best].node, r.tokens);
+            if (d_.pron) words_of(beams[best].node, nodes_[beams[best].node].w, r.words);  // words so far
             r.ctc = r.score = logaddexp(beams[best].pb, beams[best].pnb);
             r.lm = 0.0;
             hyps.push_back(std::move(r));
@@ -874,6 +960,18 @@ class Search {
                          [](const Result& a, const Result& b) { return a.score > b.score; });
         if (static_cast<int>(hyps.size()) > std::max(1, o_.nbest)) hyps.resize(std::max(1, o_.nbest));
         return hyps;
+    }
+
+    // the lexicon words of a prefix whose final completion is ``last`` (pronunciation lexicon)
+    void words_of(int32_t node, const WordState& last, std::vector<int32_t>& out) const {
+        out.clear();
+        if (last.n_words > nodes_[node].w.n_words) out.push_back(last.last_word);
+        while (node > 0) {
+            const Node& n = nodes_[node];
+            if (n.w.n_words > nodes_[n.parent].w.n_words) out.push_back(n.w.last_word);
+            node = n.parent;
+        }
+        std::reverse(out.begin(), out.end());
     }
 
     void tokens_of(int32_t node, std::vector<int32_t>& out) const {
@@ -888,6 +986,7 @@ class Search {
     const Decoder& d_;
     const Options& o_;
     std::vector<Node> nodes_;
+    std::vector<WordState> pool_;  // completions of nodes (pronunciation lexicon)
     U64Map children_{1024};
 };
 // ---------------------------------------------------------------------------------------------
@@ -1084,15 +1183,49 @@ PyObject* py_decoder_new(PyObject*, PyObject* args) {
     d.trie_word.push_back(-2);
     if (ok && lex_seq != Py_None) {
         d.lexicon = true;
-        PyObject* lex = PySequence_Fast(lex_seq, "lexicon must be a sequence of str");
+        PyObject* lex = PySequence_Fast(lex_seq, "lexicon must be a sequence of str or (str, ids)");
         if (!lex) ok = false;
-        for (Py_ssize_t i = 0; ok && i < PySequence_Fast_GET_SIZE(lex); ++i) {
-            const char* w = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(lex, i));
-            if (!w) {
+        const Py_ssize_t n_lex = ok ? PySequence_Fast_GET_SIZE(lex) : 0;
+        d.pron = n_lex > 0 && PyTuple_Check(PySequence_Fast_GET_ITEM(lex, 0));
+        std::vector<int32_t> ids;
+        for (Py_ssize_t i = 0; ok && i < n_lex; ++i) {
+            PyObject* item = PySequence_Fast_GET_ITEM(lex, i);
+            if (!d.pron) {
+                const char* w = PyUnicode_AsUTF8(item);
+                if (!w) {
+                    ok = false;
+                    break;
+                }
+                if (*w) d.trie_add(w, d.lm ? d.lm_word(w) : -1);
+                continue;
+            }
+            PyObject *word, *seq;
+            if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "UO", &word, &seq)) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "lexicon items must all be str or all be (str, ids)");
                 ok = false;
                 break;
             }
-            if (*w) d.trie_add(w, d.lm ? d.lm_word(w) : -1);
+            const char* w = PyUnicode_AsUTF8(word);
+            PyObject* fast = w ? PySequence_Fast(seq, "a pronunciation must be a sequence of token ids") : nullptr;
+            if (!fast) {
+                ok = false;
+                break;
+            }
+            ids.clear();
+            for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(fast); ++k) {
+                const long id = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, k));
+                if (id < 0 || id >= d.V || d.kind[id] != APPEND) {
+                    if (!PyErr_Occurred())
+                        PyErr_Format(PyExc_ValueError, "word '%s': token id %ld is not a unit of the vocabulary",
+                                     w, id);
+                    ok = false;
+                    break;
+                }
+                ids.push_back(static_cast<int32_t>(id));
+            }
+            Py_DECREF(fast);
+            if (ok && !ids.empty()) d.pron_add(w, ids);
         }
         Py_XDECREF(lex);
     } else if (ok && d.lm) {
@@ -1185,7 +1318,17 @@ PyObject* py_decode(PyObject*, PyObject* args) {
             const Result& r = results[b][i];
             PyObject* toks = PyList_New(static_cast<Py_ssize_t>(r.tokens.size()));
             for (size_t j = 0; j < r.tokens.size(); ++j) PyList_SET_ITEM(toks, j, PyLong_FromLong(r.tokens[j]));
-            PyList_SET_ITEM(hyps, i, Py_BuildValue("(Nddd)", toks, r.score, r.ctc, r.lm));
+            PyObject* words = Py_None;
+            if (d.pron) {
+                words = PyList_New(static_cast<Py_ssize_t>(r.words.size()));
+                for (size_t j = 0; j < r.words.size(); ++j) {
+                    const std::string& w = d.lex_words[r.words[j]];
+                    PyList_SET_ITEM(words, j, PyUnicode_FromStringAndSize(w.data(), static_cast<Py_ssize_t>(w.size())));
+                }
+            } else {
+                Py_INCREF(words);
+            }
+            PyList_SET_ITEM(hyps, i, Py_BuildValue("(NdddN)", toks, r.score, r.ctc, r.lm, words));
         }
         PyList_SET_ITEM(out, b, hyps);
     }

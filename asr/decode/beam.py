@@ -5,9 +5,15 @@ it decodes with). Scores are natural logs; a hypothesis' score is::
 
     log P_ctc(prefix) + lm_weight * ln P_lm(words) + word_bonus * len(words)
 
-Words are delimited by the space token for character vocabularies and by the
+Words are delimited by the space token for character (and phone) vocabularies and by the
 SentencePiece word-start marker "▁" for subword vocabularies. The LM scores a word
 when it is completed (and ``</s>`` at the end).
+
+Lexicons. For character and SentencePiece models a lexicon is a set of words, spelled by the
+tokens (spelling = pronunciation). For phone models it is a pronunciation lexicon
+``{word: [token ids, ...]}``: the tokens between two word boundaries must be a pronunciation,
+and at the boundary the hypothesis branches into every word with that pronunciation
+(homophones), which the LM then tells apart; ``Hypothesis.words`` holds the chosen words.
 
 Implementation choice. The search runs in C++ (``_ctcdecode.cpp``), compiled by pip
 when the package is installed (setuptools ``ext_modules`` in setup.py). It needs only
@@ -34,12 +40,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from asr.decode.reference import reference_search, token_kinds, words_of
+from asr.lexicon import pronunciation_pairs
 
 log = logging.getLogger("asr.decode")
 
@@ -77,7 +85,9 @@ class Hypothesis:
     score: float  # total score (CTC + alpha * LM + beta * words)
     ctc_score: float = 0.0  # log P_ctc(prefix)
     lm_score: float = 0.0  # ln P_lm(words), unweighted, including </s>
-    words: list[str] = field(default_factory=list)  # the words (when token strings were given)
+    # the words: spelled by the tokens (when token strings were given), or chosen from a
+    # pronunciation lexicon
+    words: list[str] = field(default_factory=list)
 
 
 _WARNED = False
@@ -96,9 +106,12 @@ def _native_decoder(V: int, blank: int, tokens: list[str] | None, lm, lexicon):
         kinds, chars = token_kinds(tokens, blank)
     else:
         kinds, chars = [0] * V, [""] * V
-    lex = sorted(lexicon) if lexicon is not None else None
-    if lex is not None and lm is not None:
-        _report_missing(lex, lm)
+    if isinstance(lexicon, Mapping):  # pronunciations: (word, token ids) pairs
+        lex = pronunciation_pairs(lexicon)
+    else:
+        lex = sorted(lexicon) if lexicon is not None else None
+    if lexicon is not None and lm is not None:
+        _report_missing(sorted(lexicon), lm)
     dec = _ctcdecode.decoder_new([c.encode() for c in chars], kinds, blank,
                                  lm.native if lm is not None else None, lex, DENSE_TRIE_CELLS)
     if len(_DECODERS) >= 8:
@@ -158,6 +171,12 @@ def _check(lp: np.ndarray, lens: np.ndarray, tokens, lm, lexicon, blank: int) ->
         raise ValueError("tokens are required for LM fusion or a lexicon")
     if not 0 <= blank < lp.shape[2]:
         raise ValueError(f"blank id {blank} is outside the vocabulary of {lp.shape[2]}")
+    if isinstance(lexicon, Mapping):
+        kinds, _ = token_kinds(tokens, blank)
+        for w, ids in pronunciation_pairs(lexicon):
+            bad = [i for i in ids if not 0 <= i < len(kinds) or kinds[i] != 0]
+            if bad:
+                raise ValueError(f"lexicon word {w!r}: token id {bad[0]} is not a unit of the vocabulary")
 
 
 def beam_search(
@@ -166,7 +185,7 @@ def beam_search(
     options: BeamOptions = BeamOptions(),
     tokens: list[str] | None = None,
     lm=None,
-    lexicon: set[str] | None = None,
+    lexicon: set[str] | Mapping[str, list] | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode a batch.
 
@@ -176,7 +195,8 @@ def beam_search(
         options: beam settings.
         tokens: (V,) token strings; needed with an LM or lexicon, and to fill ``Hypothesis.words``.
         lm: ``NGramLM`` (C++ search) or ``KenLMModel`` (Python search), or None.
-        lexicon: allowed words, or None for an open vocabulary.
+        lexicon: allowed words (a set of spellings, or for phone vocabularies a mapping
+            word -> token-id pronunciations), or None for an open vocabulary.
 
     Returns:
         per utterance, up to ``options.nbest`` hypotheses, best first.
@@ -200,8 +220,9 @@ def beam_search(
     else:
         raw = [reference_search(lp[b], int(lens[b]), options, tokens, lm, lexicon) for b in range(lp.shape[0])]
     return [
-        [Hypothesis(list(ids), score, ctc, lm_score, words_of(ids, tokens) if tokens is not None else [])
-         for ids, score, ctc, lm_score in hyps]
+        [Hypothesis(list(ids), score, ctc, lm_score,
+                    words if words is not None else (words_of(ids, tokens) if tokens is not None else []))
+         for ids, score, ctc, lm_score, words in hyps]
         for hyps in raw
     ]
 
@@ -212,7 +233,7 @@ def prefix_beam_search(
     options: BeamOptions = BeamOptions(),
     tokens: list[str] | None = None,
     lm=None,
-    lexicon: set[str] | None = None,
+    lexicon: set[str] | Mapping[str, list] | None = None,
 ) -> list[Hypothesis]:
     """Decode one utterance.
 

@@ -12,14 +12,26 @@ Per frame, each prefix is extended by blank and by the candidate tokens: those a
 ``token_topk`` most likely (all when 0) that reach ``token_min_logp``, plus always the
 frame's most likely token. With a lexicon, extensions whose partial word is not a prefix
 of a lexicon word (or whose completed word is not in it) are never created.
+
+A lexicon is either a set of spelled words (character and SentencePiece vocabularies: a
+word's tokens spell it) or a pronunciation lexicon, a mapping ``word -> [token ids, ...]``
+(phone vocabularies: a word may have several pronunciations and a pronunciation several
+words). With the latter, a hypothesis is a token prefix plus the word chosen at each word
+end: completing a pronunciation of k words (homophones: to/two/too) makes k hypotheses,
+kept apart by their LM history. A prefix element is then ``token + V * variant`` (variant =
+the word's rank among the pronunciation's words, sorted), which is ``token`` when there is
+no choice, so spelled vocabularies see plain token prefixes.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+
+from asr.lexicon import pronunciation_pairs
 
 NEG_INF = -math.inf
 APPEND, SEPARATOR, WORD_START, BLANK = 0, 1, 2, 3
@@ -89,7 +101,8 @@ class _Words:
     lm_score: float = 0.0  # ln P_lm of the completed words
     n_words: int = 0  # completed words
     n_oov: int = 0  # words (the partial one included) outside the LM vocabulary
-    partial: str = ""  # the current word's characters
+    partial: str | tuple[int, ...] = ""  # the current word's characters (token ids: pronunciations)
+    done: tuple[str, ...] = ()  # the completed words (pronunciation lexicon only)
 
 
 def reference_search(
@@ -98,8 +111,8 @@ def reference_search(
     options,
     tokens: list[str] | None = None,
     lm=None,
-    lexicon: set[str] | None = None,
-) -> list[tuple[list[int], float, float, float]]:
+    lexicon: set[str] | Mapping[str, list] | None = None,
+) -> list[tuple[list[int], float, float, float, list[str] | None]]:
     """Decode one utterance in pure Python.
 
     Args:
@@ -108,10 +121,11 @@ def reference_search(
         options: ``BeamOptions``.
         tokens: token strings (needed with an LM or a lexicon).
         lm: ``begin()``, ``score(state, word)``, ``final(state)`` (NGramLM or KenLMModel).
-        lexicon: allowed words.
+        lexicon: allowed words (a set of spellings, or word -> token-id pronunciations).
 
     Returns:
-        up to ``options.nbest`` tuples (token ids, score, ctc score, ln P_lm), best first.
+        up to ``options.nbest`` tuples (token ids, score, ctc score, ln P_lm, words), best
+        first; words are the lexicon words with a pronunciation lexicon, else None.
     """
     lp = np.asarray(log_probs, dtype=np.float64)
     V = lp.shape[1]
@@ -120,8 +134,15 @@ def reference_search(
     if use_words and tokens is None:
         raise ValueError("tokens are required for LM fusion or a lexicon")
     kinds, chars = token_kinds(tokens, blank) if tokens is not None else ([0] * V, [""] * V)
+    pron = isinstance(lexicon, Mapping)
+    homophones: dict[tuple[int, ...], list[str]] = {}  # pronunciation -> its words, sorted
+    if pron:
+        for w, ids in pronunciation_pairs(lexicon):
+            homophones.setdefault(ids, []).append(w)
     # the word list that spellings are checked against: the lexicon, else the LM's vocabulary
-    if lexicon is not None:
+    if pron:
+        vocab = set(homophones)
+    elif lexicon is not None:
         vocab = {w for w in lexicon if w}
     elif lm is not None and hasattr(lm, "words"):
         vocab = set(lm.words()) - {""}
@@ -134,18 +155,26 @@ def reference_search(
     def word_term(w: _Words) -> float:
         return alpha * w.lm_score + beta * w.n_words + gamma * w.n_oov
 
-    def complete(w: _Words) -> _Words | None:
+    def complete(w: _Words, variant: int = 0) -> _Words | None:
         if not w.partial:
             return w
         known = vocab is not None and w.partial in vocab
         if lexicon is not None and not known:
             return None
         n_oov = w.n_oov + (1 if oov_mode and not known and w.partial in prefixes else 0)
+        word = homophones[w.partial][variant] if pron else w.partial
         state, score = w.lm_state, w.lm_score
         if lm is not None:
-            s, state = lm.score(state, w.partial if known or vocab is None else "<unk>")
+            s, state = lm.score(state, word if known or vocab is None else "<unk>")
             score += s
-        return _Words(state, score, w.n_words + 1, n_oov, "")
+        done = w.done + (word,) if pron else ()
+        return _Words(state, score, w.n_words + 1, n_oov, () if pron else "", done)
+
+    def n_completions(w: _Words) -> int:
+        """Words the partial word can complete as (pronunciation lexicon), else 1."""
+        if not pron or not w.partial:
+            return 1
+        return len(homophones.get(w.partial, ()))
 
     def add_chars(w: _Words, piece: str) -> _Words | None:
         partial = w.partial + piece
@@ -155,16 +184,17 @@ def reference_search(
                 return None
             if oov_mode and w.partial in prefixes:
                 n_oov += 1
-        return _Words(w.lm_state, w.lm_score, w.n_words, n_oov, partial)
+        return _Words(w.lm_state, w.lm_score, w.n_words, n_oov, partial, w.done)
 
-    words: dict[tuple[int, ...], _Words] = {(): _Words(lm.begin() if lm else None)}
+    root = _Words(lm.begin() if lm else None, partial=() if pron else "")
+    words: dict[tuple[int, ...], _Words] = {(): root}
 
-    def extend(prefix: tuple[int, ...], c: int) -> _Words | None:
+    def extend(prefix: tuple[int, ...], c: int, variant: int) -> _Words | None:
         w = words[prefix]
         if kinds[c] in (SEPARATOR, WORD_START):
-            w = complete(w)
+            w = complete(w, variant)
         if w is not None and kinds[c] != SEPARATOR and chars[c]:
-            w = add_chars(w, chars[c])
+            w = add_chars(w, (c,) if pron else chars[c])
         return w
 
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, NEG_INF)}
@@ -178,7 +208,7 @@ def reference_search(
         }
         for prefix, (pb, pnb) in beams.items():
             p_tot = logaddexp(pb, pnb)
-            last = prefix[-1] if prefix else None
+            last = prefix[-1] % V if prefix else None
             for c in cand:
                 pc = float(frame[c])
                 if c == last:
@@ -186,18 +216,20 @@ def reference_search(
                     val = pb + pc  # after a blank it is a new token
                 else:
                     val = p_tot + pc
-                new = prefix + (c,)
-                if new in nxt:
-                    nxt[new][1] = logaddexp(nxt[new][1], val)
-                    continue
-                if val == NEG_INF:
-                    continue
-                w = extend(prefix, c) if use_words else None
-                if use_words and w is None:
-                    continue
-                if use_words:
-                    words[new] = w
-                nxt[new] = [NEG_INF, val]
+                n_var = n_completions(words[prefix]) if pron and kinds[c] != APPEND else 1
+                for v in range(n_var):  # one new prefix per word completed (homophones)
+                    new = prefix + (c + V * v,)
+                    if new in nxt:
+                        nxt[new][1] = logaddexp(nxt[new][1], val)
+                        continue
+                    if val == NEG_INF:
+                        continue
+                    w = extend(prefix, c, v) if use_words else None
+                    if use_words and w is None:
+                        continue
+                    if use_words:
+                        words[new] = w
+                    nxt[new] = [NEG_INF, val]
 
         def total(item) -> float:
             prefix, (pb, pnb) = item
@@ -213,18 +245,20 @@ def reference_search(
     hyps = []
     for prefix, (pb, pnb) in beams.items():
         ctc = logaddexp(pb, pnb)
+        ids = [e % V for e in prefix]
         if not use_words:
-            hyps.append((list(prefix), ctc, ctc, 0.0))
+            hyps.append((ids, ctc, ctc, 0.0, None))
             continue
-        w = complete(words[prefix])
-        if w is None:
-            continue
-        if lm is not None:
-            w = _Words(w.lm_state, w.lm_score + lm.final(w.lm_state), w.n_words, w.n_oov)
-        hyps.append((list(prefix), ctc + word_term(w), ctc, w.lm_score))
+        for v in range(n_completions(words[prefix])):  # a final homophone: one hypothesis per word
+            w = complete(words[prefix], v)
+            if w is None:
+                continue
+            if lm is not None:
+                w = _Words(w.lm_state, w.lm_score + lm.final(w.lm_state), w.n_words, w.n_oov, w.partial, w.done)
+            hyps.append((ids, ctc + word_term(w), ctc, w.lm_score, list(w.done) if pron else None))
     if not hyps:  # the lexicon rejected every final word: the best CTC prefix instead
         prefix, (pb, pnb) = max(beams.items(), key=lambda kv: logaddexp(*kv[1]))
         ctc = logaddexp(pb, pnb)
-        hyps = [(list(prefix), ctc, ctc, 0.0)]
+        hyps = [([e % V for e in prefix], ctc, ctc, 0.0, list(words[prefix].done) if pron else None)]
     hyps.sort(key=lambda h: h[1], reverse=True)
     return hyps[: max(1, options.nbest)]
