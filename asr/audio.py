@@ -103,3 +103,21 @@ def load_audio(
         raise AudioError(f"{name}: audio contains NaN or infinite samples")
     wav = resample(wav, sr, sample_rate)
     return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def speed_perturb(wav: np.ndarray, factor: float, sample_rate: int = 16000) -> np.ndarray:
+    """Play ``factor`` times faster (tempo and pitch, like sox ``speed``) via resampling.
+
+    Args:
+        wav: float32 (samples,).
+        factor: speed, e.g. 0.9 (slower, longer) or 1.1 (faster, shorter).
+        sample_rate: rate of ``wav`` (the output has the same rate).
+
+    Returns:
+        float32 (about samples / factor,).
+    """
+    if factor == 1.0:
+        return wav
+    # Treat the signal as if recorded at sr*factor and resample back to sr.
+    orig = int(round(sample_rate * factor / 100)) * 100
+    return resample(wav, orig, sample_rate)

@@ -11,28 +11,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from asr.audio import AudioError, audio_info, load_audio, resample
+from asr.audio import AudioError, audio_info, load_audio, resample, speed_perturb  # noqa: F401 (re-exported)
 from asr.config import AugmentConfig
 
 log = logging.getLogger("asr.augment")
-
-
-def speed_perturb(wav: np.ndarray, factor: float, sample_rate: int = 16000) -> np.ndarray:
-    """Play ``factor`` times faster (tempo and pitch, like sox ``speed``) via resampling.
-
-    Args:
-        wav: float32 (samples,).
-        factor: speed, e.g. 0.9 (slower, longer) or 1.1 (faster, shorter).
-        sample_rate: rate of ``wav`` (the output has the same rate).
-
-    Returns:
-        float32 (about samples / factor,).
-    """
-    if factor == 1.0:
-        return wav
-    # Treat the signal as if recorded at sr*factor and resample back to sr.
-    orig = int(round(sample_rate * factor / 100)) * 100
-    return resample(wav, orig, sample_rate)
 
 
 def add_noise(wav: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:

@@ -10,7 +10,8 @@ from asr.errors import CLIError
 
 
 def _g2p(path: str | None):
-    from asr.g2p import default_g2p, load_g2p
+    from asr.g2p import load_g2p
+    from asr.phones import default_g2p
 
     try:
         return load_g2p(path) if path else default_g2p()
@@ -19,6 +20,8 @@ def _g2p(path: str | None):
 
 
 def cmd_g2p_train(args) -> int:
+    if args.epochs < 1 or args.minutes <= 0:
+        raise CLIError("asr g2p train: --epochs must be 1 or more and --minutes above 0")
     import torch
 
     from asr.g2p import evaluate_g2p, save_g2p, train_g2p

@@ -26,8 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from asr.audio import AudioError, load_audio
-from asr.augment import speed_perturb
+from asr.audio import AudioError, load_audio, speed_perturb
 from asr.errors import ManifestError
 
 log = logging.getLogger("asr.data")

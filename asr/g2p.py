@@ -10,7 +10,6 @@ was trained with ``asr g2p train`` on CMUdict minus the held-out words of
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -115,21 +114,6 @@ def load_g2p(path: str | Path) -> G2PModel:
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise ValueError(f"{path}: not a G2P model written by `asr g2p train`")
     return G2PModel.from_dict(d)
-
-
-@functools.lru_cache(maxsize=1)
-def default_g2p() -> G2PModel:
-    """The shipped CMUdict G2P model; without it, one trained once and cached in ~/.cache/asr."""
-    for path in (PACKAGED, CACHED):
-        if path.exists():
-            return load_g2p(path)
-    from asr.phones import load_cmudict
-
-    log.warning("no G2P model at %s or %s: training one on CMUdict (a few minutes, once)", PACKAGED,
-                CACHED)
-    model = train_g2p(load_cmudict(), minutes=10)
-    save_g2p(model, CACHED)
-    return model
 
 
 def _training_pairs(lexicon: dict[str, list[tuple[str, ...]]], letters: str):

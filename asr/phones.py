@@ -19,8 +19,11 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from asr.errors import LexiconError  # re-exported: asr.phones.LexiconError
-from asr.text import BLANK, TokenizerError, normalize_text
+from asr.errors import (
+    LexiconError,  # re-exported: asr.phones.LexiconError
+    TokenizerError,
+)
+from asr.normalize import BLANK, normalize_text
 
 log = logging.getLogger("asr.phones")
 
@@ -146,7 +149,6 @@ def build_lexicon(words: Iterable[str], base: dict[str, list[tuple[str, ...]]], 
     missing = [w for w in words if w not in base]
     if missing:
         if g2p is None:
-            from asr.g2p import default_g2p
 
             g2p = default_g2p()
         step = 4096
@@ -297,3 +299,19 @@ class PhoneTokenizer:
         if tok.vocab != d["vocab"]:
             raise ValueError("the phone inventory of this checkpoint differs from this version's")
         return tok
+
+
+@functools.lru_cache(maxsize=1)
+def default_g2p():
+    """The shipped CMUdict G2P model (asr.g2p.G2PModel); without it, one trained once and cached
+    in ~/.cache/asr."""
+    from asr.g2p import CACHED, PACKAGED, load_g2p, save_g2p, train_g2p
+
+    for path in (PACKAGED, CACHED):
+        if path.exists():
+            return load_g2p(path)
+    log.warning("no G2P model at %s or %s: training one on CMUdict (a few minutes, once)", PACKAGED,
+                CACHED)
+    model = train_g2p(load_cmudict(), minutes=10)
+    save_g2p(model, CACHED)
+    return model

@@ -9,48 +9,14 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import tempfile
-import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
 from asr.errors import TokenizerError
 
-BLANK = "<blank>"
-_SPACES = re.compile(r"\s+")
-
-
-def normalize_text(text: str, lowercase: bool = True, keep_chars: str = "'",
-                   strip_accents: bool = False) -> str:
-    """Unicode-normalise, case-fold, drop punctuation not in ``keep_chars``, squeeze spaces.
-
-    Args:
-        text: raw transcript.
-        lowercase: fold to lower case.
-        keep_chars: punctuation to keep (letters, digits and spaces are always kept).
-        strip_accents: drop combining marks (``café`` -> ``cafe``).
-
-    Returns:
-        the normalised text: single spaces, no leading or trailing space.
-
-    >>> normalize_text("Hello,  World! It's   OK.")
-    "hello world it's ok"
-    >>> normalize_text("Café — naïve", strip_accents=True)
-    'cafe naive'
-    """
-    text = unicodedata.normalize("NFKC", text)
-    if strip_accents:
-        text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    if lowercase:
-        text = text.lower()
-    out = []
-    for ch in text:
-        if ch.isalnum() or ch in keep_chars:
-            out.append(ch)
-        else:
-            out.append(" ")
-    return _SPACES.sub(" ", "".join(out)).strip()
+# re-exported: asr.text.normalize_text and asr.text.BLANK are the names the package uses
+from asr.normalize import _SPACES, BLANK, normalize_text  # noqa: E402,F401
 
 
 class CharTokenizer:

@@ -58,7 +58,7 @@ CASES = [
      "language model {w}/none.arpa does not exist"),
     ("evaluate -m {m} --manifest {dev} --lm {txt} --out {w}/ev", 1, "1-grams: section"),
     ("evaluate -m {m} --manifest {dev} --method beam --lexicon {w}/none.txt --out {w}/ev", 1,
-     "{w}/none.txt: No such file"),
+     "lexicon file {w}/none.txt does not exist"),
     ("evaluate -m {m} --manifest {dev} --device nonsense --out {w}/ev", 2, "--device 'nonsense' is not a device"),
     ("evaluate -m {m} --manifest {dev} --method viterbi", 2, "invalid choice: 'viterbi'"),
     # compare
@@ -108,6 +108,19 @@ CASES = [
     ("tune-lm -m {m} --manifest {dev} --lm {txt}", 1, "1-grams: section"),
     ("decode -m {m} --manifest {dev} --lm {txt}", 2, "asr decode needs --tune-lm"),
     ("decode --tune-lm -m {m} --manifest {dev} --lm {txt}", 1, "1-grams: section"),
+    # lm mix, lm ppl
+    ("lm mix {w}/none.arpa {txt} --weights 0.5,0.5 -o {w}/x.arpa", 1, "language model {w}/none.arpa does not exist"),
+    ("lm ppl {w}/none.arpa {txt}", 1, "language model {w}/none.arpa does not exist"),
+    # data degrade
+    ("data degrade {w}/none.jsonl -o {w}/deg", 1, "manifest {w}/none.jsonl does not exist"),
+    ("data degrade {dev} --kind mp3:30 -o {w}/deg", 2, "kind 'mp3:30': MP3 at 16 kHz has the bit rates"),
+    # g2p, lexicon
+    ("g2p eval --model {w}/none.pt", 2, "G2P model {w}/none.pt does not exist"),
+    ("g2p pronounce --model {w}/none.pt hello", 2, "G2P model {w}/none.pt does not exist"),
+    ("g2p train -o {w}/g.pt --epochs 0", 2, "--epochs must be 1 or more"),
+    ("lexicon {w}/none.txt -o {w}/l.txt", 2, "word list {w}/none.txt does not exist"),
+    # serve (checked before the model loads or a port opens)
+    ("serve -m {w}/none.pt", 2, "{w}/none.pt: model file does not exist"),
 ]
 
 

@@ -126,5 +126,5 @@ def test_cli_lm_build(tmp_path, capsys):
     out = tmp_path / "lm.arpa"
     assert main(["lm", "build", str(text), "-o", str(out), "--order", "3"]) == 0
     assert kenlm.Model(str(out)).order == 3
-    assert main(["lm", "build", str(tmp_path / "nope.txt"), "-o", str(out)]) == 2
+    assert main(["lm", "build", str(tmp_path / "nope.txt"), "-o", str(out)]) == 1
     assert "asr: error:" in capsys.readouterr().err

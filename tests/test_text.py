@@ -160,4 +160,4 @@ def test_cli_tokenizer_train(tmp_path, capsys):
     m2.write_text(json.dumps({"id": "x", "audio": "x.wav", "duration": 1.0, "text": "über"}) + "\n")
     assert main(["data", "validate", str(m2), "--tokenizer", str(out), "--no-audio"]) == 1
     assert "unencodable-text" in capsys.readouterr().out
-    assert main(["tokenizer", "train", str(tmp_path / "missing.jsonl"), "-o", str(out)]) == 2
+    assert main(["tokenizer", "train", str(tmp_path / "missing.jsonl"), "-o", str(out)]) == 1
