@@ -202,7 +202,7 @@ class Model:
             LMError, OSError: the LM or lexicon cannot be read (checked now, not per utterance).
         """
         self.decode_cfg = dataclasses.replace(self.decode_cfg, **overrides)
-        self._resources()
+        self.prepare_decoding()  # only what the beam search needs: greedy needs no lexicon
         return self
 
     @property
