@@ -17,7 +17,8 @@
 #         line), words limited to the 200 k LibriSpeech vocabulary (also the lexicon), entropy-pruned (--lm-prune);
 #         or --lm-arpa FILE (e.g. OpenSLR 11's 3-gram.pruned.1e-7.arpa.gz), lower-cased to match the tokenizer;
 #      c) book + transcript LM interpolated, weights by perplexity on a held-out 10 % of the TRAINING transcripts
-#   2  train (resumes automatically if the run folder has a checkpoint)
+#   2  train (resumes automatically if the run folder has a checkpoint); a config whose train.select_on names
+#      degraded dev copies (conf/mini_librispeech_cpu_robust.yaml) gets them built first (as in stage 5)
 #   3  average the best checkpoints into model.pt (done by training when train.average_last > 1)
 #   4  decode dev: greedy, beam, then beam + each LM (--lm-modes; default all) with and without its lexicon,
 #      alpha/beta tuned on dev for each; HTML + JSON reports
@@ -67,7 +68,7 @@ while [ $# -gt 0 ]; do
     --beam) beam=$2; shift 2;;
     --robust-kinds) robust_kinds=$2; shift 2;;
     --robust-modes) robust_modes=$2; shift 2;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0;;
     *=*) overrides+=("$1"); shift;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2;;
   esac
@@ -182,7 +183,19 @@ for line in open(sys.argv[1], encoding="utf-8"):
   done
 fi
 
+# degraded copies of dev ($robust_kinds; seeded, built once, then cached): stage 5 scores them, and stage 2
+# ranks epochs on them when the config's train.select_on names one (conf/mini_librispeech_cpu_robust.yaml)
+build_degraded() {
+  local kind_args=() k
+  for k in $robust_kinds; do kind_args+=(--kind "$k"); done
+  $ASR data degrade "$data/dev.jsonl" "${kind_args[@]}" -o "$data/degraded" --seed 0
+}
+
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  if grep -q "degraded/" "$conf" || [[ " ${overrides[*]:-} " == *"train.select_on="*"degraded/"* ]]; then
+    log "stage 2: the config selects epochs on degraded dev copies: building them first ($robust_kinds)"
+    build_degraded
+  fi
   log "stage 2: training with $conf into $exp (log: $exp/train.log; tensorboard --logdir $exp/tb)"
   $ASR train -c "$conf" run_dir="$exp" data.train_manifest="$data/train.jsonl" \
     data.dev_manifest="$data/dev.jsonl" "${overrides[@]}"
@@ -233,9 +246,9 @@ fi
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   deg=$data/degraded
   log "stage 5: robustness: degraded copies of dev ($robust_kinds) -> $deg (built once, then cached)"
-  kind_args=(); folders=()
-  for k in $robust_kinds; do kind_args+=(--kind "$k"); folders+=("${k//:/_}"); done
-  $ASR data degrade "$data/dev.jsonl" "${kind_args[@]}" -o "$deg" --seed 0
+  folders=()
+  for k in $robust_kinds; do folders+=("${k//:/_}"); done
+  build_degraded
   for f in "${folders[@]}"; do
     m=$deg/$f/manifest.jsonl
     for mode in $robust_modes; do
