@@ -102,12 +102,18 @@ def highpass(wav: np.ndarray, cutoff_hz: float, sample_rate: int = 16000) -> np.
 def narrowband(wav: np.ndarray, rate: int, sample_rate: int = 16000) -> np.ndarray:
     """Resampled to ``rate`` and back (what an 8 kHz phone line or recording keeps).
 
+    A steep low-pass at 0.95 x the narrow Nyquist frequency before and after, as a narrow-band
+    recorder's anti-aliasing filter and a good upsampler's: torchaudio's windowed sinc alone
+    leaves the band above (aliases, then images) only ~18 dB down on speech.
+
     Returns:
         float32 (samples,) at ``sample_rate``.
     """
     if rate >= sample_rate:
         return wav
-    back = resample(resample(wav, sample_rate, rate), rate, sample_rate)
+    edge = 0.95 * rate / 2
+    back = lowpass(resample(resample(lowpass(wav, edge, sample_rate), sample_rate, rate), rate, sample_rate),
+                   edge, sample_rate)
     return np.pad(back, (0, max(0, wav.size - back.size)))[: wav.size]
 
 
