@@ -103,13 +103,15 @@ def test_cli_evaluate_and_compare(tiny_digits_model, digits_manifest, tmp_path, 
     m = digits_manifest(4, name="test", index_range=range(0, 5))
     for method in ("greedy", "beam"):
         rc = main(["evaluate", "-m", str(tiny_digits_model), "--manifest", str(m), "--method", method,
-                   "--beam-size", "4", "--out", str(tmp_path / method)])
+                   "--beam-size", "4", "--out" if method == "greedy" else "-o", str(tmp_path / method)])
         assert rc == 0
         rep = json.loads((tmp_path / method / "report.json").read_text())
         assert rep["summary"]["utterances"] == 4
         assert rep["meta"]["decode"]["method"] == method
         assert len(rep["meta"]["model_file"]["sha256"]) == 16
-        assert (tmp_path / method / "report.html").stat().st_size > 5000
+        page = _Page((tmp_path / method / "report.html").read_text())
+        assert page.note == "embedded" and len(page.rows) == 4
+        assert all(r["src"].startswith("data:audio/ogg;base64,") for r in page.rows)  # each one playable
     capsys.readouterr()
     assert main(["compare", str(tmp_path / "greedy"), str(tmp_path / "beam")]) == 0
     assert "decode.method: 'greedy' -> 'beam'" in capsys.readouterr().out
