@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 import urllib.parse
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ import soundfile as sf
 from tqdm import tqdm
 
 from asr.audio import AudioError, load_audio
+
+log = logging.getLogger("asr.report")
 
 EMBED_MB = 20.0  # default limit on the embedded audio of one page (MB of data: URIs)
 CLIP_RATE = 16000  # embedded clips: the toolkit's working rate, mono
@@ -90,13 +93,21 @@ def report_clips(utts: list[dict], out_dir: str | Path, embed_mb: float = EMBED_
     with_audio = [u for u in utts if u.get("audio")]
     if not with_audio:
         return Clips("none", note="No audio: the report was written without the utterances' audio paths.")
+    clips = _clips(with_audio, out_dir, embed_mb, progress)
+    if clips.missing:
+        uid, why = next(iter(clips.missing.items()))
+        log.warning("report.html: no player for %d utterances (%s: %s)", len(clips.missing), uid, why)
+    return clips
+
+
+def _clips(with_audio: list[dict], out_dir: str | Path, embed_mb: float, progress: bool) -> Clips:
+    """Embed when the estimate and then the encoded clips fit; else link."""
     limit = embed_mb * 1e6
     planned = sum(u["duration"] for u in with_audio) * PLAN_BYTES_PER_S * 4 / 3
     if embed_mb > 0 and planned <= limit:
         clips = _embed(with_audio, limit, progress)
         if clips is not None:
-            return clips
-        planned = limit + 1  # the estimate was too low: the encoded clips did not fit
+            return clips  # (None: the estimate was low and the encoded clips did not fit)
     why = ("embedding is off (--embed-audio-mb 0)" if embed_mb <= 0 else
            f"embedded they would take more than the {embed_mb:g} MB limit (--embed-audio-mb)")
     clips = Clips("linked", note=(

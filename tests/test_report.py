@@ -218,13 +218,18 @@ def test_small_report_embeds_only_each_segment_as_ogg(tmp_path):
                                                                 "m1": None}
 
 
-def test_large_report_links_files_relative_with_the_segment_as_media_fragment(tmp_path):
-    for embed_mb in (0, 0.001):  # embedding off; the clips over the limit
+def test_large_report_links_files_relative_with_the_segment_as_media_fragment(tmp_path, monkeypatch):
+    import asr.report_audio
+
+    # embedding off; over the limit by the estimate; under by the estimate but over once encoded
+    for embed_mb, plan in ((0, None), (0.001, None), (0.01, 1)):
+        if plan:
+            monkeypatch.setattr(asr.report_audio, "PLAN_BYTES_PER_S", plan)
         out, utts = audio_report(tmp_path / str(embed_mb), embed_mb=embed_mb)
         text = (out / "report.html").read_text()
         page = _Page(text)
         assert page.note == "linked" and "data:audio" not in text
-        assert ("embedding is off" in text) == (embed_mb == 0) and ("more than the 0.001 MB limit" in text) == (embed_mb > 0)
+        assert ("embedding is off" in text) == (embed_mb == 0) and (f"more than the {embed_mb:g} MB limit" in text) == (embed_mb > 0)
         rows = {r["id"]: r for r in page.rows}
         for uid, u in utts.items():
             path, _, frag = rows[uid]["src"].partition("#")
