@@ -379,8 +379,8 @@ def print_table(rows: list[dict], audio_s: float | None) -> None:
             speed = f"**{r['decode_cpu'] / ref[0]['decode_cpu']:.1f}**"
         cpu = r.get("decode_cpu", r["decode_s"])
         rtf = f"{cpu / audio_s:.4f}" if audio_s else "-"
-        print(f"| {r['label']} | {r['lm']} | {r['beam']} | {r.get('load_s', 0):.2f} | {r.get('load_mb', 0):.0f} "
-              f"| {r.get('peak_mb', 0):.0f} | {r['decode_s']:.2f} | {cpu:.2f} | {rtf} | {100 * r['wer']:.2f} "
+        load = f"{r['load_s']:.2f} | {r['load_mb']:.0f} | {r['peak_mb']:.0f}" if "load_s" in r else "- | - | -"
+        print(f"| {r['label']} | {r['lm']} | {r['beam']} | {load} | {r['decode_s']:.2f} | {cpu:.2f} | {rtf} | {100 * r['wer']:.2f} "
               f"| {100 * r['cer']:.2f} | {speed} |")
 
 
