@@ -107,6 +107,10 @@ def cmd_evaluate(args) -> int:
           f"({len(res.utts)} utterances, {res.words.ref} words, {len(res.failed)} failed"
           f"{f', {len(bad_lines)} manifest lines skipped' if bad_lines else ''})  "
           f"report: {out_dir / 'report.html'}")
+    for utt_id, reason in res.failed[:20]:  # all of them, with the reason, in the report's "failed"
+        print(f"asr: skipped {utt_id}: {one_line(reason)}", file=sys.stderr)
+    if len(res.failed) > 20:
+        print(f"asr: ... and {len(res.failed) - 20} more skipped utterances (see report.json)", file=sys.stderr)
     return 1 if res.failed and not res.utts else 0
 
 
