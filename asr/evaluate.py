@@ -100,7 +100,7 @@ def evaluate(model: Model, utts: list[Utterance], max_batch_seconds: float = 120
             try:
                 wavs.append(load_utterance(u, model.sample_rate))
                 batch_utts.append(u)
-            except Exception as e:  # noqa: BLE001 - AudioError, or a decoder library's own error
+            except Exception as e:  # noqa: BLE001 - AudioError, or an audio library's own error on a damaged file
                 _skip(res, u, e)
             bar.update(u.duration)
         if not wavs:
