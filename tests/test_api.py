@@ -18,7 +18,7 @@ from test_transcribe import known_utterances
 
 import asr
 from asr.decoding import DecodingOptions
-from asr.errors import ConfigError, DeviceError
+from asr.errors import ConfigError
 
 WAV = np.zeros(16000, dtype=np.float32)  # the stand-in phone model ignores the audio: "two a" / "to a"
 LEX = {"two": [("T", "UW")], "to": [("T", "UW")], "a": [("AH",)]}
@@ -122,46 +122,16 @@ def test_nbest_from_the_command_line(tiny_digits_model, tmp_path, capsys):
     assert [a[0] for a in alts] == [r[2] for r in rows] and rep["meta"]["decode"]["nbest"] == 3
 
 
-@pytest.fixture(scope="module")
-def exports(tiny_digits_model, tmp_path_factory):
-    from asr.export import export_model
-
-    d = tmp_path_factory.mktemp("exports")
-    export_model(tiny_digits_model, d / "m.ts", "torchscript")
-    export_model(tiny_digits_model, d / "m8.ts", "torchscript", quantize="int8")
-    export_model(tiny_digits_model, d / "m.onnx", "onnx")
-    return d
-
-
-@pytest.mark.parametrize("name", ["m.ts", "m8.ts", "m.onnx"])
-def test_load_model_honours_the_device_for_exported_models(exports, tiny_digits_model, name, monkeypatch):
-    clips, expect = known_utterances(tiny_digits_model, 1, start=5)
-    m = asr.load_model(exports / name, device="cpu")
-    assert m.device.type == "cpu" and m.transcribe(clips[0], sample_rate=8000).text == expect
-    if not torch.cuda.is_available():  # a machine without CUDA: a clear error, not a traceback
-        with pytest.raises(DeviceError, match="cuda: this machine has 0 CUDA devices"):
-            asr.load_model(exports / name, device="cuda")
-        # a GPU machine whose onnxruntime lacks CUDA, or an int8 model: named, with what to do
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-        if name != "m.ts":
-            match = "no CUDA provider.*onnxruntime-gpu" if name.endswith(".onnx") else "int8 model runs on the CPU"
-            with pytest.raises(DeviceError, match=match):
-                asr.load_model(exports / name, device="cuda")
-            # auto: the best the model and machine allow, the CPU here
-            assert asr.load_model(exports / name, device="auto").device.type == "cpu"
-
-
-def test_cli_device_errors_are_one_line(exports, tmp_path, capsys):
+def test_cli_device_errors_are_one_line(tiny_digits_model, tmp_path, capsys):
+    """(load_model's device per kind of model: tests/test_export.py, on the files it exports)"""
     from asr.cli import main
 
     if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")  # the GPU path is checked by the test above on CPU machines
+        pytest.skip("this machine has CUDA")
     sf.write(tmp_path / "a.wav", WAV, 16000)
-    for name in ("m.ts", "m.onnx"):
-        assert main(["transcribe", "-m", str(exports / name), "--device", "cuda", str(tmp_path / "a.wav")]) == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and err.startswith("asr: error:") and "CUDA" in err
+    assert main(["transcribe", "-m", str(tiny_digits_model), "--device", "cuda", str(tmp_path / "a.wav")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("asr: error:") and "0 CUDA devices" in err
 
 
 class FailingNet:
