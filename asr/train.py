@@ -50,7 +50,7 @@ from asr.checkpoint import (
     set_rng_state,
 )
 from asr.config import Config, save_config, to_dict
-from asr.ctc import compute_loss, dev_score, validate
+from asr.ctc import compute_loss, validate
 from asr.data import BucketBatchSampler, filter_by_duration, read_manifest
 from asr.model import count_parameters
 from asr.optim import LRSchedule, make_optimizer
@@ -64,6 +64,7 @@ from asr.runtime import (
     select_device,
     setup_logging,
 )
+from asr.selection import Selection
 from asr.text import tokenizer_from_dict, train_tokenizer
 from asr.train_data import (  # noqa: F401  (output_frames, min_frames_for: public via asr.train)
     compute_cmvn,
@@ -171,6 +172,7 @@ class Trainer:
             subset = dev_subset(dev_utts, cfg.train.valid_subset)
             if len(subset) < len(dev_utts):  # each epoch on the subset, the full dev set at the end
                 self.dev_subset_loader = make_loader(subset, self.tokenizer, cfg, False, pin=pin, cache=self.cache)
+        self.selection = Selection(cfg, self.tokenizer, pin, self.cache)  # train.select_on: sets ranking epochs
         self.train_seconds = sum(u.duration for u in train_utts)
 
         self.model = build_model(cfg, len(self.tokenizer)).to(self.device)
@@ -444,8 +446,11 @@ class Trainer:
             st.epoch += 1
             st.batch_in_epoch = 0
             dev = self.run_validation()
+            if self.selection.loaders:  # degraded dev copies etc. (train.select_on)
+                dev.update(self._broadcast(self.selection.validate(self.model, self.device, self.amp)
+                                           if self.is_main else {}))
+            score_name, wer = self.selection.score(dev)  # dev WER (PER for phones), or the mean over select_on
             metrics.update(dev)
-            score_name, wer = dev_score(dev)  # dev WER, or PER for a phone model
             improved = wer is not None and wer < st.best_wer
             if improved:
                 st.best_wer, st.bad_epochs = wer, 0
