@@ -1,4 +1,8 @@
-"""asr: BiLSTM-CTC speech recognition (features, training, beam search + n-gram LM, WER reports)."""
+"""asr: BiLSTM-CTC speech recognition (features, training, beam search + n-gram LM, WER reports).
+
+``asr.load_model(path)`` gives a model to transcribe with; ``asr.DecodingOptions`` says how to
+decode (per call or through ``model.with_decoding``). Both import torch only when first used.
+"""
 
 __version__ = "0.1.0"
 
@@ -10,4 +14,12 @@ def load_model(path, device: str = "cpu", quantize: str = "", amp: str = "auto")
     return _load(path, device, quantize, amp)
 
 
-__all__ = ["load_model", "__version__"]
+def __getattr__(name: str):
+    if name == "DecodingOptions":  # imported on first use: `import asr` stays light
+        from asr.decoding import DecodingOptions
+
+        return DecodingOptions
+    raise AttributeError(f"module 'asr' has no attribute {name!r}")
+
+
+__all__ = ["load_model", "DecodingOptions", "__version__"]

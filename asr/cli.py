@@ -26,7 +26,6 @@ from pathlib import Path
 from asr.cli_data import add_data_parsers
 from asr.cli_decode import add_decode_args as _add_decode_args
 from asr.cli_decode import decode_overrides as _decode_overrides
-from asr.cli_decode import device_name as _device
 from asr.cli_lm import add_lm_parsers
 from asr.errors import ASRError, CLIError, ManifestError, one_line
 
@@ -73,9 +72,9 @@ def cmd_evaluate(args) -> int:
     from asr.report import write_report
     from asr.transcribe import load_model
 
-    model = load_model(args.model, _device(args.device), quantize=args.quantize or "", amp=args.amp)
-    model.with_decoding(**_decode_overrides(args))
-    model.prepare_decoding()
+    overrides = _decode_overrides(args)  # a bad flag is reported before the model loads
+    model = load_model(args.model, args.device, quantize=args.quantize or "", amp=args.amp)
+    model = model.with_decoding(**overrides)
     bad_lines: list[str] = []
     utts = read_manifest(args.manifest, strict=False, skipped=bad_lines)
     if args.limit:
@@ -84,7 +83,8 @@ def cmd_evaluate(args) -> int:
         raise ManifestError(f"{args.manifest}: no utterances to evaluate; check it with "
                             f"`asr data validate {args.manifest}`")
     res = evaluate(model, utts)
-    out_dir = Path(args.out or Path(args.model).parent / f"eval-{Path(args.manifest).stem}-{model.decode_cfg.method}")
+    options = res.options or model.options  # a phone model is decoded with the beam search
+    out_dir = Path(args.out or Path(args.model).parent / f"eval-{Path(args.manifest).stem}-{options.method}")
     state = getattr(model, "train_state", None) or {}
     meta = {
         "model": str(Path(args.model).resolve()),
@@ -93,8 +93,8 @@ def cmd_evaluate(args) -> int:
         "model_kind": model.kind,
         "manifest_file": dict(_file_info(args.manifest), utterances_used=len(utts),
                               lines_skipped=bad_lines),
-        "decode": dataclasses.asdict(model.decode_cfg),
-        "lm_file": _file_info(model.decode_cfg.lm_path) if model.decode_cfg.lm_path else None,
+        "decode": dataclasses.asdict(options),
+        "lm_file": _file_info(options.lm_path) if options.lm_path else None,
         "model_config": {k: to_dict(getattr(model.config, k)) for k in ("feature", "model", "tokenizer")},
         "train_state": {k: state.get(k) for k in ("epoch", "step", "best_wer") if k in state} or None,
         "device": str(model.device),
@@ -107,6 +107,10 @@ def cmd_evaluate(args) -> int:
           f"({len(res.utts)} utterances, {res.words.ref} words, {len(res.failed)} failed"
           f"{f', {len(bad_lines)} manifest lines skipped' if bad_lines else ''})  "
           f"report: {out_dir / 'report.html'}")
+    for utt_id, reason in res.failed[:20]:  # all of them, with the reason, in the report's "failed"
+        print(f"asr: skipped {utt_id}: {one_line(reason)}", file=sys.stderr)
+    if len(res.failed) > 20:
+        print(f"asr: ... and {len(res.failed) - 20} more skipped utterances (see report.json)", file=sys.stderr)
     return 1 if res.failed and not res.utts else 0
 
 
@@ -179,9 +183,9 @@ def cmd_transcribe(args) -> int:
         raise CLIError("standard input (-) can be given only once")
     if args.format in ("srt", "vtt") and len(paths) > 1 and not args.output_dir:
         raise CLIError(f"--format {args.format} with several inputs needs --output-dir (one file per input)")
-    model = load_model(args.model, _device(args.device), quantize=args.quantize or "", amp=args.amp)
-    model.with_decoding(**_decode_overrides(args))
-    model.prepare_decoding()
+    overrides = _decode_overrides(args)  # a bad flag is reported before the model loads
+    model = load_model(args.model, args.device, quantize=args.quantize or "", amp=args.amp)
+    model = model.with_decoding(**overrides)
     if args.max_segment_seconds:
         import dataclasses
 
@@ -212,14 +216,15 @@ def cmd_transcribe(args) -> int:
             bar.write(f"asr: error: {msg if msg.startswith(name) else f'{name}: {msg}'}", file=sys.stderr)
             failed += 1
             continue
+        prefix = f"{p}\t" if out_dir is None and len(paths) > 1 else ""
         if args.format == "json":
             text = json.dumps(dict(audio=p, **t.to_dict()), ensure_ascii=False)
         elif args.format in ("srt", "vtt"):
             text = render(t.words, args.format)
-        elif out_dir is None and len(paths) > 1:
-            text = f"{p}\t{t.text}"
+        elif model.options.nbest > 1:  # one line per hypothesis: rank, score, text
+            text = "\n".join(f"{prefix}{i}\t{s:.3f}\t{a}" for i, (a, s) in enumerate(t.alternatives, 1))
         else:
-            text = t.text
+            text = prefix + t.text
         if out_dir is not None:
             (out_dir / _out_name(p, args.format, used)).write_text(text + "\n")
         else:
@@ -281,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of a checkpoint (CPU)")
     e.add_argument("--amp", choices=["auto", "off", "bf16"], default="auto",
                    help="checkpoint precision: auto = bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32")
-    _add_decode_args(e)
+    _add_decode_args(e, nbest=True)
     e.set_defaults(func=cmd_evaluate)
 
     c = sub.add_parser("compare", help="what changed between two evaluation reports, utterance by utterance")
@@ -306,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--amp", choices=["auto", "off", "bf16"], default="auto",
                     help="checkpoint precision: auto = bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32")
     tr.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    _add_decode_args(tr)
+    _add_decode_args(tr, nbest=True)
     tr.set_defaults(func=cmd_transcribe)
 
     x = sub.add_parser("export", help="export a checkpoint to TorchScript or ONNX (optionally int8) for CPU inference")

@@ -12,7 +12,8 @@ from pathlib import Path
 from asr.errors import CLIError
 
 
-def add_decode_args(p: argparse.ArgumentParser) -> None:
+def add_decode_args(p: argparse.ArgumentParser, nbest: bool = False) -> None:
+    """The decoding flags; ``nbest``: also ``--nbest N`` (for commands that print alternatives)."""
     p.add_argument("--method", choices=["greedy", "beam"], help="decoder (default: the model's config)")
     p.add_argument("--beam-size", type=int, help="beam width")
     p.add_argument("--lm", dest="lm_path", help="ARPA word n-gram for shallow fusion")
@@ -20,13 +21,28 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--word-bonus", type=float, help="beta")
     p.add_argument("--lexicon", help="lexicon file: allowed words (a word per line), or for a phone model "
                    "`word P1 P2 ...` pronunciations added to the checkpoint's lexicon")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    if nbest:
+        p.add_argument("--nbest", type=int, help="also give the N best hypotheses with their scores "
+                       "(beam search; implies --method beam)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available)")
 
 
 def decode_overrides(args) -> dict:
-    keys = ["method", "beam_size", "lm_path", "lm_weight", "word_bonus", "lexicon"]
+    """The decoding flags given, as ``DecodingOptions`` fields (``model.with_decoding(**them)``).
+
+    ``--lm`` and ``--nbest N`` (N > 1) imply ``--method beam`` unless a method is given.
+
+    Raises:
+        UsageError: ``--nbest`` below 1, or above 1 with ``--method greedy`` (one hypothesis).
+    """
+    keys = ["method", "beam_size", "lm_path", "lm_weight", "word_bonus", "lexicon", "nbest"]
     out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    if out.get("lm_path") and "method" not in out:
+    if out.get("nbest", 1) < 1:
+        raise CLIError(f"--nbest must be at least 1, got {out['nbest']}")
+    if out.get("nbest", 1) > 1 and out.get("method") == "greedy" and not out.get("lm_path"):
+        raise CLIError("--nbest N needs the beam search: greedy decoding finds one hypothesis; "
+                       "drop --method greedy")
+    if (out.get("lm_path") or out.get("nbest", 1) > 1) and "method" not in out:
         out["method"] = "beam"
     if out.get("lm_path") and getattr(args, "model", None):
         tuned_weights(args.model, out)
@@ -54,9 +70,3 @@ def tuned_weights(model: str, out: dict) -> None:
     print(f"asr: using lm_weight {out['lm_weight']} and word_bonus {out['word_bonus']} (tuned: {path})",
           file=sys.stderr)
 
-
-def device_name(name: str) -> str:
-    """``--device`` as a torch device name; see :func:`asr.runtime.resolve_device`."""
-    from asr.runtime import resolve_device
-
-    return resolve_device(name)

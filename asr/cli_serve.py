@@ -11,7 +11,6 @@ from pathlib import Path
 
 from asr.cli_decode import add_decode_args as _add_decode_args
 from asr.cli_decode import decode_overrides as _decode_overrides
-from asr.cli_decode import device_name as _device
 from asr.errors import CLIError
 
 
@@ -42,10 +41,9 @@ def cmd_serve(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    model = load_model(args.model, _device(args.device), quantize=args.quantize or "")
-    model.with_decoding(**_decode_overrides(args))
-    if model.decode_cfg.lm_path:
-        model._resources()  # load the LM now, not on the first request
+    overrides = _decode_overrides(args)
+    # with_decoding loads the LM and lexicon now, not on the first request
+    model = load_model(args.model, args.device, quantize=args.quantize or "").with_decoding(**overrides)
     opts = ServeOptions(
         name=args.name or _default_name(Path(args.model)), language=args.language,
         max_upload_mb=args.max_upload_mb, max_audio_seconds=args.max_audio_seconds,
@@ -54,7 +52,7 @@ def cmd_serve(args) -> int:
                            max_wait_ms=0.0 if args.no_batching else args.max_wait_ms,
                            workers=args.workers))
     url = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}"
-    print(f"asr: serving {args.model} as '{opts.name}' ({model.kind}, {model.decode_cfg.method} decoding) "
+    print(f"asr: serving {args.model} as '{opts.name}' ({model.kind}, {model.options.method} decoding) "
           f"at {url}/  (API: {url}/v1/audio/transcriptions, docs: {url}/docs)", file=sys.stderr, flush=True)
     serve(model, opts, args.host, args.port, args.log_level)
     return 0

@@ -37,6 +37,11 @@ class UsageError(ASRError):
 CLIError = UsageError  # the name cli.py, cli_data.py and cli_lm.py have always raised
 
 
+class DeviceError(UsageError, RuntimeError):
+    """A device this machine, or this kind of model, cannot run on (exit code 2): CUDA without
+    a GPU, an ONNX model on CUDA without onnxruntime's CUDA provider, int8 on a GPU."""
+
+
 class ConfigError(ASRError, ValueError):
     """A config file or override that does not match the config dataclasses (exit code 2)."""
 

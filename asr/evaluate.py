@@ -17,6 +17,8 @@ from tqdm import tqdm
 
 from asr.audio import AudioError
 from asr.data import BucketBatchSampler, Utterance, load_utterance
+from asr.decoding import DecodingOptions
+from asr.errors import one_line
 from asr.metrics import ErrorCounts, char_errors, word_errors
 from asr.transcribe import Model
 
@@ -33,6 +35,7 @@ class UttResult:
     wer: dict  # word ErrorCounts.to_dict()
     cer: dict  # char ErrorCounts.to_dict()
     per: dict | None = None  # phone models: phone ErrorCounts.to_dict() of the greedy phones
+    alternatives: list | None = None  # with nbest > 1: [(text, score)], best first
 
 
 @dataclass
@@ -41,9 +44,10 @@ class EvalResult:
     words: ErrorCounts = field(default_factory=ErrorCounts)
     chars: ErrorCounts = field(default_factory=ErrorCounts)
     phones: ErrorCounts = field(default_factory=ErrorCounts)  # phone models only
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (utterance id, reason)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (utterance id, reason): skipped
     audio_seconds: float = 0.0
     decode_seconds: float = 0.0
+    options: DecodingOptions | None = None  # the decoding options used
 
     @property
     def wer(self) -> float:
@@ -59,18 +63,25 @@ class EvalResult:
         return self.phones.rate
 
 
-def evaluate(model: Model, utts: list[Utterance], max_batch_seconds: float = 120.0, progress: bool = True) -> EvalResult:
+def evaluate(model: Model, utts: list[Utterance], max_batch_seconds: float = 120.0, progress: bool = True,
+             options: DecodingOptions | None = None) -> EvalResult:
     """Transcribe every utterance (batched by duration) and accumulate error counts.
 
-    An utterance whose audio cannot be read, or that makes the model or decoder fail, is reported,
-    counted in ``failed`` and skipped; the others are still scored.
+    An utterance whose audio cannot be read, or that makes the model or decoder fail (greedy or
+    beam search, in a batch, alone, or cut into segments when longer than a segment), is logged,
+    listed in ``failed`` with the reason and skipped; the others are still scored.
+
+    Args:
+        options: decoding options (default: the model's); ``model`` itself is not changed.
     """
     res = EvalResult()
+    if options is not None:
+        model = model.with_decoding(options)
     if getattr(model, "is_phone", False) and not model.uses_beam:
         log.warning("phone model: WER from lexicon beam decoding (beam size %d), PER from greedy decoding",
-                    model.decode_cfg.beam_size)
-        model.with_decoding(method="beam")
-        model.prepare_decoding()
+                    model.options.beam_size)
+        model = model.with_decoding(method="beam")
+    res.options = model.options
     if getattr(model, "is_phone", False):
         _warn_missing_words(model, utts)
     sampler = BucketBatchSampler([u.duration for u in utts], max_batch_seconds, 64, 10, shuffle=False)
@@ -89,23 +100,13 @@ def evaluate(model: Model, utts: list[Utterance], max_batch_seconds: float = 120
             try:
                 wavs.append(load_utterance(u, model.sample_rate))
                 batch_utts.append(u)
-            except AudioError as e:
-                log.warning("skipping utterance %s: %s", u.id, e)
-                res.failed.append((u.id, str(e)))
+            except Exception as e:  # noqa: BLE001 - AudioError, or an audio library's own error on a damaged file
+                _skip(res, u, e)
             bar.update(u.duration)
         if not wavs:
             continue
         for u, out, w in _transcribe_or_isolate(model, batch_utts, wavs, res):
-            ref = model.tokenizer.normalize(u.text)
-            we, ce = word_errors(ref, out.text), char_errors(ref, out.text)
-            res.words += we
-            res.chars += ce
-            res.audio_seconds += w.size / model.sample_rate
-            pe = _phone_errors(model, ref, out.phones, u.id)
-            if pe is not None:
-                res.phones += pe
-            res.utts.append(UttResult(u.id, u.speaker, u.duration, ref, out.text, we.to_dict(), ce.to_dict(),
-                                      pe.to_dict() if pe is not None else None))
+            _score(model, u, out, w.size / model.sample_rate, res)
     bar.close()
     res.decode_seconds = time.time() - t0
     order = {u.id: i for i, u in enumerate(utts)}
@@ -145,8 +146,7 @@ def _transcribe_or_isolate(model: Model, utts: list[Utterance], wavs: list, res:
             return list(zip(utts, model.transcribe_batch(wavs), wavs))
     except Exception as e:  # noqa: BLE001 - any failure of one batch must not lose the whole evaluation
         if len(wavs) == 1:
-            log.warning("skipping utterance %s (%s): %s: %s", utts[0].id, utts[0].audio, type(e).__name__, e)
-            res.failed.append((utts[0].id, f"{type(e).__name__}: {e}"))
+            _skip(res, utts[0], e)
             return []
     out = []
     for u, w in zip(utts, wavs):
@@ -161,17 +161,29 @@ def _evaluate_long(model: Model, u: Utterance, res: EvalResult) -> None:
         src = load_utterance(u, model.sample_rate) if (u.segment or u.offset) else u.audio
         with torch.no_grad():
             out = model.transcribe(src)
-    except AudioError as e:
-        log.warning("skipping utterance %s: %s", u.id, e)
-        res.failed.append((u.id, str(e)))
+    except Exception as e:  # noqa: BLE001 - unreadable audio, or the model or decoder failing on a segment
+        _skip(res, u, e)
         return
+    _score(model, u, out, out.duration, res)
+
+
+def _skip(res: EvalResult, u: Utterance, e: Exception) -> None:
+    """Log and list an utterance that could not be decoded (the evaluation goes on)."""
+    reason = str(e) if isinstance(e, AudioError) else f"{type(e).__name__}: {one_line(e)}"
+    log.warning("skipping utterance %s (%s): %s", u.id, u.audio, reason)
+    res.failed.append((u.id, reason))
+
+
+def _score(model: Model, u: Utterance, out, seconds: float, res: EvalResult) -> None:
+    """Add one decoded utterance's errors to ``res`` (and its per-utterance result)."""
     ref = model.tokenizer.normalize(u.text)
     we, ce = word_errors(ref, out.text), char_errors(ref, out.text)
     res.words += we
     res.chars += ce
-    res.audio_seconds += out.duration
+    res.audio_seconds += seconds
     pe = _phone_errors(model, ref, out.phones, u.id)
     if pe is not None:
         res.phones += pe
+    alts = [[t, round(s, 3)] for t, s in out.alternatives] if model.options.nbest > 1 else None
     res.utts.append(UttResult(u.id, u.speaker, u.duration, ref, out.text, we.to_dict(), ce.to_dict(),
-                              pe.to_dict() if pe is not None else None))
+                              pe.to_dict() if pe is not None else None, alts))

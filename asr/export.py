@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from asr.config import Config, from_dict, to_dict
-from asr.errors import ExportError
+from asr.errors import DeviceError, ExportError
 from asr.text import Tokenizer, tokenizer_from_dict
 
 log = logging.getLogger("asr.export")
@@ -163,19 +163,46 @@ def _export_onnx(net: nn.Module, ex, out: Path, meta: str) -> None:
     onnx.save(m, str(out))
 
 
+def onnx_providers(device: str) -> list[str]:
+    """onnxruntime execution providers for a torch device name: CUDA first for "cuda[:N]".
+
+    Raises:
+        DeviceError: CUDA asked but this onnxruntime has no CUDA provider (it is the CPU build:
+            ``pip install onnxruntime-gpu``) or the machine has no GPU.
+    """
+    import onnxruntime as ort
+
+    if torch.device(device).type == "cpu":
+        return ["CPUExecutionProvider"]
+    if torch.device(device).type != "cuda":
+        raise DeviceError(f"ONNX models run on cpu or cuda, not {device}")
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise DeviceError(f"device {device}: this onnxruntime has no CUDA provider (it has "
+                          f"{', '.join(available)}); install onnxruntime-gpu, or use device cpu")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
 class OnnxNet:
     """Frontend in PyTorch + acoustic model in onnxruntime, called like the ASRModel.
 
-    ``net(wavs (B, S), wav_lens (B,)) -> (log_probs (B, T, V), out_lens (B,))``
+    ``net(wavs (B, S), wav_lens (B,)) -> (log_probs (B, T, V), out_lens (B,))``. The frontend
+    runs on the CPU; the acoustic model on the providers of ``device`` (see onnx_providers).
     """
 
-    def __init__(self, path: Path, frontend: nn.Module, threads: int = 0):
+    def __init__(self, path: Path, frontend: nn.Module, threads: int = 0, device: str = "cpu"):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads or torch.get_num_threads()
         so.log_severity_level = 3  # the exporter's static output-shape hints trigger harmless warnings
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        providers = onnx_providers(device)
+        if providers[0] == "CUDAExecutionProvider":
+            providers[0] = ("CUDAExecutionProvider", {"device_id": torch.device(device).index or 0})
+        self.session = ort.InferenceSession(str(path), so, providers=providers)
+        if device != "cpu" and self.session.get_providers()[0] != "CUDAExecutionProvider":
+            raise DeviceError(f"{path}: onnxruntime could not start its CUDA provider on {device} "
+                              f"(it fell back to {self.session.get_providers()[0]}); use device cpu")
         self.frontend = frontend.eval()
 
     def __call__(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,18 +212,22 @@ class OnnxNet:
         return torch.from_numpy(np.asarray(lp)), torch.from_numpy(np.asarray(lens))
 
 
-def load_exported(path: str | Path) -> tuple[Callable, Config, Tokenizer, str]:
-    """Load a file written by :func:`export_model` (CPU); ``asr.transcribe.load_model`` wraps it.
+def load_exported(path: str | Path, device: str = "cpu") -> tuple[Callable, Config, Tokenizer, str]:
+    """Load a file written by :func:`export_model`; ``asr.transcribe.load_model`` wraps it.
 
     Args:
         path: a TorchScript archive or an ``.onnx`` file.
+        device: "cpu", "cuda" or "cuda:N" (a name ``asr.runtime.resolve_device`` accepted):
+            TorchScript is mapped there; ONNX runs on onnxruntime's CUDA provider.
 
     Returns:
         (net, config, tokenizer, kind): ``net(wavs (B, S), wav_lens (B,)) -> (log_probs (B, T, V),
-        out_lens (B,))`` runs the exported program; kind is "torchscript", "torchscript-int8" or "onnx".
+        out_lens (B,))`` runs the exported program (inputs on ``device``, outputs on ``device``
+        for TorchScript, on the CPU for ONNX); kind is "torchscript", "torchscript-int8" or "onnx".
 
     Raises:
         ExportError: the file is missing, unreadable or not written by ``asr export``.
+        DeviceError: an int8 model on CUDA, or ONNX on CUDA without onnxruntime's CUDA provider.
     """
     path = Path(path)
     if not path.is_file():
@@ -216,15 +247,40 @@ def load_exported(path: str | Path) -> tuple[Callable, Config, Tokenizer, str]:
         frontend = Frontend(config.feature)
         d = json.loads(meta[META_KEY])
         frontend.set_cmvn(torch.tensor(d["cmvn_mean"]), torch.tensor(d["cmvn_std"]))
-        return OnnxNet(path, frontend), config, tokenizer, kind
+        return OnnxNet(path, frontend, device=device), config, tokenizer, kind
     extra = {META_KEY: ""}
+    cuda = torch.device(device).type != "cpu"
+    if cuda and _torchscript_kind(path).endswith("int8"):
+        raise DeviceError(f"{path}: an int8 model runs on the CPU only; use device cpu "
+                          f"(or export it without --quantize)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit deprecation notice
-            net = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+            net = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except (RuntimeError, ValueError) as e:
         raise ExportError(f"{path}: not a readable TorchScript file ({str(e).splitlines()[0]})") from None
     if not extra[META_KEY]:
         raise ExportError(f"{path}: not written by `asr export` (no '{META_KEY}' extra file)")
     config, tokenizer, kind = _from_meta(extra[META_KEY], path)
-    return net.eval(), config, tokenizer, kind
+    net = net.eval()
+    if cuda:  # a traced program may hold CPU constants: try it once rather than fail per utterance
+        try:
+            with torch.no_grad():
+                net(*(x.to(device) for x in example_input(config.feature.sample_rate)))
+        except RuntimeError as e:
+            raise DeviceError(f"{path}: this TorchScript file does not run on {device} "
+                              f"({str(e).splitlines()[0]}); use device cpu") from None
+    return net, config, tokenizer, kind
+
+
+def _torchscript_kind(path: Path) -> str:
+    """The kind recorded in a TorchScript archive's metadata, read without loading the program
+    ("" when it cannot be read: loading then reports why)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next((n for n in z.namelist() if n.endswith(f"/extra/{META_KEY}")), None)
+            return json.loads(z.read(name)).get("kind", "") if name else ""
+    except (zipfile.BadZipFile, OSError, ValueError, AttributeError):
+        return ""

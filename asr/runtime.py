@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from asr.errors import TrainingError, UsageError
+from asr.errors import DeviceError, TrainingError
 
 
 def select_device(name: str) -> torch.device:
@@ -104,16 +104,16 @@ def resolve_device(name: str) -> str:
     """A ``--device`` value for inference: ``auto`` picks CUDA when available.
 
     Raises:
-        UsageError: not a device name, or a CUDA device this machine does not have.
+        DeviceError: not a device name, or a CUDA device this machine does not have.
     """
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise UsageError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+        raise DeviceError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto") from None
     if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices; "
+        raise DeviceError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices; "
                          f"use --device cpu or auto")
     return name
 

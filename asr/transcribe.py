@@ -1,23 +1,27 @@
 """High-level API: ``load_model(path)`` and ``Model.transcribe(path_or_array)``.
 
-Audio of any length is read as a stream and cut into segments of at most
-``SegmentOptions.max_seconds`` at the quietest point of the last few seconds before
-that limit (energy-based voice activity detection), so an hour-long recording is
-transcribed in bounded memory and words are rarely cut in two. Segments are decoded
-independently and their texts and word times stitched together.
+Audio of any length is read as a stream and cut into segments at quiet points
+(:mod:`asr.segment`); segments are decoded independently and their texts, word times
+and n-best lists stitched together.
 
 >>> import asr                                          # doctest: +SKIP
 >>> model = asr.load_model("exp/digits/model.pt")       # doctest: +SKIP
 >>> model.transcribe("my_digits.wav").text              # doctest: +SKIP
 'three one four'
+>>> best = model.transcribe("my_digits.wav", asr.DecodingOptions(method="beam", nbest=2))  # doctest: +SKIP
+>>> best.alternatives                                   # doctest: +SKIP
+[('three one four', -1.52), ('three one for', -4.87)]
+
+Decoding options (:class:`asr.decoding.DecodingOptions`) are passed per call or fixed with
+``model.with_decoding(...)``, which returns a new Model sharing the network.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import io
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,23 +30,18 @@ import soundfile as sf
 import torch
 
 from asr.align import frame_energy_db, word_timestamps
-from asr.audio import AudioError, _reason, resample
+from asr.audio import resample
 from asr.config import SUBSAMPLING_FACTOR, Config, DecodeConfig
-from asr.decode import BeamOptions, beam_search, greedy_search
+from asr.decode import beam_search, greedy_search
 from asr.decode.lm import load_lm
+from asr.decoding import DecoderResources, DecodingOptions, combine_nbest
+from asr.errors import DeviceError
 from asr.lexicon import decoding_lexicon
+from asr.segment import SegmentOptions, iter_segments  # noqa: F401 - iter_segments: asr.serve imports it here
 
 # Extensions taken from folders: every format soundfile (libsndfile) reads, plus common aliases.
 AUDIO_EXTENSIONS = {k.lower() for k in sf.available_formats()} | {
     "opus", "oga", "aif", "aiff", "mp3", "w64", "snd", "au"}
-
-
-@dataclass(frozen=True)
-class SegmentOptions:
-    max_seconds: float = 30.0  # longest segment decoded at once (bounds memory and latency)
-    search_seconds: float = 5.0  # look for the quietest cut point in this final stretch of a segment
-    frame_ms: float = 20.0  # energy frame length for finding the cut point
-    batch_seconds: float = 120.0  # audio seconds decoded together in one batch of segments
 
 
 @dataclass
@@ -50,116 +49,18 @@ class Transcript:
     text: str  # the best hypothesis
     tokens: list[int] = field(default_factory=list)  # its token ids
     score: float = 0.0  # decoder score (log domain)
-    nbest: list[tuple[str, float]] = field(default_factory=list)  # (text, score) alternatives
+    # up to DecodingOptions.nbest distinct (text, score), best first; [0] is (text, score)
+    alternatives: list[tuple[str, float]] = field(default_factory=list)
     duration: float = 0.0  # seconds of audio
     words: list[dict] = field(default_factory=list)  # [{"word", "start", "end", "confidence"}] if asked
     segments: list[dict] = field(default_factory=list)  # [{"start", "end", "text"}] of a long recording
     phones: str = ""  # phone models: the greedy phones (space-separated, no word boundaries)
 
     def to_dict(self) -> dict:
+        """The JSON of ``asr transcribe -f json`` (without the input's name)."""
         return {"text": self.text, "duration": round(self.duration, 3), "words": self.words,
-                "segments": self.segments}
-
-
-def _quietest_cut(buf: np.ndarray, sr: int, opts: SegmentOptions) -> int:
-    """Sample index in the last ``search_seconds`` of ``buf`` with the least local energy."""
-    hop = max(1, int(sr * opts.frame_ms / 1000))
-    lo = max(hop, buf.size - int(opts.search_seconds * sr))
-    region = buf[lo: lo + (buf.size - lo) // hop * hop]
-    if region.size < hop:
-        return buf.size
-    energy = (region.reshape(-1, hop).astype(np.float64) ** 2).mean(1)  # (frames,)
-    if energy.size >= 3:  # smooth over 3 frames so a single quiet sample run is not chosen
-        energy = np.convolve(energy, np.ones(3) / 3, mode="same")
-    return lo + int(energy.argmin()) * hop + hop // 2
-
-
-def iter_segments(
-    source: str | Path | bytes | np.ndarray,
-    sample_rate: int,
-    opts: SegmentOptions = SegmentOptions(),
-    source_rate: int | None = None,
-) -> Iterator[tuple[float, np.ndarray]]:
-    """Stream audio as segments cut at quiet points, resampled to ``sample_rate`` and mono.
-
-    Args:
-        source: a path (any format soundfile reads), the bytes of such a file, or a float
-            array (samples,) or (samples, channels).
-        sample_rate: the rate of the segments returned.
-        opts: segment length and cut-point search.
-        source_rate: the array's rate (arrays only; default ``sample_rate``).
-
-    Yields:
-        (start in seconds, float32 array (samples,)) per segment, in order; only one
-        segment (plus one read block) is held in memory at a time.
-
-    Raises:
-        AudioError: missing, unreadable, empty or non-finite audio; the message names the source.
-    """
-    if isinstance(source, np.ndarray):
-        arr = source.astype(np.float32, copy=False)
-        arr = arr.mean(axis=1) if arr.ndim > 1 else arr
-        yield from _cut(_array_blocks(arr), source_rate or sample_rate, sample_rate, opts, "<array>")
-        return
-    name = "<stdin>" if isinstance(source, (bytes, bytearray)) else str(source)
-    if not isinstance(source, (bytes, bytearray)) and not Path(source).is_file():
-        raise AudioError(f"{name}: file does not exist")
-    if (len(source) if isinstance(source, (bytes, bytearray)) else Path(source).stat().st_size) == 0:
-        raise AudioError(f"{name}: file is empty (0 bytes)")
-    try:
-        f = sf.SoundFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source))
-    except Exception as e:  # soundfile raises several types
-        raise AudioError(f"{name}: cannot decode audio ({_reason(e)})") from None
-    with f:
-        yield from _cut(_file_blocks(f, name), f.samplerate, sample_rate, opts, name)
-
-
-def _array_blocks(arr: np.ndarray) -> Callable[[int], np.ndarray]:
-    pos = 0
-
-    def read(n: int) -> np.ndarray:
-        nonlocal pos
-        out = arr[pos: pos + n]
-        pos += out.size
-        return out
-
-    return read
-
-
-def _file_blocks(f: sf.SoundFile, name: str) -> Callable[[int], np.ndarray]:
-    def read(n: int) -> np.ndarray:
-        try:
-            data = f.read(frames=n, dtype="float32", always_2d=True)
-        except Exception as e:
-            raise AudioError(f"{name}: cannot decode audio ({_reason(e)})") from None
-        return data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-
-    return read
-
-
-def _cut(read: Callable[[int], np.ndarray], sr: int, target_sr: int, opts: SegmentOptions,
-         name: str) -> Iterator[tuple[float, np.ndarray]]:
-    max_n = max(1, int(opts.max_seconds * sr))
-    buf = np.zeros(0, dtype=np.float32)
-    pos = 0  # index of buf[0] in the source, in source samples
-    total = 0
-    while True:
-        need = max_n - buf.size
-        data = read(need)
-        total += data.size
-        buf = np.concatenate([buf, data]) if buf.size else data
-        eof = data.size < need
-        cut = buf.size if eof else _quietest_cut(buf, sr, opts)
-        if cut > 0:
-            seg = buf[:cut]
-            if not np.isfinite(seg).all():
-                raise AudioError(f"{name}: audio contains NaN or infinite samples near {pos / sr:.1f} s")
-            yield pos / sr, np.ascontiguousarray(resample(seg, sr, target_sr), dtype=np.float32)
-        if eof:
-            break
-        buf, pos = buf[cut:], pos + cut
-    if total == 0:
-        raise AudioError(f"{name}: audio is empty (0 samples)")
+                "segments": self.segments,
+                "alternatives": [{"text": t, "score": round(s, 3)} for t, s in self.alternatives]}
 
 
 class Model:
@@ -167,6 +68,8 @@ class Model:
 
     ``net(wavs (B, S), wav_lens (B,)) -> (log_probs (B, T, V), out_lens (B,))`` may be the
     PyTorch module of a checkpoint or an exported TorchScript/ONNX program (see asr.export).
+    ``options`` are the default :class:`~asr.decoding.DecodingOptions` (the config's decode
+    section); each call may pass its own, and ``with_decoding`` returns a model with others.
     """
 
     def __init__(self, net: Callable, config: Config, tokenizer, path: str | Path = "",
@@ -187,23 +90,31 @@ class Model:
         win = int(round(self.sample_rate * config.feature.win_ms / 1000))
         hop = int(round(self.sample_rate * config.feature.hop_ms / 1000))
         self.min_samples = (1 << (win - 1).bit_length()) + (factor - 1) * hop
-        self.decode_cfg = decode or config.decode
+        self.options = DecodingOptions.from_config(decode or config.decode)
         self.segment_opts = SegmentOptions()
         self.train_state: dict = {}  # epoch, step, best_wer... of a checkpoint
-        self._lm = None
-        self._lm_path = None
-        self._lexicon = None
-        self._lexicon_path = None
+        # LMs and lexicons by file identity; shared by the models with_decoding derives
+        self.resources = DecoderResources(load_lm, self._load_lexicon)
 
-    def with_decoding(self, **overrides) -> Model:
-        """Change decoding options (``method``, ``beam_size``, ``lm_path``...) in place.
+    def with_decoding(self, options: DecodingOptions | None = None, **overrides) -> Model:
+        """A new Model with other default decoding options; this one is left unchanged.
+
+        Args:
+            options: the new options (default: this model's).
+            overrides: fields of :class:`~asr.decoding.DecodingOptions` to change
+                (``method``, ``beam_size``, ``lm_path``, ``lexicon``, ``nbest``...).
+
+        Returns:
+            a model sharing this one's network, tokenizer and loaded LMs/lexicons.
 
         Raises:
-            LMError, OSError: the LM or lexicon cannot be read (checked now, not per utterance).
+            ConfigError: an impossible option; LMError, LexiconError: the LM or lexicon the
+            beam search needs cannot be read (checked now, not per utterance).
         """
-        self.decode_cfg = dataclasses.replace(self.decode_cfg, **overrides)
-        self.prepare_decoding()  # only what the beam search needs: greedy needs no lexicon
-        return self
+        new = copy.copy(self)
+        new.options = dataclasses.replace(options or self.options, **overrides)
+        new.prepare_decoding()  # only what the beam search needs: greedy needs no lexicon
+        return new
 
     @property
     def is_phone(self) -> bool:
@@ -212,30 +123,27 @@ class Model:
 
     @property
     def uses_beam(self) -> bool:
-        """Decoding runs the beam search (method beam, or greedy asked with an LM)."""
-        return self.decode_cfg.method != "greedy" or bool(self.decode_cfg.lm_path)
+        """The default options run the beam search (method beam, or greedy asked with an LM)."""
+        return self.options.uses_beam
 
-    def _resources(self):
-        d = self.decode_cfg
-        if d.lm_path and self._lm_path != d.lm_path:
-            self._lm, self._lm_path = load_lm(d.lm_path), d.lm_path
-        if (d.lexicon or self.is_phone) and (self._lexicon is None or self._lexicon_path != d.lexicon):
-            self._lexicon, self._lexicon_path = self.lexicon(), d.lexicon
-        return (self._lm if d.lm_path else None), (self._lexicon if d.lexicon or self.is_phone else None)
-
-    def prepare_decoding(self) -> None:
-        """Load the LM and lexicon the decoding settings need now, so that a bad file or a phone
-        model without a lexicon is reported before any audio is decoded.
+    def prepare_decoding(self, options: DecodingOptions | None = None) -> None:
+        """Load the LM and lexicon ``options`` (default: the model's) need now, so that a bad
+        file or a phone model without a lexicon is reported before any audio is decoded.
 
         Raises:
             LexiconError, LMError: the message names the file (and line) or the model.
         """
-        if self.uses_beam:
-            self._resources()
+        options = options or self.options
+        if options.uses_beam:
+            self.resources.for_options(options, self.is_phone)
 
-    def lexicon(self):
-        """The beam search's lexicon (see :func:`asr.lexicon.decoding_lexicon`)."""
-        return decoding_lexicon(self.tokenizer, self.decode_cfg.lexicon, str(self.path))
+    def _load_lexicon(self, path: str):
+        return decoding_lexicon(self.tokenizer, path, str(self.path))
+
+    def lexicon(self, options: DecodingOptions | None = None):
+        """The beam search's lexicon for ``options`` (see :func:`asr.lexicon.decoding_lexicon`)."""
+        path = (options or self.options).lexicon
+        return self.resources.get("lexicon", path) if path or self.is_phone else None
 
     @torch.no_grad()
     def log_probs(self, wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -248,25 +156,35 @@ class Model:
             lp, out_lens = self.net(batch.to(self.device), lens.to(self.device))
         return lp.float().cpu(), out_lens.cpu()
 
-    def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Transcript]:
-        """(B, T, V) log-probs and (B,) lengths -> one Transcript per utterance (no times)."""
-        d = self.decode_cfg
-        greedy = greedy_search(log_probs, lengths) if not self.uses_beam or self.is_phone else None
-        if not self.uses_beam:  # a phone model's greedy output is its phones
-            return [Transcript(self.tokenizer.decode(ids), ids, phones=self._phones(ids)) for ids in greedy]
-        if d.method not in ("greedy", "beam"):
-            raise ValueError(f"decode.method must be greedy or beam, got {d.method!r}")
-        lm, lexicon = self._resources()
-        # every decode-config field that BeamOptions also has (beam_size, lm_weight, ...) is passed on
-        names = {f.name for f in dataclasses.fields(BeamOptions)} & {f.name for f in dataclasses.fields(d)}
-        opts = BeamOptions(**{k: getattr(d, k) for k in names})
+    def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor,
+               options: DecodingOptions | None = None) -> list[Transcript]:
+        """(B, T, V) log-probs and (B,) lengths -> one Transcript per utterance (no times).
+
+        Each Transcript's ``alternatives`` holds up to ``options.nbest`` distinct (text, score),
+        best first (greedy decoding: its one path, scored by its log-probability).
+        """
+        d = options or self.options
+        greedy = greedy_search(log_probs, lengths) if not d.uses_beam or self.is_phone else None
+        if not d.uses_beam:  # a phone model's greedy output is its phones
+            out = []
+            for i, ids in enumerate(greedy):
+                score = float(log_probs[i, : int(lengths[i])].max(-1).values.sum())
+                text = self.tokenizer.decode(ids)
+                out.append(Transcript(text, ids, score, [(text, score)], phones=self._phones(ids)))
+            return out
+        lm, lexicon = self.resources.for_options(d, self.is_phone)
         out = []
-        for i, hyps in enumerate(beam_search(log_probs, lengths, opts, self.tokenizer.token_strings(), lm, lexicon)):
+        hyps_of = beam_search(log_probs, lengths, d.beam_options(), self.tokenizer.token_strings(), lm, lexicon)
+        for i, hyps in enumerate(hyps_of):
             if self.is_phone:  # the words the lexicon decoder chose
                 texts = [(" ".join(h.words), h.score) for h in hyps]
             else:
                 texts = [(self.tokenizer.decode(h.tokens), h.score) for h in hyps]
-            out.append(Transcript(texts[0][0], hyps[0].tokens, hyps[0].score, texts,
+            alts: list[tuple[str, float]] = []  # distinct texts, best first
+            for text, score in texts:
+                if all(text != a for a, _ in alts):
+                    alts.append((text, score))
+            out.append(Transcript(texts[0][0], hyps[0].tokens, hyps[0].score, alts,
                                   phones=self._phones(greedy[i]) if greedy is not None else ""))
         return out
 
@@ -277,18 +195,23 @@ class Model:
         strings = self.tokenizer.token_strings()
         return " ".join(strings[i] for i in ids if i != 0 and strings[i] != " ")
 
-    def transcribe_batch(self, wavs: list[np.ndarray], timestamps: bool | list[bool] = False,
-                         offsets: list[float] | None = None) -> list[Transcript]:
+    def transcribe_batch(self, wavs: list[np.ndarray], timestamps: bool | list[bool] | None = None,
+                         offsets: list[float] | None = None,
+                         options: DecodingOptions | None = None) -> list[Transcript]:
         """Transcribe a batch of short mono waveforms at the model's rate (no segmentation).
 
         Args:
             wavs: 1-D float32 arrays.
             timestamps: also fill ``words`` with start/end times (CTC forced alignment);
-                one flag for the batch or one per waveform.
+                one flag for the batch or one per waveform (default: ``options.timestamps``).
             offsets: seconds added to each utterance's word times.
+            options: decoding options for this call (default: the model's).
         """
+        d = options or self.options
         lp, lens = self.log_probs(wavs)
-        out = self.decode(lp, lens)
+        out = self.decode(lp, lens, d)
+        if timestamps is None:
+            timestamps = d.timestamps
         flags = timestamps if isinstance(timestamps, list) else [timestamps] * len(wavs)
         for i, (t, w) in enumerate(zip(out, wavs)):
             t.duration = w.size / self.sample_rate
@@ -296,7 +219,7 @@ class Model:
                 T = int(lens[i])
                 energy = frame_energy_db(w, T, int(round(self.frame_shift * self.sample_rate)))
                 # a phone model's words: those the lexicon decoder chose, else (greedy) its phones
-                beam_words = t.text.split() if self.is_phone and self.uses_beam else None
+                beam_words = t.text.split() if self.is_phone and d.uses_beam else None
                 words = word_timestamps(lp[i, :T], t.tokens, self.tokenizer.token_strings(),
                                         self.frame_shift, offsets[i] if offsets else 0.0, energy_db=energy,
                                         words=beam_words, joiner=" " if self.is_phone else "")
@@ -330,32 +253,40 @@ class Model:
                                 energy_db=energy, words=norm.split() if self.is_phone else None)
         return [w.to_dict() for w in words]
 
-    def transcribe(self, audio: str | Path | bytes | np.ndarray, sample_rate: int | None = None,
-                   timestamps: bool = False,
+    def transcribe(self, audio: str | Path | bytes | np.ndarray, options: DecodingOptions | None = None,
+                   sample_rate: int | None = None, timestamps: bool | None = None,
                    progress: Callable[[float], None] | None = None) -> Transcript:
         """Transcribe one recording of any length.
 
         Args:
             audio: a path (any format, rate and channel count soundfile reads), the bytes of
                 such a file, or a float array (samples,) or (samples, channels).
+            options: decoding options for this call (default: the model's ``options``); the
+                LM and lexicon they name are read once and again only when the file changes.
             sample_rate: the array's rate (default: the model's rate); ignored for files.
-            timestamps: fill ``words`` with {"word", "start", "end", "confidence"} (seconds).
+            timestamps: fill ``words`` with {"word", "start", "end", "confidence"} (seconds);
+                default ``options.timestamps``.
             progress: called with the seconds of audio done after each batch of segments.
 
         Returns:
-            the stitched Transcript: text, words (if asked) and one entry per segment.
+            the stitched Transcript: text, words (if asked), one entry per segment, and
+            ``alternatives``: up to ``options.nbest`` (text, score) of the whole recording.
 
         Raises:
             AudioError: the audio is missing, unreadable, empty or not finite.
+            LMError, LexiconError: the options name a file that cannot be read.
         """
+        d = options or self.options
+        if timestamps is not None:
+            d = dataclasses.replace(d, timestamps=timestamps)
         opts = self.segment_opts
-        texts, words, segments, tokens, phones = [], [], [], [], []
+        texts, words, segments, tokens, phones, alternatives = [], [], [], [], [], []
         duration, score = 0.0, 0.0
         batch: list[tuple[float, np.ndarray]] = []
 
         def flush() -> None:
             nonlocal duration, score
-            outs = self.transcribe_batch([w for _, w in batch], timestamps, [o for o, _ in batch])
+            outs = self.transcribe_batch([w for _, w in batch], None, [o for o, _ in batch], d)
             for (off, w), t in zip(batch, outs):
                 seg_end = off + w.size / self.sample_rate
                 segments.append({"start": round(off, 3), "end": round(seg_end, 3), "text": t.text})
@@ -363,6 +294,7 @@ class Model:
                     texts.append(t.text)
                 words.extend(t.words)
                 tokens.extend(t.tokens)
+                alternatives.append(t.alternatives)
                 if t.phones:
                     phones.append(t.phones)
                 score += t.score
@@ -377,10 +309,8 @@ class Model:
                 flush()
         if batch:
             flush()
-        out = Transcript(" ".join(texts), tokens, score, [], duration, words, segments, " ".join(phones))
-        if len(segments) == 1:
-            out.nbest = [(out.text, score)]
-        return out
+        return Transcript(" ".join(texts), tokens, score, combine_nbest(alternatives, d.nbest), duration,
+                          words, segments, " ".join(phones))
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -400,7 +330,10 @@ def load_model(path: str | Path, device: str = "cpu", quantize: str = "", amp: s
     Args:
         path: a checkpoint written by ``asr train`` (it carries its frontend and tokenizer),
             or a file written by ``asr export`` (TorchScript ``.ts``/``.pt`` or ``.onnx``).
-        device: "cpu" or "cuda" (exported int8 and ONNX models run on the CPU).
+        device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available), for every kind of
+            model: a TorchScript file is mapped there, an ONNX model runs on onnxruntime's
+            CUDA provider for "cuda" (it needs onnxruntime-gpu). Exported int8 models and
+            ``quantize="int8"`` run on the CPU only.
         quantize: "int8" applies dynamic int8 quantisation to a checkpoint's LSTM and
             linear layers at load time (CPU only); "" keeps float32.
         amp: a checkpoint's precision: "auto" runs it under bf16 autocast on CPUs with native
@@ -409,13 +342,31 @@ def load_model(path: str | Path, device: str = "cpu", quantize: str = "", amp: s
 
     Returns:
         a Model; ``model.transcribe(path_or_array)`` gives a Transcript.
+
+    Raises:
+        DeviceError: a device this machine (or this kind of model) cannot run on.
+        CheckpointError, ExportError: the file cannot be loaded.
     """
+    from asr.runtime import resolve_device
+
     path = Path(path)
+    auto = device == "auto"  # the best this model and machine allow, CPU as the fallback
+    device = resolve_device(device)
+    if quantize and torch.device(device).type != "cpu":
+        if not auto:
+            raise DeviceError(f"{path}: int8 quantisation runs on the CPU only; use device cpu")
+        device = "cpu"
     if path.suffix == ".onnx" or (path.is_file() and _is_torchscript(path)):
         from asr.export import load_exported
 
-        net, config, tokenizer, kind = load_exported(path)
-        return Model(net, config, tokenizer, path, "cpu", kind=kind)
+        try:
+            net, config, tokenizer, kind = load_exported(path, device)
+        except DeviceError:
+            if not auto:
+                raise
+            device = "cpu"
+            net, config, tokenizer, kind = load_exported(path, device)
+        return Model(net, config, tokenizer, path, device, kind=kind)
     from asr.checkpoint import load_checkpoint
 
     config, tokenizer, net, raw = load_checkpoint(path, device)
@@ -424,7 +375,6 @@ def load_model(path: str | Path, device: str = "cpu", quantize: str = "", amp: s
         from asr.export import quantize_dynamic_int8
 
         net, kind = quantize_dynamic_int8(net.cpu()), "int8"
-        device = "cpu"
     dtype = None
     if kind == "checkpoint":
         from asr.runtime import inference_amp

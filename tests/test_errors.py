@@ -73,6 +73,9 @@ CASES = [
     ("transcribe -m {m} {wav} --lm {txt}", 1, "1-grams: section"),
     ("transcribe -m {m} {wav} {wav} -f srt", 2, "needs --output-dir"),
     ("transcribe -m {m} {wav} -f docx", 2, "invalid choice: 'docx'"),
+    ("transcribe -m {m} {wav} --nbest 0", 2, "--nbest must be at least 1"),
+    ("transcribe -m {m} {wav} --nbest 3 --method greedy", 2, "--nbest N needs the beam search"),
+    ("transcribe -m {m} {wav} --nbest 9", 2, "decode.nbest=9 must not exceed decode.beam_size=8"),
     # export
     ("export {w}/none.pt", 1, "checkpoint {w}/none.pt does not exist"),
     ("export {txt}", 1, "{txt}: not a readable checkpoint"),

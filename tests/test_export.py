@@ -30,7 +30,27 @@ def wer(utts: list[dict], hyps: list[str]) -> float:
     return total.rate
 
 
-def test_torchscript_gives_the_same_transcripts(tiny_digits_model, tmp_path):
+def check_device(path: Path, monkeypatch, match: str | None) -> None:
+    """``load_model(path, device=...)``: "cpu" runs there; "cuda" on a machine without CUDA is a
+    DeviceError naming the device; on a (pretended) GPU machine, a model that cannot run there
+    (``match``: int8, ONNX without onnxruntime's CUDA provider) is a DeviceError saying why,
+    and "auto" falls back to the CPU."""
+    from asr.errors import DeviceError
+
+    assert asr.load_model(path, device="cpu").device.type == "cpu"
+    if torch.cuda.is_available():
+        return  # a GPU machine: the device run of tools or a manual check covers it
+    with pytest.raises(DeviceError, match="cuda: this machine has 0 CUDA devices"):
+        asr.load_model(path, device="cuda")
+    if match:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        with pytest.raises(DeviceError, match=match):
+            asr.load_model(path, device="cuda")
+        assert asr.load_model(path, device="auto").device.type == "cpu"
+
+
+def test_torchscript_gives_the_same_transcripts(tiny_digits_model, tmp_path, monkeypatch):
     r = export_model(tiny_digits_model, tmp_path / "m.ts", "torchscript")
     assert r["max_abs_diff"] < 1e-4
     ref, ts = asr.load_model(tiny_digits_model, amp="off"), asr.load_model(tmp_path / "m.ts")
@@ -41,9 +61,10 @@ def test_torchscript_gives_the_same_transcripts(tiny_digits_model, tmp_path):
     wavs = [torch.randn(n).numpy() * 0.1 for n in (40000, 23456, 9000)]
     (a, al), (b, bl) = ref.log_probs(wavs), ts.log_probs(wavs)
     assert torch.equal(al, bl) and (a - b).abs().max() < 1e-4
+    check_device(tmp_path / "m.ts", monkeypatch, None)
 
 
-def test_int8_is_close_to_float(tiny_digits_model, tmp_path):
+def test_int8_is_close_to_float(tiny_digits_model, tmp_path, monkeypatch):
     """Dynamic int8 (TorchScript, and a checkpoint quantised at load time): measured WER change
     on 30 real utterances stays within 5 points absolute (on the digits model of
     tools/bench_infer.py the change is reported there)."""
@@ -59,11 +80,12 @@ def test_int8_is_close_to_float(tiny_digits_model, tmp_path):
           f"{sum(a != b for a, b in zip(fp32, int8_ts))}/30 transcripts differ")
     assert w8 - w32 <= 0.05
     assert int8_eager == int8_ts  # the same quantisation either way
+    check_device(tmp_path / "m8.ts", monkeypatch, "int8 model runs on the CPU")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None,
                     reason="ONNX export needs onnx, onnxscript and onnxruntime (pip install '.[export]')")
-def test_onnx_gives_the_same_transcripts(tiny_digits_model, tmp_path):
+def test_onnx_gives_the_same_transcripts(tiny_digits_model, tmp_path, monkeypatch):
     r = export_model(tiny_digits_model, tmp_path / "m.onnx", "onnx")
     assert r["max_abs_diff"] < 1e-4
     ref, onnx_model = asr.load_model(tiny_digits_model, amp="off"), asr.load_model(tmp_path / "m.onnx")
@@ -73,6 +95,10 @@ def test_onnx_gives_the_same_transcripts(tiny_digits_model, tmp_path):
     wavs = [torch.randn(n).numpy() * 0.1 for n in (80000, 16000)]
     (a, al), (b, bl) = ref.log_probs(wavs), onnx_model.log_probs(wavs)
     assert torch.equal(al, bl) and (a - b).abs().max() < 1e-4
+    import onnxruntime
+
+    cuda_provider = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    check_device(tmp_path / "m.onnx", monkeypatch, None if cuda_provider else "no CUDA provider.*onnxruntime-gpu")
 
 
 def test_bad_exports_and_files_give_clear_errors(tiny_digits_model, tmp_path, capsys):

@@ -309,7 +309,7 @@ def test_phone_model_greedy_prints_phones_and_beam_prints_words(tmp_path):
     wav = np.zeros(16000, dtype=np.float32)
     model = phone_model({"two": [("T", "UW")], "a": [("AH",)]}, tmp_path)
     assert model.transcribe(wav).text == "T UW | AH"
-    model.with_decoding(method="beam")
+    model = model.with_decoding(method="beam")
     t = model.transcribe(wav, timestamps=True)
     assert t.text == "two a" and t.phones == "T UW AH"
     assert [w["word"] for w in t.words] == ["two", "a"]
@@ -318,7 +318,7 @@ def test_phone_model_greedy_prints_phones_and_beam_prints_words(tmp_path):
     # and an LM that prefers it decides
     (tmp_path / "more.txt").write_text("to T UW\n")
     (tmp_path / "lm.arpa").write_text(UNIGRAM.replace("-0.5 two", "-3.0 two"))
-    model.with_decoding(lexicon=str(tmp_path / "more.txt"), lm_path=str(tmp_path / "lm.arpa"))
+    model = model.with_decoding(lexicon=str(tmp_path / "more.txt"), lm_path=str(tmp_path / "lm.arpa"))
     assert model.transcribe(wav).text == "to a"
     # evaluate: WER from the lexicon decoding, PER from greedy
     from asr.data import Utterance
@@ -329,7 +329,8 @@ def test_phone_model_greedy_prints_phones_and_beam_prints_words(tmp_path):
             Utterance("u2", str(tmp_path / "u.wav"), 1.0, "to to")]
     greedy = phone_model({"to": [("T", "UW")], "a": [("AH",)]}, tmp_path)  # method greedy
     res = evaluate(greedy, utts, progress=False)
-    assert greedy.decode_cfg.method == "beam"  # switched: a phone model's words need the lexicon
+    assert res.options.method == "beam"  # switched: a phone model's words need the lexicon
+    assert greedy.options.method == "greedy"  # ...in a copy: the caller's model is unchanged
     assert [(u.ref, u.hyp) for u in res.utts] == [("to a", "to a"), ("to to", "to a")]
     assert (res.words.ref, res.words.errors) == (4, 1)
     # phones: T UW AH vs T UW AH (3, no error); T UW T UW vs T UW AH (4: 1 substitution, 1 deletion)
@@ -356,14 +357,12 @@ def test_phone_model_without_lexicon_says_it_needs_one(tmp_path):
     model = phone_model({}, tmp_path, method="beam")
     with pytest.raises(LexiconError, match=r"phones.pt: this phone model has no lexicon .* --lexicon FILE"):
         model.prepare_decoding()
-    model.with_decoding(method="greedy")
-    model.prepare_decoding()  # greedy needs none
+    model = model.with_decoding(method="greedy")  # greedy needs none
     assert model.transcribe(np.zeros(16000, dtype=np.float32)).text == "T UW | AH"
     # a word-list line for a phone model names the file and line
     (tmp_path / "words.txt").write_text("two T UW\na\n")
     with pytest.raises(LexiconError, match=r"words.txt:2: word 'a' has no phonemes"):
         model.with_decoding(method="beam", lexicon=str(tmp_path / "words.txt"))  # checked when set
-        model.prepare_decoding()
 
 
 def test_cli_reports_a_phone_model_without_lexicon(tmp_path, monkeypatch, capsys):

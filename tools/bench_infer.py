@@ -61,7 +61,7 @@ def time_variant(name: str, model, wavs: list[np.ndarray], refs: list[str], audi
             t0 = time.perf_counter()
             outs = [model.log_probs([w]) for w in wavs]
             t_am = min(t_am, time.perf_counter() - t0)
-    model.with_decoding(method="greedy", lm_path="")
+    model = model.with_decoding(method="greedy", lm_path="")
     t0 = time.perf_counter()
     greedy = [model.decode(lp, lens)[0].text for lp, lens in outs]
     t_greedy = time.perf_counter() - t0
@@ -73,7 +73,7 @@ def time_variant(name: str, model, wavs: list[np.ndarray], refs: list[str], audi
             opts["lm_weight"] = lm_weight
         if word_bonus is not None:
             opts["word_bonus"] = word_bonus
-        model.with_decoding(**opts)
+        model = model.with_decoding(**opts)
         model.decode(*outs[0])  # loads the LM (not timed: once per process)
         t_beam = float("inf")
         for _ in range(repeats):
