@@ -130,14 +130,14 @@ MODEL_SUFFIXES = (".pt", ".ts", ".onnx", ".pth")
 
 def _expand_inputs(inputs: list[str]) -> list[str]:
     """Files as given, folders as their audio files (recursively, sorted), "-" as standard input."""
-    from asr.transcribe import AUDIO_EXTENSIONS
+    from asr.audio import is_audio_file
 
     out: list[str] = []
     for x in inputs:
         p = Path(x)
         if x != "-" and p.is_dir():
             found = sorted(str(f) for f in p.rglob("*")
-                           if f.is_file() and f.suffix.lower().lstrip(".") in AUDIO_EXTENSIONS)
+                           if f.is_file() and is_audio_file(f))
             if not found:
                 print(f"asr: warning: {x}: no audio files in this folder", file=sys.stderr)
             out += found

@@ -33,10 +33,6 @@ from asr.decode.lm import load_lm
 from asr.frames import frame_geometry
 from asr.lexicon import decoding_lexicon
 
-# Extensions taken from folders: every format soundfile (libsndfile) reads, plus common aliases.
-AUDIO_EXTENSIONS = {k.lower() for k in sf.available_formats()} | {
-    "opus", "oga", "aif", "aiff", "mp3", "w64", "snd", "au"}
-
 
 @dataclass(frozen=True)
 class SegmentOptions:
