@@ -200,22 +200,24 @@ def _check_range(name: str, value: float, lo: float, hi: float | None = None,
 
 
 # Keys renamed since configs and checkpoints were first written: still read, with a warning.
-RENAMED = {"TrainConfig": {"average_last": "average_best"}}  # average_last averaged the best, not the last
+# class name -> (its section, {old key: new key})
+RENAMED = {"TrainConfig": ("train", {"average_last": "average_best"})}  # it averaged the best, not the last
 
 
 def _renamed(cls: type, data: dict, where: str) -> dict:
     """``data`` with the old names of ``cls``'s keys replaced by the new ones (a FutureWarning each)."""
-    renames = RENAMED.get(cls.__name__, {})
+    section, renames = RENAMED.get(cls.__name__, ("", {}))
     if not any(k in data for k in renames):
         return data
+    source = where.removesuffix(f".{section}")  # "conf/x.yaml", not "conf/x.yaml.train"
     data = dict(data)
     for old, new in renames.items():
         if old in data:
             if new in data:
-                raise ConfigError(f"{where}: both {old} and {new} are set; {old} is the old name of {new}: "
-                                  f"keep {new}")
-            warnings.warn(f"{where}: {old} is now called {new}; the old name still works but will go",
-                          FutureWarning, stacklevel=3)
+                raise ConfigError(f"{source}: both {section}.{old} and {section}.{new} are set; {old} is the "
+                                  f"old name of {new}: keep {new}")
+            warnings.warn(f"{source}: {section}.{old} is now called {section}.{new}; the old name still "
+                          "works but will go", FutureWarning, stacklevel=3)
             data[new] = data.pop(old)
     return data
 
@@ -310,7 +312,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         cls: Any = Config
         for i, part in enumerate(parts):
             valid = _field_types(cls)
-            if i == len(parts) - 1 and part in RENAMED.get(cls.__name__, {}):
+            if i == len(parts) - 1 and part in RENAMED.get(cls.__name__, ("", {}))[1]:
                 part = next(iter(_renamed(cls, {part: None}, f"override {item!r}")))
             if part not in valid:
                 prefix = ".".join(parts[:i]) or "config"

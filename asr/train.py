@@ -120,7 +120,7 @@ class Trainer:
                 raise TrainingError(f"only {int(resuming)} of {self.world} processes found {last}: "
                                     "run_dir must be on storage that every node shares")
         # train.log, metrics.jsonl (a fresh run starts a fresh file) and TensorBoard
-        self.log = RunLog(self.run_dir, self.rank, fresh=self.resume_obj is None)
+        self.runlog = RunLog(self.run_dir, self.rank, fresh=self.resume_obj is None)
         self._setup_data_and_model()
 
     # -- setup
@@ -177,7 +177,7 @@ class Trainer:
         for k, v in saved.items():
             if k in names:
                 setattr(self.state, k, v)
-        self.log.resumed_at(self.state.step)
+        self.runlog.resumed_at(self.state.step)
         log.info("resumed from %s: epoch %d, batch %d, step %d", last, self.state.epoch + 1,
                  self.state.batch_in_epoch, self.state.step)
 
@@ -320,12 +320,12 @@ class Trainer:
             rate = secs / max(1e-9, time.time() - t0)
             bar.set_postfix(loss=f"{loss_sum / max(1, n_sum):.3f}", lr=f"{out['lr']:.2e}",
                             audio_s_per_s=f"{rate:.0f}")
-            self.log.update({"step": st.step, "epoch": st.epoch + 1, "batch": st.batch_in_epoch,
+            self.runlog.update({"step": st.step, "epoch": st.epoch + 1, "batch": st.batch_in_epoch,
                              **{k: out[k] for k in ("loss", "utts", "lr", "grad_norm", "audio_seconds")},
                              "audio_s_per_s": rate}, loss_sum / max(1, n_sum), cfg.train.log_every)
             # 6. optional mid-epoch validation and checkpoint
             if cfg.train.eval_every and st.step % cfg.train.eval_every == 0:
-                self.log.dev(self.validate(), st.epoch + 1, st.step)
+                self.runlog.dev(self.validate(), st.epoch + 1, st.step)
             if self.save_every_steps and st.step % self.save_every_steps == 0:
                 self.save_last()
             if self.max_steps and st.step >= self.max_steps:
@@ -372,7 +372,7 @@ class Trainer:
                 log.warning("epoch %d: skipped %d utterances whose audio could not be loaded (each named "
                             "once, when it first failed; `asr data validate` lists them all)", st.epoch,
                             metrics["failed_utts"])
-            self.log.dev(dev, st.epoch, st.step)
+            self.runlog.dev(dev, st.epoch, st.step)
             self.save_epoch(wer)
             if self.cache is not None and st.epoch == 1:
                 c = self.cache
@@ -385,12 +385,12 @@ class Trainer:
         full = self.validator.final(self.model, self.device, self.amp, st.history[-1] if st.history else None)
         if full:
             st.history[-1].update(full)
-            self.log.dev(full, st.epoch, st.step)
+            self.runlog.dev(full, st.epoch, st.step)
         if self.is_main:
             out = self.write_final_model()
             (self.run_dir / "history.json").write_text(json.dumps(st.history, indent=1))
             log.info("final model: %s", out)
-        self.log.close()
+        self.runlog.close()
         return self.run_dir / "model.pt"
 
 

@@ -187,7 +187,7 @@ def test_the_old_name_average_last_is_read_as_average_best_with_a_warning(tmp_pa
 
     old = tmp_path / "old.yaml"
     old.write_text("train:\n  average_last: 3\n")
-    with pytest.warns(FutureWarning, match="average_last is now called average_best"):
+    with pytest.warns(FutureWarning, match="train.average_last is now called train.average_best"):
         assert load_config(old).train.average_best == 3
     with pytest.warns(FutureWarning, match="average_last"):
         assert apply_overrides(Config(), ["train.average_last=4"]).train.average_best == 4
@@ -199,5 +199,5 @@ def test_the_old_name_average_last_is_read_as_average_best_with_a_warning(tmp_pa
         assert from_dict(Config, obj["config"]).train.average_best == cfg.train.average_best
     both = tmp_path / "both.yaml"
     both.write_text("train:\n  average_last: 3\n  average_best: 2\n")
-    with pytest.raises(ConfigError, match="both average_last and average_best"):
+    with pytest.raises(ConfigError, match="both train.average_last and train.average_best"):
         load_config(both)

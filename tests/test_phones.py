@@ -149,18 +149,21 @@ def test_lexicon_command_writes_cmudict_and_g2p_pronunciations(tmp_path):
 
 
 def test_tiny_phone_training_on_real_recordings(tmp_path):
-    """tokenizer.kind=phone trains end to end; dev metrics are PER, not WER/CER."""
+    """tokenizer.kind=phone trains end to end; dev metrics are PER, not WER/CER, on the dev
+    subset each epoch and on the full dev set at the end; model.pt is the best by PER."""
     m = write_manifest(tmp_path, "train", [[1, 2], [3], [4, 5], [6, 7], [8, 9], [0]])
     cfg = config(tmp_path / "run", m, "tokenizer.kind=phone", "model.hidden_size=64", "model.dropout=0",
                  "train.epochs=12", "augment.specaugment=false", "train.lr=5e-3", "train.warmup_steps=5",
-                 "train.scheduler=constant", "data.max_batch_seconds=20", dev_m=m)
+                 "train.scheduler=constant", "data.max_batch_seconds=20", "train.valid_subset=5", dev_m=m)
     out = train(cfg, resume=False)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[-1]["dev_utts"] == 5 and history[-1]["dev_full_utts"] == 6 and "dev_full_per" in history[-1]
     assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"], history
     assert "dev_per" in history[-1] and "dev_wer" not in history[-1] and "dev_cer" not in history[-1]
     assert history[-1]["dev_per"] < history[0]["dev_per"], history
     log_text = (tmp_path / "run" / "train.log").read_text()
     assert "dev PER (phone error rate)" in log_text and "all 10 training words are in CMUdict" in log_text
+    assert "full dev set: loss" in log_text and "(dev PER " in log_text and "dev WER" not in log_text
     tok = tokenizer_from_dict(torch.load(out, weights_only=True)["tokenizer"])
     assert tok.kind == "phone" and tok.lexicon["seven"] == [("S", "EH", "V", "AH", "N")]
 
