@@ -197,6 +197,12 @@ def test_the_old_name_average_last_is_read_as_average_best_with_a_warning(tmp_pa
     obj["config"]["train"]["average_last"] = obj["config"]["train"].pop("average_best")
     with pytest.warns(FutureWarning, match="average_last"):
         assert from_dict(Config, obj["config"]).train.average_best == cfg.train.average_best
+    # from the command line: one `asr: warning:` line, then the run goes on (here to the missing manifest)
+    r = subprocess.run([sys.executable, "-m", "asr", "train", "-c", str(old), f"run_dir={tmp_path / 'run'}"],
+                       env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "data.train_manifest is not set" in r.stderr, r.stderr
+    assert f"asr: warning: {old}: train.average_last is now called train.average_best" in r.stderr.splitlines()[0]
+    assert "Traceback" not in r.stderr and "FutureWarning" not in r.stderr
     both = tmp_path / "both.yaml"
     both.write_text("train:\n  average_last: 3\n  average_best: 2\n")
     with pytest.raises(ConfigError, match="both train.average_last and train.average_best"):
