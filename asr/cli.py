@@ -102,7 +102,7 @@ def cmd_evaluate(args) -> int:
         "command": " ".join(["asr"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith(("asr", "__main__.py")) else None,
         "versions": {"asr": asr.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }
-    write_report(res, out_dir, meta)
+    write_report(res, out_dir, meta, sources=utts, embed_mb=args.embed_audio_mb)
     per = f"PER {100 * res.per:.2f}% (greedy)  " if res.phones.ref else ""
     print(f"WER {100 * res.wer:.2f}%  CER {100 * res.cer:.2f}%  {per}"
           f"({len(res.utts)} utterances, {res.words.ref} words, {len(res.failed)} failed"
@@ -112,7 +112,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from asr.report import compare_reports, format_comparison, read_report
+    from asr.compare import compare_reports, format_comparison
+    from asr.report import read_report
 
     try:
         a, b = read_report(args.report_a), read_report(args.report_b)
@@ -273,7 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="decode a manifest and write a WER report")
     e.add_argument("--model", "-m", required=True)
     e.add_argument("--manifest", required=True)
-    e.add_argument("--out", help="report folder (default: next to the model)")
+    e.add_argument("--out", "-o", help="report folder (default: next to the model)")
+    e.add_argument("--embed-audio-mb", type=float, metavar="MB",
+                   help="report.html embeds the listed utterances' audio up to MB megabytes (default "
+                        "20), else links the audio files (0: always link)")
     e.add_argument("--limit", type=int, default=0, help="only the first N utterances")
     e.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of a checkpoint (CPU)")
     e.add_argument("--amp", choices=["auto", "off", "bf16"], default="auto",

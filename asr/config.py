@@ -32,6 +32,15 @@ class FeatureConfig:
     f_max: float = 0.0  # highest mel band edge in Hz; 0 means sample_rate / 2
     level_norm: bool = True  # scale each utterance to unit RMS so recording level does not matter
     cmvn: str = "global"  # "global" (training-set stats stored in the model), "utterance" or "none"
+    floor_db: float = 0.0  # fbank: floor each utterance's log-mel this many dB below its loudest bin (a band a codec emptied reads as a constant, not as noise); 0 = off
+    band_norm: str = "none"  # "mean": subtract each bin's mean over the utterance before CMVN (a missing or tilted band reads as its mean); "none"
+
+    def __post_init__(self) -> None:
+        _check_choice("feature.band_norm", self.band_norm, ("none", "mean"))
+        _check_range("feature.floor_db", self.floor_db, 0.0)
+        if self.floor_db and self.kind != "fbank":
+            raise ConfigError(f"feature.floor_db applies to fbank features only (feature.kind is "
+                              f"{self.kind!r}); set feature.floor_db=0")
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,38 @@ class SpecAugmentConfig:
 
 
 @dataclass(frozen=True)
+class ChannelAugmentConfig:
+    """Training-time channel simulation (asr.channel); every probability 0 (off) by default."""
+
+    codec_prob: float = 0.0  # probability of a codec round trip: one of the utterance's codec variants
+    codecs: tuple[str, ...] = ("mp3:16", "mp3:24", "mp3:32", "mp3:48", "opus:8", "opus:12", "opus:24",
+                               "vorbis:0", "vorbis:4")  # asr.degrade codec kinds each variant draws from
+    codec_variants: int = 2  # codec variants per utterance, each encoded once per run (kept by data.cache=ram)
+    narrowband_prob: float = 0.0  # probability of resampling through narrowband_rate and back
+    narrowband_rate: int = 8000  # the narrow-band sample rate (telephone: 8000)
+    lowpass_prob: float = 0.0  # probability of a steep low-pass
+    lowpass_hz: tuple[float, float] = (3400.0, 7500.0)  # its cut-off, drawn uniformly
+    highpass_prob: float = 0.0  # probability of a high-pass
+    highpass_hz: tuple[float, float] = (50.0, 300.0)  # its cut-off, drawn uniformly
+    gain_prob: float = 0.0  # probability of a gain change (applied last, clipped at full scale)
+    gain_db: tuple[float, float] = (-30.0, 10.0)  # the gain, drawn uniformly
+
+    def __post_init__(self) -> None:
+        for name in ("codec_prob", "narrowband_prob", "lowpass_prob", "highpass_prob", "gain_prob"):
+            _check_range(f"augment.channel.{name}", getattr(self, name), 0.0, 1.0)
+        _check_range("augment.channel.codec_variants", self.codec_variants, 1)
+        _check_range("augment.channel.narrowband_rate", self.narrowband_rate, 1000)
+        for name in ("lowpass_hz", "highpass_hz", "gain_db"):
+            lo_hi = getattr(self, name)
+            if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
+                raise ConfigError(f"augment.channel.{name} must be [low, high] with low <= high; got {list(lo_hi)}")
+        if min(self.lowpass_hz + self.highpass_hz) <= 0:
+            raise ConfigError("augment.channel.lowpass_hz and highpass_hz must be above 0 Hz")
+        if self.codec_prob > 0 and not self.codecs:
+            raise ConfigError("augment.channel.codec_prob > 0 needs augment.channel.codecs (e.g. [mp3:24, opus:12])")
+
+
+@dataclass(frozen=True)
 class AugmentConfig:
     specaugment: bool = True  # apply SpecAugment in training (never at evaluation)
     spec: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
@@ -51,6 +92,7 @@ class AugmentConfig:
     noise_prob: float = 0.0  # probability of adding noise to a training utterance
     noise_snr_db: tuple[float, float] = (10.0, 30.0)  # SNR range for added noise
     noise_manifest: str = ""  # manifest of noise recordings; empty means generated noise
+    channel: ChannelAugmentConfig = field(default_factory=ChannelAugmentConfig)  # codecs, band limits, gain
 
 
 # model.subsampling kinds and the frame-rate reduction of each (the one list: config, model, transcribe)
@@ -138,6 +180,7 @@ class TrainConfig:
     average_best: int = 0  # average the best N checkpoints (by dev WER, PER for phones) into model.pt at the end; 0 or 1: the best alone (the old name average_last is still read)
     valid_subset: int = 0  # validate on a fixed subset of N dev utterances after each epoch (selection, patience), the full dev set after the last; 0 = full dev every epoch
     eval_every: int = 0  # also compute dev loss/WER every N updates (logged; best checkpoints are chosen at epoch ends); 0 = off
+    select_on: tuple[str, ...] = ("dev",)  # dev sets whose mean WER ranks epochs (best checkpoints, patience): "dev" (data.dev_manifest) and/or manifest paths, e.g. degraded copies of dev (asr.selection)
 
     def __post_init__(self) -> None:
         _check_choice("train.optimizer", self.optimizer, ("adam", "adamw", "sgd"))

@@ -210,9 +210,10 @@ class AudioDataset(Dataset):
             if self.augment is not None:
                 rng = np.random.default_rng([zlib.crc32(u.id.encode()), self.epoch, self.seed])
                 if self.cache is None:
-                    wav = self.augment(wav, rng)
-                else:  # speed variants from the cache (asr.augment.WaveAugment takes ``speed``)
-                    wav = self.augment(wav, rng, lambda f: self._wave(u, f))
+                    wav = self.augment(wav, rng, uid=u.id)
+                else:  # speed and codec variants from the cache (see asr.augment.WaveAugment)
+                    wav = self.augment(wav, rng, lambda f: self._wave(u, f),
+                                       lambda tag, make: self.cache.get(self._key(u) + tag, make), u.id)
         except (AudioError, ValueError, RuntimeError, MemoryError) as e:
             # One bad utterance must never stop an epoch: report it with its id, count it, skip it.
             # Named once: a file that fails in epoch 1 fails again in every later epoch. (DataLoader
@@ -229,13 +230,17 @@ class AudioDataset(Dataset):
         return {"id": u.id, "wav": torch.from_numpy(wav), "tokens": torch.tensor(tokens, dtype=torch.long)}
 
 
+    def _key(self, u: Utterance) -> tuple:
+        """The cache key of the utterance's audio; its variants add a tag (speed, codec)."""
+        return (u.audio, u.offset, u.duration, self.sample_rate)
+
     def _wave(self, u: Utterance, speed: float = 1.0) -> np.ndarray:
         """The utterance's waveform at the working rate (played ``speed`` times faster), through
         the cache when there is one."""
         if self.cache is None:
             wav = load_utterance(u, self.sample_rate)
             return wav if speed == 1.0 else speed_perturb(wav, speed, self.sample_rate)
-        key = (u.audio, u.offset, u.duration, self.sample_rate, speed)
+        key = self._key(u) + (speed,)
         if speed == 1.0:
             return self.cache.get(key, lambda: load_utterance(u, self.sample_rate))
         return self.cache.get(key, lambda: speed_perturb(self._wave(u), speed, self.sample_rate))

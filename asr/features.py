@@ -7,6 +7,8 @@ whatever device the model is on.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torchaudio
 from torch import nn
@@ -22,8 +24,28 @@ def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def band_floor(feats: torch.Tensor, mask: torch.Tensor, floor_db: float) -> torch.Tensor:
+    """Floor natural-log power features ``floor_db`` dB below each utterance's loudest value.
+
+    A band a codec or a telephone line emptied holds quantisation residue 90-110 dB below the
+    speech; its log fluctuates like noise. Floored, it is a constant (and 0 after
+    ``band_norm=mean``), as digital silence is.
+
+    Args:
+        feats: (B, T, F) log-mel (natural log of power).
+        mask: (B, T, 1) True on valid frames (the maximum is taken over them only).
+        floor_db: dynamic range kept below the maximum.
+
+    Returns:
+        (B, T, F) floored features.
+    """
+    peak = feats.masked_fill(~mask, -torch.inf).amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+    return torch.maximum(feats, peak - floor_db * math.log(10.0) / 10.0)
+
+
 class Frontend(nn.Module):
-    """Waveform -> features, with optional level normalisation and CMVN.
+    """Waveform -> features, with optional level normalisation, band flooring and
+    per-utterance band mean normalisation, and CMVN.
 
     forward(wavs (B, S), wav_lens (B,)) -> feats (B, T, F), feat_lens (B,)
     """
@@ -90,8 +112,13 @@ class Frontend(nn.Module):
                 spec = torch.log(spec + LOG_FLOOR)
         feats = spec.transpose(1, 2)  # (B, F, T) -> (B, T, F)
         feat_lens = self.geometry.feature_frames(wav_lens).clamp(max=feats.shape[1])
-        feats = feats * lengths_to_mask(feat_lens, feats.shape[1])[..., None]
-        return feats, feat_lens
+        mask = lengths_to_mask(feat_lens, feats.shape[1])[..., None]  # (B, T, 1)
+        if self.cfg.floor_db:
+            feats = band_floor(feats, mask, self.cfg.floor_db)
+        if self.cfg.band_norm == "mean":
+            n = feat_lens.clamp(min=1)[:, None].float()  # (B, 1)
+            feats = feats - ((feats * mask).sum(1) / n)[:, None]  # each bin's utterance mean: (B, 1, F)
+        return feats * mask, feat_lens
 
     def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats, feat_lens = self.raw_features(wavs, wav_lens)

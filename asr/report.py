@@ -1,10 +1,12 @@
 """Evaluation report files: report.json (machine-readable), report.md and report.html (people).
 
-The HTML page is self-contained (inline CSS, charts as inline base64 PNGs drawn with
-matplotlib's Agg backend), so it can be mailed or attached as one file. Every string
-that comes from a manifest or a transcript is escaped. Only the fixed names
-``report.json``, ``report.md`` and ``report.html`` are written, inside the run folder;
-no file name is ever built from an utterance id.
+The HTML page is self-contained (inline CSS and JS from asr/static/report.*, charts as inline
+base64 PNGs drawn with matplotlib's Agg backend, no external resource), so it works offline and
+can be mailed as one file. Its utterance table (worst first) has a player per utterance (audio
+embedded for small reports, linked for large ones: asr.report_audio) and filters by speaker and
+by text. Every string that comes from a manifest or a transcript is escaped. Only the fixed
+names ``report.json``, ``report.md`` and ``report.html`` are written (each atomically), inside
+the run folder; no file name is ever built from an utterance id.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import base64
 import html
 import io
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -20,10 +23,12 @@ from pathlib import Path
 
 from asr.evaluate import EvalResult
 from asr.metrics import word_alignment
+from asr.report_audio import EMBED_MB, Clips, report_clips
 
 DURATION_EDGES = (0.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0)  # seconds; the last bucket is open
 TOP_N = 20  # rows in the substitution / deletion / insertion tables
-WORST_N = 30  # worst utterances shown
+WORST_N = 20  # worst utterances in report.md
+LIST_N = 1000  # utterances in the page's table (worst first), each with a player
 
 
 def _rate(errors: int, ref: int) -> float:
@@ -77,9 +82,23 @@ def error_tables(utts: list[dict], top: int = TOP_N) -> dict:
     }
 
 
-def report_dict(res: EvalResult, meta: dict) -> dict:
-    """Everything the report shows, as plain data (what report.json holds)."""
-    utts = [dict(asdict(u), alignment=word_alignment(u.ref, u.hyp)) for u in res.utts]
+def report_dict(res: EvalResult, meta: dict, sources: list | None = None) -> dict:
+    """Everything the report shows, as plain data (what report.json holds).
+
+    Args:
+        res: the evaluation.
+        meta: model, data and options (shown as they are).
+        sources: the evaluated ``asr.data.Utterance`` list, for each utterance's "audio" (path)
+            and "offset" (seconds into the file for a segment, None for a whole file).
+    """
+    where = {u.id: u for u in sources or []}
+    utts = []
+    for r in res.utts:
+        u = dict(asdict(r), alignment=word_alignment(r.ref, r.hyp))
+        if r.id in where:
+            src = where[r.id]
+            u.update(audio=src.audio, offset=src.offset if (src.segment or src.offset) else None)
+        utts.append(u)
     speakers = sorted(_group(utts, lambda u: u["speaker"] or "(none)"), key=lambda g: g["name"])
     order = {_bucket(lo): i for i, lo in enumerate(DURATION_EDGES)}
     buckets = sorted(_group(utts, lambda u: _bucket(u["duration"])), key=lambda g: order.get(g["name"], 99))
@@ -106,18 +125,36 @@ def report_dict(res: EvalResult, meta: dict) -> dict:
     }
 
 
-def write_report(res: EvalResult, out_dir: str | Path, meta: dict) -> dict:
-    """Write report.json, report.md and report.html into ``out_dir``; returns the report dict."""
+def write_report(res: EvalResult, out_dir: str | Path, meta: dict, sources: list | None = None,
+                 embed_mb: float | None = None, progress: bool = True) -> dict:
+    """Write report.json, report.md and report.html into ``out_dir``; returns the report dict.
+
+    Args:
+        res, meta, sources: as for :func:`report_dict` (without ``sources`` the page has no audio).
+        embed_mb: the page embeds its utterances' audio up to this many MB (None: EMBED_MB),
+            else links the files.
+        progress: a progress bar while the audio is encoded.
+    """
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        rep = report_dict(res, dict(meta, created=time.strftime("%Y-%m-%d %H:%M:%S %Z")))
-        (out / "report.json").write_text(json.dumps(rep, indent=1, ensure_ascii=False))
-        (out / "report.md").write_text(markdown(rep))
-        (out / "report.html").write_text(to_html(rep))
+        rep = report_dict(res, dict(meta, created=time.strftime("%Y-%m-%d %H:%M:%S %Z")), sources)
+        clips = report_clips(_listed(rep), out, EMBED_MB if embed_mb is None else embed_mb, progress)
+        _write_atomic(out / "report.json", json.dumps(rep, indent=1, ensure_ascii=False))
+        _write_atomic(out / "report.md", markdown(rep))
+        _write_atomic(out / "report.html", to_html(rep, clips))
     except OSError as e:
         raise OSError(f"cannot write the report into {out}: {e.strerror or e}") from None
     return rep
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_report(path: str | Path) -> dict:
@@ -136,9 +173,13 @@ def read_report(path: str | Path) -> dict:
     return rep
 
 
+def _listed(rep: dict, n: int = LIST_N) -> list[dict]:
+    """The utterances the page lists: worst first (most word errors, then highest WER), n at most."""
+    return sorted(rep["utterances"], key=lambda u: (-u["wer"]["errors"], -u["wer"]["rate"], u["id"]))[:n]
+
+
 def _worst(rep: dict, n: int = WORST_N) -> list[dict]:
-    ranked = sorted(rep["utterances"], key=lambda u: (-u["wer"]["errors"], -u["wer"]["rate"], u["id"]))
-    return [u for u in ranked[:n] if u["wer"]["errors"] > 0]
+    return [u for u in _listed(rep, n) if u["wer"]["errors"] > 0]
 
 
 def markdown(rep: dict) -> str:
@@ -163,31 +204,14 @@ def markdown(rep: dict) -> str:
         "| id | WER | reference | hypothesis |",
         "| --- | --- | --- | --- |",
     ]
-    for u in _worst(rep, 20):
+    for u in _worst(rep):
         lines.append(f"| {u['id']} | {100 * u['wer']['rate']:.0f}% | {u['ref']} | {u['hyp']} |")
     return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- HTML
 
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;
- color:#222;line-height:1.4;padding:0 1em}
-h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left}
-th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.big{font-size:1.9em;font-weight:600}.cards{display:flex;gap:1em;flex-wrap:wrap}
-.card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;min-width:9em}.card .l{color:#666;font-size:.85em}
-.grid{display:flex;gap:2em;flex-wrap:wrap;align-items:flex-start}
-.al{display:flex;flex-wrap:wrap;gap:2px 0;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em}
-.w{display:inline-flex;flex-direction:column;padding:1px 4px;border-radius:3px;margin-right:2px}
-.w span{white-space:pre}.w .h{color:#555}
-.S{background:#fde2b5}.D{background:#f8c4c4}.I{background:#c8ecc8}
-.utt{border:1px solid #e4e4e4;border-radius:6px;padding:.5em .8em;margin:.6em 0}
-.utt .id{font-weight:600}.utt .m{color:#666;font-size:.85em}
-pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}
-.legend span{padding:1px 6px;border-radius:3px;margin-right:.5em}
-"""
+STATIC = Path(__file__).parent / "static"  # report.css and report.js, inlined into each page
 
 
 def _e(x) -> str:
@@ -249,8 +273,43 @@ def alignment_html(alignment: list) -> str:
     return '<div class="al">' + "".join(cells) + "</div>"
 
 
-def to_html(rep: dict) -> str:
-    """The self-contained HTML page for a report dict."""
+def _utterance_table(rep: dict, clips: Clips) -> str:
+    """The listed utterances, worst first: filters by speaker and text, a player per row."""
+    listed = _listed(rep)
+    more = f", the {len(listed)} worst of {len(rep['utterances'])}" if len(listed) < len(rep["utterances"]) else ""
+    parts = [f"<h2>Utterances ({len(listed)}{more}, worst first)</h2>",
+             f"<p class=note id=audio-note data-mode={clips.mode}>{_e(clips.note)}</p>",
+             '<div class=filters><label>speaker <select id=f-speaker><option>all speakers</option></select>'
+             '</label><label>text <input id=f-text type=search placeholder="words in the reference or '
+             'hypothesis"></label><span id=f-shown class=note></span></div>',
+             '<div class=legend>reference above hypothesis: <span class=S>substitution</span>'
+             '<span class=D>deletion</span><span class=I>insertion</span></div>',
+             "<table id=utts><thead><tr><th>utterance</th><th>speaker</th><th>duration</th><th>errors</th>"
+             "<th>reference / hypothesis</th>" + ("<th>audio</th>" if clips.mode != "none" else "")
+             + "</tr></thead><tbody>"]
+    for u in listed:
+        where = ""
+        if u.get("audio"):
+            seg = f", {u['offset']:.2f}-{u['offset'] + u['duration']:.2f} s" if u.get("offset") is not None else ""
+            where = f'<div class=f>{_e(Path(u["audio"]).name)}{seg}</div>'
+        if clips.mode == "none":
+            player = ""
+        elif u["id"] in clips.src:
+            player = f'<td><audio controls preload=none src="{_e(clips.src[u["id"]])}"></audio></td>'
+        else:
+            player = f'<td class=f>{_e(clips.missing.get(u["id"], "no audio"))}</td>'
+        parts.append(
+            f'<tr data-speaker="{_e(u["speaker"])}" data-ref="{_e(u["ref"])}" data-hyp="{_e(u["hyp"])}">'
+            f'<td><span class=id>{_e(u["id"])}</span>{where}</td><td>{_e(u["speaker"])}</td>'
+            f'<td class=n>{u["duration"]:.1f} s</td><td class=n>{u["wer"]["errors"]}/{u["wer"]["ref"]}'
+            f'<br>{_pct(u["wer"]["rate"])}</td><td>{alignment_html(u["alignment"])}</td>{player}</tr>')
+    parts.append("</tbody></table>")
+    return "".join(parts)
+
+
+def to_html(rep: dict, clips: Clips | None = None) -> str:
+    """The self-contained HTML page for a report dict, with ``clips`` (asr.report_audio) to play."""
+    clips = clips or Clips("none", note="No audio: the page was made without the utterances' audio.")
     s, meta, err = rep["summary"], rep["meta"], rep.get("errors") or error_tables(rep["utterances"])
     w = s["words"]
     title = f"Evaluation: {Path(str(meta.get('model', 'model'))).name} on {Path(str(meta.get('manifest', ''))).name}"
@@ -260,7 +319,7 @@ def to_html(rep: dict) -> str:
              ("audio", f"{s['audio_seconds'] / 60:.1f} min"), ("real-time factor", f"{s['real_time_factor']:.4f}")]
     parts = [
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
-        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
+        f"<title>{_e(title)}</title><style>{(STATIC / 'report.css').read_text()}</style></head><body>",
         f"<h1>{_e(title)}</h1><div class=m>{_e(meta.get('created', ''))}</div>",
         '<h2>Summary</h2><div class="cards">',
         "".join(f'<div class=card><div class=l>{_e(k)}</div><div class=big>{_e(v)}</div></div>' for k, v in cards),
@@ -286,103 +345,10 @@ def to_html(rep: dict) -> str:
         parts.append(f"<table><tr><th>{name}</th><th>count</th></tr>" + "".join(
             f"<tr><td>{_e(x)}</td><td class=n>{n}</td></tr>" for x, n in rows) + "</table>")
     parts.append("</div>")
-    worst = _worst(rep)
-    parts.append(f"<h2>Worst utterances ({len(worst)} shown)</h2>")
-    parts.append('<div class=legend>reference above hypothesis: <span class=S>substitution</span>'
-                 '<span class=D>deletion</span><span class=I>insertion</span></div>')
-    for u in worst:
-        parts.append(
-            f'<div class=utt><span class=id>{_e(u["id"])}</span> <span class=m>speaker {_e(u["speaker"])}, '
-            f'{u["duration"]:.1f} s, {u["wer"]["errors"]} errors / {u["wer"]["ref"]} words '
-            f'(WER {_pct(u["wer"]["rate"])})</span>{alignment_html(u["alignment"])}</div>')
+    parts.append(_utterance_table(rep, clips))
     if rep.get("failed"):
         parts.append("<h2>Failed utterances</h2><table><tr><th>id</th><th>reason</th></tr>" + "".join(
             f"<tr><td>{_e(f['id'])}</td><td>{_e(f['reason'])}</td></tr>" for f in rep["failed"]) + "</table>")
     parts.append("<h2>Model, data and options</h2><pre>" + _e(json.dumps(meta, indent=1, ensure_ascii=False))
-                 + "</pre></body></html>\n")
+                 + f"</pre><script>{(STATIC / 'report.js').read_text()}</script></body></html>\n")
     return "".join(parts)
-
-
-# ---------------------------------------------------------------- comparison
-
-def compare_reports(a: dict, b: dict) -> dict:
-    """What changed from report A to report B, utterance by utterance.
-
-    Args:
-        a, b: report dicts (see :func:`read_report`).
-
-    Returns:
-        {"summary": {metric: [a, b]}, "options": {key: [a, b]} for decoding/model keys that
-        differ, "changed": [{"id", "ref", "hyp_a", "hyp_b", "errors_a", "errors_b"}] sorted
-        worst regression first, "only_a": [ids], "only_b": [ids]}.
-    """
-    ua = {u["id"]: u for u in a["utterances"]}
-    ub = {u["id"]: u for u in b["utterances"]}
-    changed = []
-    for uid in ua.keys() & ub.keys():
-        x, y = ua[uid], ub[uid]
-        if x["hyp"] != y["hyp"]:
-            changed.append({"id": uid, "ref": y["ref"], "hyp_a": x["hyp"], "hyp_b": y["hyp"],
-                            "errors_a": x["wer"]["errors"], "errors_b": y["wer"]["errors"]})
-    changed.sort(key=lambda c: (-(c["errors_b"] - c["errors_a"]), c["id"]))
-    sa, sb = a["summary"], b["summary"]
-    keys = ["wer", "cer", "sentence_error_rate", "utterances", "failed", "real_time_factor"]
-    summary = {k: [sa.get(k), sb.get(k)] for k in keys if k in sa or k in sb}
-    for k in ("sub", "del", "ins"):
-        summary[f"word {k}"] = [sa["words"][k], sb["words"][k]]
-    options = {}
-    ma, mb = _flat(a.get("meta", {})), _flat(b.get("meta", {}))
-    for k in sorted(ma.keys() | mb.keys()):
-        if k != "created" and ma.get(k) != mb.get(k):
-            options[k] = [ma.get(k), mb.get(k)]
-    return {"summary": summary, "options": options, "changed": changed,
-            "only_a": sorted(ua.keys() - ub.keys()), "only_b": sorted(ub.keys() - ua.keys())}
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _fmt(v, pct: bool) -> str:
-    if v is None:
-        return "-"
-    if pct:
-        return f"{100 * v:.2f}%"
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
-
-
-def _delta(x, y, pct: bool) -> str:
-    if x is None or y is None:
-        return ""
-    if pct:
-        return f"{100 * (y - x):+.2f}"
-    return f"{y - x:+.4f}" if isinstance(x, float) or isinstance(y, float) else f"{y - x:+d}"
-
-
-def format_comparison(c: dict, limit: int = 50) -> str:
-    """Plain-text rendering of :func:`compare_reports` for the terminal."""
-    lines = ["metric                       A            B        change"]
-    for k, (x, y) in c["summary"].items():
-        pct = k in ("wer", "cer", "sentence_error_rate")
-        lines.append(f"{k:<22} {_fmt(x, pct):>12} {_fmt(y, pct):>12} {_delta(x, y, pct):>12}")
-    if c["options"]:
-        lines += ["", "options that differ:"]
-        lines += [f"  {k}: {x!r} -> {y!r}" for k, (x, y) in c["options"].items()]
-    worse = sum(ch["errors_b"] > ch["errors_a"] for ch in c["changed"])
-    better = sum(ch["errors_b"] < ch["errors_a"] for ch in c["changed"])
-    lines += ["", f"{len(c['changed'])} utterances changed: {better} better, {worse} worse, "
-              f"{len(c['changed']) - better - worse} different with equal errors"]
-    if c["only_a"] or c["only_b"]:
-        lines.append(f"{len(c['only_a'])} utterances only in A, {len(c['only_b'])} only in B")
-    for ch in c["changed"][:limit]:
-        lines += ["", f"{ch['id']}  errors {ch['errors_a']} -> {ch['errors_b']}",
-                  f"  REF: {ch['ref']}", f"  A:   {ch['hyp_a']}", f"  B:   {ch['hyp_b']}"]
-    if len(c["changed"]) > limit:
-        lines.append(f"\n... {len(c['changed']) - limit} more (use --limit)")
-    return "\n".join(lines) + "\n"

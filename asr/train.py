@@ -65,9 +65,10 @@ from asr.runtime import (
     seed_everything,
     select_device,
 )
+from asr.selection import Selection
 from asr.text import tokenizer_from_dict
 from asr.train_data import compute_cmvn, make_cache, make_loader, read_training_data
-from asr.validation import Validator, dev_score
+from asr.validation import Validator
 
 log = logging.getLogger("asr.train")
 
@@ -136,6 +137,8 @@ class Trainer:
         self.train_loader = make_loader(train_utts, self.tokenizer, cfg, True, self.rank, self.world,
                                         augment if augment.active else None, pin, warned, self.cache)
         self.validator = Validator(dev_utts, self.tokenizer, cfg, pin, self.cache, self.rank, self.world)
+        self.selection = Selection(cfg, self.tokenizer, pin, self.cache)  # train.select_on: sets ranking epochs
+        self.score_name = self.validator.metric  # what ranks the checkpoints (the last epoch's, for the log)
         self.train_seconds = sum(u.duration for u in train_utts)
 
         self.model = build_model(cfg, len(self.tokenizer)).to(self.device)
@@ -222,7 +225,7 @@ class Trainer:
         """Write <run>/model.pt: the average of the best N checkpoints, or the best, or the last."""
         out = self.run_dir / "model.pt"
         what = write_final_model(self.ckpt_dir, self.state.best, self.cfg.train.average_best, out,
-                                 self.validator.metric)
+                                 self.score_name)
         log.info("model.pt = %s", what)
         return out
 
@@ -356,8 +359,12 @@ class Trainer:
             st.epoch += 1
             st.batch_in_epoch = 0
             dev = self.validate()
+            if self.selection.loaders:  # degraded dev copies etc. (train.select_on)
+                dev.update(self.validator.share(self.selection.validate(self.model, self.device, self.amp)
+                                                if self.is_main else {}))
+            score_name, wer = self.selection.score(dev)  # dev WER (PER for phones), or the mean over select_on
+            self.score_name = score_name
             metrics.update(dev)
-            score_name, wer = dev_score(dev)  # dev WER, or PER for a phone model
             improved = wer is not None and wer < st.best_wer
             if improved:
                 st.best_wer, st.bad_epochs = wer, 0

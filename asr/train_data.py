@@ -119,6 +119,10 @@ def make_loader(utts, tokenizer, cfg: Config, train: bool, rank=0, world=1, augm
 def make_cache(cfg: Config):
     """The run's WaveCache for ``data.cache=ram`` (None when off, or with loader workers)."""
     if cfg.data.cache == "off":
+        if cfg.augment.channel.codec_prob > 0 and cfg.data.num_workers == 0:
+            log.warning("augment.channel.codec_prob > 0 without data.cache=ram or data.num_workers: every "
+                        "codec draw is encoded in the training process (a codec runs at 17-200x real "
+                        "time); set data.cache=ram to encode each variant once per run")
         return None
     if cfg.data.num_workers > 0:
         log.warning("data.cache=ram is not used with data.num_workers=%d (workers restart every "

@@ -128,6 +128,10 @@ class Validator:
         metrics = {}
         if loader is not None and self.rank == 0:
             metrics = validate(model, loader, self.tokenizer, device, self.cfg, amp)
+        return self.share(metrics)
+
+    def share(self, metrics: dict) -> dict:
+        """Rank 0's ``metrics`` on every rank (as given without DDP)."""
         if self.world > 1:
             box = [metrics]
             dist.broadcast_object_list(box, src=0)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +120,34 @@ def tiny_digits_model(tmp_path_factory) -> Path:
     right = sum(model.transcribe(x["audio"]).text == x["text"] for x in lines)
     assert right >= 55, f"tiny digits model only got {right}/60 training utterances right"
     return path
+
+
+def chromium(profile: Path):
+    """A headless system Chromium through selenium, or a skip (a failure under CI=true: CI must run it).
+
+    Page tests (asr serve's page, report.html) call it with a fresh profile folder and quit it;
+    ``get_log("browser")`` returns the page's console messages."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    missing = [n for n, v in (("chromium", browser), ("chromedriver", driver)) if not v]
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        missing.append("selenium (pip install '.[dev]')")
+    if missing:
+        msg = f"the page test needs {', '.join(missing)} (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI"):
+            pytest.fail(msg + "; tools/install.sh installs them when run as root")
+        pytest.skip(msg)
+    os.environ.setdefault("SE_OFFLINE", "true")  # selenium must not try to download a browser
+    o = webdriver.ChromeOptions()
+    o.binary_location = browser
+    o.add_argument(f"--user-data-dir={profile}")
+    o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"):  # a test microphone
+        o.add_argument(arg)
+    return webdriver.Chrome(options=o, service=Service(driver))

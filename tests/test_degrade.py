@@ -91,6 +91,21 @@ def test_mp3_constant_bit_rate_and_low_pass(speech, kbps, cutoff):
     assert abs(band_db(out, 300, 3400) - band_db(speech, 300, 3400)) < 0.5  # the speech band is kept
 
 
+def test_vorbis_quality_kind(speech):
+    rates = []
+    for q in (0, 4):
+        kind = parse_kind(f"vorbis:{q}")
+        assert kind.codec and kind.suffix == ".ogg" and kind.folder == f"vorbis_{q}"
+        data = encode(speech, kind)
+        out, sr = sf.read(io.BytesIO(data), dtype="float32")
+        assert sr == SR and out.size == speech.size
+        assert abs(band_db(out, 300, 3400) - band_db(speech, 300, 3400)) < 0.5
+        rates.append(len(data) * 8 / (speech.size / SR) / 1000)
+    assert 20 < rates[0] < 40 < rates[1] < 70  # quality 0 is ~27 kbit/s on 16 kHz speech; q4 more
+    with pytest.raises(DegradeError, match="Vorbis quality must be 0-10"):
+        parse_kind("vorbis:11")
+
+
 def test_opus_bit_rate(speech):
     data = encode(speech, parse_kind("opus:12"))
     assert 11 <= len(data) * 8 / (speech.size / SR) / 1000 <= 14  # 12 kbit/s plus the Ogg headers

@@ -15,7 +15,7 @@ from conftest import MINI_LIBRISPEECH, shared_data
 
 from asr.audio import load_audio
 from asr.config import FeatureConfig, SpecAugmentConfig
-from asr.features import CMVNAccumulator, Frontend, lengths_to_mask, spec_augment
+from asr.features import CMVNAccumulator, Frontend, band_floor, lengths_to_mask, spec_augment
 
 OPUS = (*MINI_LIBRISPEECH, "1088", "134315", "1088-134315-0000.opus")
 LOG_TOL = 1e-3  # stated tolerance: log-mel values (natural log) agree within this
@@ -58,11 +58,13 @@ def test_mfcc_is_the_dct_of_librosa_log_mel():
     assert np.abs(feats[0].numpy().T - ref).max() < 5e-3
 
 
-@pytest.mark.parametrize("kind,cmvn", [("fbank", "utterance"), ("mfcc", "none"), ("fbank", "global")])
-def test_batched_features_equal_per_utterance_features(kind, cmvn):
+@pytest.mark.parametrize("kind,cmvn,band", [("fbank", "utterance", {}), ("mfcc", "none", {}), ("fbank", "global", {}),
+                                            ("fbank", "global", {"floor_db": 60.0, "band_norm": "mean"}),
+                                            ("mfcc", "global", {"band_norm": "mean"})])
+def test_batched_features_equal_per_utterance_features(kind, cmvn, band):
     wav = real_speech(2.0)
     wavs = [wav[:12000], wav, wav[5000:9000]]
-    fe = Frontend(FeatureConfig(kind=kind, cmvn=cmvn, n_mels=64, win_ms=20, hop_ms=12.5))
+    fe = Frontend(FeatureConfig(kind=kind, cmvn=cmvn, n_mels=64, win_ms=20, hop_ms=12.5, **band))
     feats, lens = fe(*batch_of(wavs))
     assert lens.tolist() == fe.num_frames(torch.tensor([w.size for w in wavs])).tolist()
     # 20 ms window = 320 samples, centred in a 512-point FFT frame; hop 12.5 ms = 200 samples
@@ -102,6 +104,37 @@ def test_utterance_cmvn_gives_zero_mean_unit_variance_within_each_length():
         f = feats[i, : lens[i]]
         assert f.mean(0).abs().max() < 1e-4
         assert (f.std(0, unbiased=False) - 1).abs().max() < 1e-3
+
+
+def test_a_band_a_codec_emptied_reads_as_a_constant_with_floor_and_band_norm():
+    """MP3 at 24 kbit/s empties the mel bins above ~6.5 kHz: they sit near the log floor, many
+    standard deviations below what the CMVN statistics of full-band speech expect (a strong
+    signal to the model). Floored 80 dB below the utterance's peak they are a constant, and with
+    band_norm=mean exactly 0, as the mean, while the speech bins keep their shape."""
+    from asr.degrade import degrade, parse_kind
+
+    wav = real_speech(6.0)
+    mp3 = degrade(wav, parse_kind("mp3:24"), np.random.default_rng(0))
+    top = slice(72, 80)  # mel bins above ~6.5 kHz of 80 (8 kHz)
+    plain = Frontend(FeatureConfig(cmvn="none"))
+    banded = Frontend(FeatureConfig(cmvn="none", floor_db=80.0, band_norm="mean"))
+    raw_clean, _ = plain(*batch_of([wav]))
+    raw_mp3, _ = plain(*batch_of([mp3]))
+    assert raw_mp3[0, :, top].mean() < raw_clean[0, :, top].mean() - 8  # the band is gone (in nats) ...
+    z = (raw_mp3[0] - raw_clean[0].mean(0)) / raw_clean[0].std(0)  # as global CMVN would see it
+    assert z[:, top].mean() < -2.0  # ... and reads as a strong value, not as "nothing"
+    feats, _ = banded(*batch_of([mp3]))
+    assert feats[0, :, top].abs().max() < 1e-5  # a constant, removed by the mean
+    assert feats[0].mean(0).abs().max() < 1e-4  # every bin's utterance mean is removed
+    mask = torch.ones(1, raw_clean.shape[1], 1, dtype=torch.bool)
+    floored = band_floor(raw_clean, mask, 80.0)
+    assert (floored != raw_clean)[0, :, :72].float().mean() < 0.01  # full-band speech is left alone
+    clean, _ = banded(*batch_of([wav]))
+    assert clean[0, :, top].std(0).min() > 0.5  # and keeps its top band
+    with pytest.raises(ValueError, match="floor_db applies to fbank"):
+        FeatureConfig(kind="mfcc", floor_db=80.0)
+    with pytest.raises(ValueError, match="band_norm"):
+        FeatureConfig(band_norm="median")
 
 
 def test_bad_feature_settings_are_rejected():

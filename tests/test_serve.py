@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import ROOT, make_digit_utterance
+from conftest import ROOT, chromium, make_digit_utterance
 
 pytest.importorskip("fastapi", reason="asr serve needs the serve extra: pip install '.[serve]'")
 pytest.importorskip("multipart", reason="asr serve needs the serve extra: pip install '.[serve]'")
@@ -334,35 +334,6 @@ def test_serve_parser_imports_neither_torch_nor_fastapi():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 
-def _chromium(profile: Path):
-    """A headless system Chromium through selenium, or a skip (a failure under CI=true: CI must run it)."""
-    import shutil
-
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    missing = [n for n, v in (("chromium", browser), ("chromedriver", driver)) if not v]
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        missing.append("selenium (pip install '.[dev]')")
-    if missing:
-        msg = f"the page test needs {', '.join(missing)} (apt-get install chromium chromium-driver)"
-        if os.environ.get("CI"):
-            pytest.fail(msg + "; tools/install.sh installs them when run as root")
-        pytest.skip(msg)
-    os.environ.setdefault("SE_OFFLINE", "true")  # selenium must not try to download a browser
-    o = webdriver.ChromeOptions()
-    o.binary_location = browser
-    o.add_argument(f"--user-data-dir={profile}")
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
-                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"):  # a test microphone
-        o.add_argument(arg)
-    return webdriver.Chrome(options=o, service=Service(driver))
-
-
 def test_page_transcribes_a_bundled_recording_in_chromium(server, model, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -373,7 +344,7 @@ def test_page_transcribes_a_bundled_recording_in_chromium(server, model, tmp_pat
     ref = model.transcribe(str(rec), timestamps=True)
     assert ref.words, "the tiny model found no words"
     profile = tmp_path / "chromium-profile"  # a fresh profile every run
-    d = _chromium(profile)
+    d = chromium(profile)
     try:
         d.set_page_load_timeout(60)
         d.get(server + "/")

@@ -11,7 +11,8 @@ Settings are translated so that the searches optimise the same score:
 - flashlight merges prefixes by log-add (``log_add=True``) like ours. Its lexicon-free decoder
   fuses a *token*-level LM, so with a word LM flashlight needs a lexicon: we give it the
   lexicon (or, without one, the LM's vocabulary) and ours gets the same lexicon.
-- pyctcdecode has no hard lexicon; it receives the LM's unigrams, as it expects.
+- pyctcdecode has no hard lexicon; it receives the lexicon (or else the LM's vocabulary) as its
+  unigrams, as it expects: words outside them get its unknown-word offset.
 
 flashlight supports character vocabularies only here (its lexicon spells words with tokens and
 needs a word-boundary token); pyctcdecode handles SentencePiece pieces ("▁").
@@ -62,7 +63,7 @@ def make_decoder(name: str, tokens: list[str], options: BeamOptions = DEFAULT_OP
         tokens: (V,) token strings; id ``options.blank`` is the blank.
         options: beam width, pruning, alpha, beta, n-best.
         lm_path: ARPA (or KenLM binary) word LM, or None.
-        lexicon: allowed words (ours, flashlight); None = open vocabulary.
+        lexicon: allowed words (ours, flashlight; pyctcdecode: its unigrams); None = open vocabulary.
 
     Returns:
         ``decode(log_probs (B, T, V), lengths (B,)) -> list[list[Hypothesis]]``.
@@ -73,7 +74,7 @@ def make_decoder(name: str, tokens: list[str], options: BeamOptions = DEFAULT_OP
     if name == "flashlight":
         return _flashlight(tokens, options, lm_path, lexicon)
     if name == "pyctcdecode":
-        return _pyctcdecode(tokens, options, lm_path)
+        return _pyctcdecode(tokens, options, lm_path, lexicon)
     raise BackendError(f"unknown decoder backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
@@ -128,7 +129,7 @@ def _flashlight(tokens, options: BeamOptions, lm_path, lexicon) -> Decoder:
     return decode
 
 
-def _pyctcdecode(tokens, options: BeamOptions, lm_path) -> Decoder:
+def _pyctcdecode(tokens, options: BeamOptions, lm_path, lexicon) -> Decoder:
     try:
         from pyctcdecode import build_ctcdecoder
     except ImportError:
@@ -140,7 +141,8 @@ def _pyctcdecode(tokens, options: BeamOptions, lm_path) -> Decoder:
     labels = ["" if i == options.blank else t for i, t in enumerate(tokens)]
     kwargs = {}
     if lm_path:
-        kwargs = {"kenlm_model_path": str(lm_path), "unigrams": lm_vocabulary(lm_path),
+        unigrams = sorted(lexicon) if lexicon is not None else lm_vocabulary(lm_path)
+        kwargs = {"kenlm_model_path": str(lm_path), "unigrams": unigrams,
                   "alpha": options.lm_weight, "beta": options.word_bonus}
     dec = build_ctcdecoder(labels, **kwargs)
     min_logp = max(options.token_min_logp, -1e3)

@@ -17,7 +17,8 @@
 #         line), words limited to the 200 k LibriSpeech vocabulary (also the lexicon), entropy-pruned (--lm-prune);
 #         or --lm-arpa FILE (e.g. OpenSLR 11's 3-gram.pruned.1e-7.arpa.gz), lower-cased to match the tokenizer;
 #      c) book + transcript LM interpolated, weights by perplexity on a held-out 10 % of the TRAINING transcripts
-#   2  train (resumes automatically if the run folder has a checkpoint)
+#   2  train (resumes automatically if the run folder has a checkpoint); a config whose train.select_on names
+#      degraded dev copies (conf/mini_librispeech_cpu_robust.yaml) gets them built first (as in stage 5)
 #   3  average the best checkpoints into model.pt (done by training when train.average_last > 1)
 #   4  decode dev: greedy, beam, then beam + each LM (--lm-modes; default all) with and without its lexicon,
 #      alpha/beta tuned on dev for each; HTML + JSON reports
@@ -67,7 +68,7 @@ while [ $# -gt 0 ]; do
     --beam) beam=$2; shift 2;;
     --robust-kinds) robust_kinds=$2; shift 2;;
     --robust-modes) robust_modes=$2; shift 2;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0;;
     *=*) overrides+=("$1"); shift;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2;;
   esac
@@ -182,7 +183,19 @@ for line in open(sys.argv[1], encoding="utf-8"):
   done
 fi
 
+# degraded copies of dev ($robust_kinds; seeded, built once, then cached): stage 5 scores them, and stage 2
+# ranks epochs on them when the config's train.select_on names one (conf/mini_librispeech_cpu_robust.yaml)
+build_degraded() {
+  local kind_args=() k
+  for k in $robust_kinds; do kind_args+=(--kind "$k"); done
+  $ASR data degrade "$data/dev.jsonl" "${kind_args[@]}" -o "$data/degraded" --seed 0
+}
+
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  if grep -q "degraded/" "$conf" || [[ " ${overrides[*]:-} " == *"train.select_on="*"degraded/"* ]]; then
+    log "stage 2: the config selects epochs on degraded dev copies: building them first ($robust_kinds)"
+    build_degraded
+  fi
   log "stage 2: training with $conf into $exp (log: $exp/train.log; tensorboard --logdir $exp/tb)"
   $ASR train -c "$conf" run_dir="$exp" data.train_manifest="$data/train.jsonl" \
     data.dev_manifest="$data/dev.jsonl" "${overrides[@]}"
@@ -197,18 +210,42 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   fi
 fi
 
+# the model's output units (char, sentencepiece or phone): a phone model decodes words through a
+# pronunciation lexicon, so each LM's word list becomes WORD P1 P2 ... lines (CMUdict + G2P, cached)
+unit_kind() {
+  [ -f "$exp/model.pt" ] || { echo "run.sh: $exp/model.pt does not exist; run stages 2-3 first" >&2; exit 2; }
+  $PY -c 'import sys, torch
+print(torch.load(sys.argv[1], map_location="cpu", weights_only=False)["config"]["tokenizer"]["kind"])' "$exp/model.pt"
+}
+# lexicon_for WORDS: the lexicon file to decode with: WORDS itself for spelling units, its phone lexicon
+# ($lmd/NAME-phones.txt, built once) for a phone model
+lexicon_for() {
+  local words=$1
+  if [ "$kind" != phone ]; then echo "$words"; return; fi
+  local out=${words%-words.txt}; out=${out%.txt}-phones.txt
+  if ! up_to_date "$out" "$words"; then
+    log "pronunciations of $(wc -l < "$words") words (CMUdict, G2P for the rest) -> $out" >&2
+    $ASR lexicon "$words" -o "$out" --quiet >&2
+  fi
+  echo "$out"
+}
+
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  log "stage 4a: greedy decoding of dev"
+  kind=$(unit_kind)
+  log "stage 4a: greedy decoding of dev (model units: $kind)"
   $ASR evaluate --model "$exp/model.pt" --manifest "$data/dev.jsonl" --method greedy --out "$exp/eval-dev-greedy"
   log "stage 4b: beam search (beam $beam), no LM"
   $ASR evaluate --model "$exp/model.pt" --manifest "$data/dev.jsonl" --method beam --beam-size "$beam" \
     --out "$exp/eval-dev-beam"
   # decode NAME LM [LEXICON]: tune alpha/beta on dev (asr decode --tune-lm), then evaluate with them
+  #   A phone model has no open vocabulary (phones do not spell words): without LEXICON it decodes with the
+  #   lexicon in its checkpoint (the training words), which is reported as "open" for the other units.
   decode() {
     local name=$1 lm=$2 lex=${3:-} lexarg=()
     [ -f "$lm" ] || { echo "run.sh: $lm does not exist; run stage 1 first" >&2; exit 2; }
     local what="open vocabulary"
-    [ -z "$lex" ] || { lexarg=(--lexicon "$lex"); what="words restricted to the lexicon $lex"; }
+    [ "$kind" != phone ] || what="the checkpoint's lexicon (the training words)"
+    [ -z "$lex" ] || { lex=$(lexicon_for "$lex"); lexarg=(--lexicon "$lex"); what="words restricted to the lexicon $lex"; }
     log "stage 4: beam $beam + $name ($lm), $what: tuning alpha/beta on dev"
     $ASR decode --tune-lm --model "$exp/model.pt" --manifest "$data/dev.jsonl" --lm "$lm" "${lexarg[@]}" \
       --beam-size "$beam"
@@ -225,17 +262,25 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   done
   # last, so that the tuned weights left beside the model (model.lm.json, which `asr transcribe --lm` uses)
   # are those of the book LM, open vocabulary
+  #   (for a phone model: the book LM with its words' phone lexicon, as a phone model has no open vocabulary)
   case " $lm_modes " in
-    *" book "*) decode booklm "$lmd/book-3gram.arpa" "$lmd/book-words.txt"; decode booklm "$lmd/book-3gram.arpa";;
+    *" book "*) if [ "$kind" = phone ]; then
+                  decode booklm "$lmd/book-3gram.arpa"; decode booklm "$lmd/book-3gram.arpa" "$lmd/book-words.txt"
+                else
+                  decode booklm "$lmd/book-3gram.arpa" "$lmd/book-words.txt"; decode booklm "$lmd/book-3gram.arpa"
+                fi;;
   esac
   log "reports: $exp/eval-dev-*/report.html"
 fi
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   deg=$data/degraded
   log "stage 5: robustness: degraded copies of dev ($robust_kinds) -> $deg (built once, then cached)"
-  kind_args=(); folders=()
-  for k in $robust_kinds; do kind_args+=(--kind "$k"); folders+=("${k//:/_}"); done
-  $ASR data degrade "$data/dev.jsonl" "${kind_args[@]}" -o "$deg" --seed 0
+  kind=$(unit_kind)
+  robust_lex=()  # beam-lm: the book LM open-vocabulary, or through its words' phone lexicon for a phone model
+  [ "$kind" != phone ] || robust_lex=(--lexicon "$(lexicon_for "$lmd/book-words.txt")")
+  folders=()
+  for k in $robust_kinds; do folders+=("${k//:/_}"); done
+  build_degraded
   for f in "${folders[@]}"; do
     m=$deg/$f/manifest.jsonl
     for mode in $robust_modes; do
@@ -247,7 +292,7 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
       case "$mode" in
         greedy) $ASR evaluate --model "$exp/model.pt" --manifest "$m" --method greedy --out "$out";;
         beam-lm) $ASR evaluate --model "$exp/model.pt" --manifest "$m" --method beam --beam-size "$beam" \
-                   --lm "$exp/lm/book-3gram.arpa" --out "$out";;
+                   --lm "$exp/lm/book-3gram.arpa" "${robust_lex[@]}" --out "$out";;
         *) echo "run.sh: unknown --robust-modes entry $mode (greedy, beam-lm)" >&2; exit 2;;
       esac
     done

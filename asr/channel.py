@@ -1,0 +1,220 @@
+"""Training-time channel simulation: codec round trips, band limits, narrow-band resampling, gain.
+
+The audio people bring went through channels the training audio did not: MP3s and Opus at low
+bit rates (which low-pass at 4-7 kHz), telephone lines (8 kHz sampling, 300-3400 Hz), small
+microphones (no low end), clipping recorders. ``ChannelAugment`` draws such a channel per
+training utterance from a seeded generator (``augment.channel``; every probability is 0 by
+default) and never runs at evaluation (only the training loader has an augmentation).
+
+Cost. An encoder is slow (measured on one core: LAME ~80x real time, libopus ~17x, libvorbis
+~200x), so a codec is never run per draw: each utterance has ``codec_variants`` variants, variant
+``k`` encoded with a codec kind chosen by (utterance id, k) alone, built the first time it is
+drawn and kept by the run's wave cache (``data.cache=ram``), so every later epoch reuses it.
+Without the cache (or with loader workers) a variant is encoded again at each draw, in the
+worker processes when there are some. The filters (a steep elliptic low-pass, a Butterworth
+high-pass: IIR designs made once per 50 Hz of cut-off) and the 8 kHz round trip run per draw
+at thousands of times real time. ``tools/bench_channel.py`` measures each piece.
+
+Exactness: a variant depends only on its key (the utterance, k), so a run resumed with an
+empty cache builds the same audio; the draws come from the utterance's per-epoch generator.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from asr.audio import resample
+from asr.config import ChannelAugmentConfig
+from asr.degrade import DegradeError, Kind, check_writable, degrade, parse_kind
+from asr.errors import ConfigError
+
+DESIGN_STEP_HZ = 50.0  # cut-offs are rounded to this for the filter design cache
+
+
+@dataclass(frozen=True)
+class ChannelDraw:
+    """One utterance's channel, drawn from its generator (None: that stage is off)."""
+
+    codec_variant: int | None = None  # which of the utterance's codec variants
+    narrowband: bool = False  # resampled through the narrow-band rate and back
+    lowpass_hz: float | None = None
+    highpass_hz: float | None = None
+    gain_db: float | None = None
+
+
+@functools.lru_cache(maxsize=256)
+def _lowpass(cutoff_hz: float, sample_rate: int) -> np.ndarray:
+    from scipy.signal import ellip
+
+    # 6th-order elliptic (0.5 dB ripple, 50 dB stop band), one pass: as steep as a codec's
+    # low-pass (LAME at 24 kbit/s: -70 dB within a few hundred Hz of its cut-off)
+    return ellip(6, 0.5, 50, cutoff_hz, btype="lowpass", fs=sample_rate, output="sos")
+
+
+@functools.lru_cache(maxsize=256)
+def _highpass(cutoff_hz: float, sample_rate: int) -> np.ndarray:
+    from scipy.signal import butter
+
+    return butter(4, cutoff_hz, btype="highpass", fs=sample_rate, output="sos")
+
+
+def lowpass(wav: np.ndarray, cutoff_hz: float, sample_rate: int = 16000) -> np.ndarray:
+    """Steep low-pass (cut-off rounded to 50 Hz); none at or above 0.95 x Nyquist.
+
+    Args:
+        wav: float32 (samples,).
+        cutoff_hz: pass-band edge.
+        sample_rate: rate of ``wav``.
+
+    Returns:
+        float32 (samples,).
+    """
+    from scipy.signal import sosfilt
+
+    cutoff = round(cutoff_hz / DESIGN_STEP_HZ) * DESIGN_STEP_HZ
+    if cutoff >= 0.95 * sample_rate / 2:
+        return wav
+    return sosfilt(_lowpass(cutoff, sample_rate), wav).astype(np.float32)
+
+
+def highpass(wav: np.ndarray, cutoff_hz: float, sample_rate: int = 16000) -> np.ndarray:
+    """4th-order Butterworth high-pass (cut-off rounded to 50 Hz, at least 50 Hz).
+
+    Args:
+        wav: float32 (samples,).
+        cutoff_hz: -3 dB edge.
+        sample_rate: rate of ``wav``.
+
+    Returns:
+        float32 (samples,).
+    """
+    from scipy.signal import sosfilt
+
+    cutoff = max(DESIGN_STEP_HZ, round(cutoff_hz / DESIGN_STEP_HZ) * DESIGN_STEP_HZ)
+    return sosfilt(_highpass(cutoff, sample_rate), wav).astype(np.float32)
+
+
+def narrowband(wav: np.ndarray, rate: int, sample_rate: int = 16000) -> np.ndarray:
+    """Resampled to ``rate`` and back (what an 8 kHz phone line or recording keeps).
+
+    A steep low-pass at 0.95 x the narrow Nyquist frequency before and after, as a narrow-band
+    recorder's anti-aliasing filter and a good upsampler's: torchaudio's windowed sinc alone
+    leaves the band above (aliases, then images) only ~18 dB down on speech.
+
+    Returns:
+        float32 (samples,) at ``sample_rate``.
+    """
+    if rate >= sample_rate:
+        return wav
+    edge = 0.95 * rate / 2
+    back = lowpass(resample(resample(lowpass(wav, edge, sample_rate), sample_rate, rate), rate, sample_rate),
+                   edge, sample_rate)
+    return np.pad(back, (0, max(0, wav.size - back.size)))[: wav.size]
+
+
+def apply_gain(wav: np.ndarray, gain_db: float) -> np.ndarray:
+    """Scale by ``gain_db``, clip at full scale and round to 16 bits, as a recorder would."""
+    out = np.clip(wav * np.float32(10 ** (gain_db / 20)), -1.0, 1.0)
+    return (np.rint(out * 32767.0) / 32767.0).astype(np.float32)
+
+
+class ChannelAugment:
+    """Draws and applies a channel per training utterance (``augment.channel``).
+
+    Raises (at construction):
+        ConfigError: a codec kind that is malformed or that this machine's libsndfile cannot
+            write; the message names the kind and what to install.
+    """
+
+    def __init__(self, cfg: ChannelAugmentConfig, sample_rate: int = 16000):
+        self.cfg = cfg
+        self.sample_rate = sample_rate
+        self.kinds: list[Kind] = []
+        if cfg.codec_prob > 0:
+            for spec in cfg.codecs:
+                try:
+                    kind = parse_kind(spec)
+                    if not kind.codec:
+                        raise DegradeError(f"kind {spec!r} is not a codec (mp3:KBPS, opus:KBPS, vorbis:Q)")
+                    check_writable(kind)
+                except DegradeError as e:
+                    raise ConfigError(f"augment.channel.codecs: {e}") from None
+                self.kinds.append(kind)
+
+    @property
+    def active(self) -> bool:
+        c = self.cfg
+        return any(p > 0 for p in (c.codec_prob, c.narrowband_prob, c.lowpass_prob, c.highpass_prob, c.gain_prob))
+
+    def draw(self, rng: np.random.Generator) -> ChannelDraw:
+        """The channel of one utterance: a fixed sequence of draws for a given config."""
+        c = self.cfg
+
+        def maybe(p: float, lo_hi: tuple[float, float]) -> float | None:
+            if p > 0 and rng.random() < p:
+                return float(rng.uniform(*lo_hi))
+            return None
+
+        variant = None
+        if c.codec_prob > 0 and rng.random() < c.codec_prob:
+            variant = int(rng.integers(c.codec_variants))
+        nb = bool(c.narrowband_prob > 0 and rng.random() < c.narrowband_prob)
+        return ChannelDraw(variant, nb, maybe(c.lowpass_prob, c.lowpass_hz), maybe(c.highpass_prob, c.highpass_hz),
+                           maybe(c.gain_prob, c.gain_db))
+
+    def variant_kind(self, uid: str, k: int) -> Kind:
+        """The codec of variant ``k`` of utterance ``uid`` (the same in every run and epoch)."""
+        r = np.random.default_rng([zlib.crc32(uid.encode()), k])
+        return self.kinds[int(r.integers(len(self.kinds)))]
+
+    def codec(self, wav: np.ndarray, uid: str, k: int,
+              cached: Callable[[tuple, Callable[[], np.ndarray]], np.ndarray] | None = None) -> np.ndarray:
+        """Codec variant ``k`` of the utterance: encoded and decoded once per run through ``cached``.
+
+        Args:
+            wav: float32 (samples,) the utterance's unperturbed waveform.
+            uid: its id (chooses the codec).
+            k: variant index, < ``codec_variants``.
+            cached: ``(tag, make) -> make()``, kept per utterance and tag (asr.data.AudioDataset
+                passes the run's wave cache); None encodes every time.
+
+        Returns:
+            float32 (samples',): samples' is samples plus the decoder's delay (LAME: up to 1,408).
+        """
+        kind = self.variant_kind(uid, k)
+        # codecs draw nothing from the generator: the variant is a function of (wav, kind)
+        make = functools.partial(degrade, wav, kind, np.random.default_rng(0), None, self.sample_rate)
+        return make() if cached is None else cached(("codec", k, kind.spec), make)
+
+    def filters(self, wav: np.ndarray, d: ChannelDraw) -> np.ndarray:
+        """Narrow-band round trip, low-pass and high-pass, as drawn (float32 in, float32 out)."""
+        if d.narrowband:
+            wav = narrowband(wav, self.cfg.narrowband_rate, self.sample_rate)
+        if d.lowpass_hz is not None:
+            wav = lowpass(wav, d.lowpass_hz, self.sample_rate)
+        if d.highpass_hz is not None:
+            wav = highpass(wav, d.highpass_hz, self.sample_rate)
+        return wav
+
+    def describe(self) -> str:
+        """One line for the training log."""
+        c, parts = self.cfg, []
+        if c.codec_prob:
+            parts.append(f"codec p={c.codec_prob:g} ({c.codec_variants} variants of {', '.join(k.spec for k in self.kinds)})")
+        if c.narrowband_prob:
+            parts.append(f"{c.narrowband_rate} Hz round trip p={c.narrowband_prob:g}")
+        if c.lowpass_prob:
+            parts.append(f"low-pass {c.lowpass_hz[0]:g}-{c.lowpass_hz[1]:g} Hz p={c.lowpass_prob:g}")
+        if c.highpass_prob:
+            parts.append(f"high-pass {c.highpass_hz[0]:g}-{c.highpass_hz[1]:g} Hz p={c.highpass_prob:g}")
+        if c.gain_prob:
+            parts.append(f"gain {c.gain_db[0]:g}..{c.gain_db[1]:g} dB p={c.gain_prob:g}")
+        return "; ".join(parts) or "off"
+
+
+__all__ = ["ChannelAugment", "ChannelDraw", "apply_gain", "highpass", "lowpass", "narrowband"]

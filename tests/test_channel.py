@@ -1,0 +1,221 @@
+"""Channel augmentation (asr.channel through asr.augment.WaveAugment): seeded and exact with or
+without the wave cache, codec variants band-limited and encoded once per run, filters measured,
+off at evaluation, a tiny training learns with it, bad codecs and bad noise files handled."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import MINI_LIBRISPEECH, ROOT, shared_data
+from test_train import config, write_manifest
+
+import asr.channel
+from asr.audio import load_audio
+from asr.augment import WaveAugment
+from asr.channel import apply_gain, highpass, lowpass, narrowband
+from asr.config import AugmentConfig, ChannelAugmentConfig, load_config
+from asr.degrade import check_writable
+from asr.errors import ConfigError
+from asr.train import Trainer
+
+SR = 16000
+UTT = ("1088", "134315", "1088-134315-0000.opus")
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    """4 s of real full-band (16 kHz) read speech."""
+    return load_audio(shared_data(*MINI_LIBRISPEECH, *UTT))[SR : 5 * SR]
+
+
+def band_db(wav: np.ndarray, lo: float, hi: float, share: bool = True) -> float:
+    """Energy between lo and hi Hz in dB: as a share of the total, or absolute."""
+    power = np.abs(np.fft.rfft(wav.astype(np.float64) * np.hanning(wav.size))) ** 2
+    f = np.fft.rfftfreq(wav.size, 1 / SR)
+    return 10 * np.log10(power[(f >= lo) & (f < hi)].sum() / (power.sum() if share else 1.0) + 1e-30)
+
+
+def everything(**kw) -> AugmentConfig:
+    """Every channel stage likely, speed perturbation and noise too."""
+    ch = dict(codec_prob=0.7, codecs=("mp3:24", "vorbis:0"), narrowband_prob=0.3, lowpass_prob=0.5,
+              highpass_prob=0.5, gain_prob=0.5)
+    ch.update(kw)
+    return AugmentConfig(speed_perturb=(0.9, 1.0, 1.1), noise_prob=0.3, channel=ChannelAugmentConfig(**ch))
+
+
+def memo():
+    """A ``cached(tag, make)`` over a dict, as AudioDataset passes the wave cache; counts makes."""
+    store, made = {}, []
+
+    def cached(tag, make):
+        if tag not in store:
+            made.append(tag)
+            store[tag] = make()
+        return store[tag]
+
+    return cached, made
+
+
+def test_off_by_default_and_seeded(speech):
+    assert not WaveAugment(AugmentConfig(), SR).channel.active
+    aug = WaveAugment(everything(), SR)
+    cached, made = memo()
+    outs = []
+    for epoch in range(8):
+        a = aug(speech, np.random.default_rng([5, epoch]), uid="u5")
+        b = aug(speech, np.random.default_rng([5, epoch]), cached=cached, uid="u5")
+        c = aug(speech, np.random.default_rng([5, epoch]), cached=cached, uid="u5")  # from the cache
+        assert np.array_equal(a, b) and np.array_equal(b, c)  # the cache changes nothing
+        outs.append(a)
+    assert len({o.tobytes() for o in outs}) == 8  # each epoch draws another channel
+    assert 1 <= len(made) <= 2  # at most codec_variants encodings of the utterance, whatever the epochs
+    draws = [aug.channel.draw(np.random.default_rng([5, e])) for e in range(200)]
+    assert 0.6 < np.mean([d.codec_variant is not None for d in draws]) < 0.8
+    assert {d.codec_variant for d in draws} == {None, 0, 1}
+    lows = [d.lowpass_hz for d in draws if d.lowpass_hz is not None]
+    assert 3400 <= min(lows) and max(lows) <= 7500 and 0.4 < len(lows) / 200 < 0.6
+
+
+def test_codec_variant_is_band_limited(speech):
+    aug = WaveAugment(AugmentConfig(channel=ChannelAugmentConfig(codec_prob=1.0, codecs=("mp3:24",),
+                                                                 codec_variants=1)), SR)
+    out = aug(speech, np.random.default_rng(0), uid="x")
+    assert band_db(speech, 6500, 8000) > -45  # the speech has energy up there ...
+    assert band_db(out, 6500, 8000) < band_db(speech, 6500, 8000) - 30  # ... the MP3 encoder removed it
+    assert abs(band_db(out, 300, 3400) - band_db(speech, 300, 3400)) < 0.5  # the speech band is kept
+
+
+def test_filters_measured(speech):
+    low = lowpass(speech, 4000, SR)
+    assert band_db(low, 4600, 8000) < band_db(speech, 4600, 8000) - 40
+    assert abs(band_db(low, 300, 3400) - band_db(speech, 300, 3400)) < 0.5
+    assert lowpass(speech, 7900, SR) is speech  # at Nyquist: nothing to cut
+    high = highpass(speech, 300, SR)
+    assert band_db(high, 20, 120, share=False) < band_db(speech, 20, 120, share=False) - 30
+    assert abs(band_db(high, 1000, 4000, share=False) - band_db(speech, 1000, 4000, share=False)) < 0.5
+    nb = narrowband(speech, 8000, SR)
+    assert nb.shape == speech.shape and band_db(nb, 4200, 8000) < band_db(speech, 4200, 8000) - 40
+    loud = apply_gain(speech, 40.0)
+    assert np.abs(loud).max() <= 1.0 and np.mean(np.abs(loud) >= 0.999) > 0.01  # a clipping recorder
+    quiet = apply_gain(speech, -30.0)
+    assert np.allclose(quiet * 32767, np.rint(quiet * 32767), atol=1e-3)  # 16-bit samples
+
+
+def test_training_encodes_each_variant_once_with_the_cache(tmp_path, monkeypatch):
+    """data.cache=ram: the codec runs once per (utterance, variant), not per draw; a resumed run
+    (a new cache, filled from a later epoch on) builds exactly the same audio; without the cache
+    the draws are the same and the audio differs only through the cache's 16-bit rounding."""
+    m = write_manifest(tmp_path, "train", [[1, 2], [3, 4], [5, 6], [7, 8]])
+    calls = []
+    real = asr.channel.degrade
+    monkeypatch.setattr(asr.channel, "degrade", lambda *a, **k: calls.append(a[1].spec) or real(*a, **k))
+    chan = ["augment.channel.codec_prob=0.8", "augment.channel.codecs=[mp3:24,opus:12,vorbis:0]",
+            "augment.channel.codec_variants=2", "augment.channel.lowpass_prob=0.5"]
+    items = {}
+    for mode, epochs in (("ram", range(6)), ("resumed", range(3, 6)), ("off", range(6))):
+        calls.clear()
+        t = Trainer(config(tmp_path / mode, m, f"data.cache={'off' if mode == 'off' else 'ram'}", *chan),
+                    resume=False)
+        ds = t.train_loader.dataset
+        items[mode] = {}
+        for epoch in epochs:
+            ds.epoch = epoch
+            items[mode].update({(epoch, i): ds[i]["wav"].numpy() for i in range(len(ds))})
+        if mode == "ram":
+            assert 4 <= len(calls) <= 8  # 4 utterances x at most 2 variants, over 6 epochs
+            assert sum(k[-3] == "codec" for k in t.cache._store) == len(calls)
+        elif mode == "off":
+            assert len(calls) > 8  # every draw
+    for key, b in items["resumed"].items():
+        assert np.array_equal(items["ram"][key], b)
+    for key, a in items["ram"].items():  # the same draws; a low-rate codec (Opus's SILK) may turn
+        b = items["off"][key]  # -94 dB of input rounding into another waveform of the same spectrum
+        assert a.shape == b.shape
+        for lo, hi in ((0, 1000), (1000, 3000), (3000, 8000)):
+            assert abs(band_db(a, lo, hi, share=False) - band_db(b, lo, hi, share=False)) < 3.0, (key, lo)
+
+
+def test_eval_path_is_untouched(tmp_path):
+    m = write_manifest(tmp_path, "train", [[1, 2], [3, 4], [5]])
+    dev = write_manifest(tmp_path, "dev", [[2, 1], [4, 3]], index0=30)
+    chan = [f"augment.channel.{k}=1.0" for k in ("codec_prob", "narrowband_prob", "lowpass_prob",
+                                                 "highpass_prob", "gain_prob")]
+    plain = Trainer(config(tmp_path / "plain", m, "train.epochs=1", dev_m=dev), resume=False)
+    robust = Trainer(config(tmp_path / "robust", m, "train.epochs=1", *chan, dev_m=dev), resume=False)
+    assert robust.train_loader.dataset.augment.channel.active
+    assert robust.dev_loader.dataset.augment is None
+    for i in range(2):
+        assert np.array_equal(plain.dev_loader.dataset[i]["wav"], robust.dev_loader.dataset[i]["wav"])
+    assert plain.validate() == robust.validate()  # same init, same CMVN, same dev audio
+
+
+def test_tiny_training_with_channel_augmentation_learns(tmp_path):
+    m = write_manifest(tmp_path, "train", [[1, 2], [3], [4, 5], [6, 7], [8, 9], [0]])
+    cfg = config(tmp_path / "run", m, "model.hidden_size=64", "model.dropout=0", "train.epochs=25",
+                 "augment.specaugment=false", "train.lr=5e-3", "train.warmup_steps=5", "train.scheduler=constant",
+                 "data.max_batch_seconds=20", "data.cache=ram", "augment.channel.codec_prob=0.5",
+                 "augment.channel.codecs=[mp3:16,opus:8]", "augment.channel.lowpass_prob=0.5",
+                 "augment.channel.lowpass_hz=[2500,3500]", "augment.channel.highpass_prob=0.5",
+                 "augment.channel.gain_prob=0.5")
+    Trainer(cfg, resume=False).fit()
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[-1]["train_loss"] < 0.3 * history[0]["train_loss"], [h["train_loss"] for h in history]
+    assert "channel augmentation: codec p=0.5" in (tmp_path / "run" / "train.log").read_text()
+
+
+@pytest.mark.parametrize("codecs,msg", [(("mp3:24", "phone"), "'phone' is not a codec"),
+                                        (("mp3:30",), "kind 'mp3:30'")])
+def test_bad_codec_kinds_are_config_errors(codecs, msg):
+    with pytest.raises(ConfigError, match=msg):
+        WaveAugment(AugmentConfig(channel=ChannelAugmentConfig(codec_prob=0.5, codecs=codecs)), SR)
+
+
+def test_a_codec_this_machine_cannot_write_names_the_kind_and_the_fix(tmp_path, monkeypatch, capsys):
+    from asr.cli import main
+
+    real = sf.available_subtypes
+    monkeypatch.setattr(sf, "available_subtypes", lambda fmt=None: {k: v for k, v in real(fmt).items()
+                                                                    if k != "OPUS"})
+    m = write_manifest(tmp_path, "train", [[1, 2]])
+    check_writable.cache_clear()
+    try:
+        rc = main(["train", "-c", str(ROOT / "conf" / "digits.yaml"), f"run_dir={tmp_path / 'run'}", f"data.train_manifest={m}",
+                   "data.dev_manifest=", "augment.channel.codec_prob=0.5", "augment.channel.codecs=[mp3:24,opus:12]"])
+    finally:
+        check_writable.cache_clear()
+    err = capsys.readouterr().err
+    assert rc == 2 and "augment.channel.codecs" in err and "kind opus:12" in err and "pip install" in err
+    assert err.count("\n") == 1
+
+
+def test_bad_channel_settings_are_rejected():
+    for over, msg in [("augment.channel.lowpass_prob=1.5", "lowpass_prob"),
+                      ("augment.channel.lowpass_hz=[5000,4000]", "low <= high"),
+                      ("augment.channel.codec_variants=0", "codec_variants"),
+                      ("augment.channel.codecs=[]", "needs augment.channel.codecs")]:
+        with pytest.raises(ConfigError, match=msg):
+            load_config(None, [over, "augment.channel.codec_prob=0.5"])
+
+
+def test_empty_and_corrupt_noise_files_are_reported_and_skipped(tmp_path, speech, caplog):
+    good, empty, corrupt, nan = (tmp_path / n for n in ("hum.flac", "empty.wav", "corrupt.wav", "nan.wav"))
+    sf.write(good, 0.1 * np.sin(2 * np.pi * 1000 * np.arange(SR) / SR).astype(np.float32), SR)
+    empty.write_bytes(b"")
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
+    sf.write(nan, np.full(SR, np.nan, dtype=np.float32), SR, subtype="FLOAT")  # a header, then bad samples
+    cfg = AugmentConfig(noise_prob=1.0, noise_snr_db=(10.0, 10.0))
+    with caplog.at_level(logging.WARNING, logger="asr.augment"):
+        aug = WaveAugment(cfg, SR, noise_files=[str(good), str(empty), str(corrupt), str(nan)])
+    assert aug.noise_files == [str(good), str(nan)]
+    assert "empty.wav" in caplog.text and "corrupt.wav" in caplog.text
+    fresh = WaveAugment(cfg, SR, noise_files=[str(good), str(nan)])
+    outs = [aug(speech, np.random.default_rng([1, e])) for e in range(12)]  # meets nan.wav: reported
+    assert "nan.wav" in caplog.text and all(np.isfinite(o).all() for o in outs)
+    # a fresh instance (a resumed run) that has not met the bad file mixes the same noise
+    for e in (11, 3, 7):
+        assert np.array_equal(fresh(speech, np.random.default_rng([1, e])), outs[e])
+
