@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torchaudio.functional as AF
 
-SP_SPACE = "\u2581"  # SentencePiece word-start marker
+from asr.wordpieces import piece_role
 
 
 @dataclass
@@ -221,13 +221,12 @@ def word_timestamps(
         cur.clear()
 
     for tok, (s, e, p) in zip(tokens, spans):
-        piece = token_strings[tok]
-        if tok == space_id:
+        role, piece = piece_role(token_strings[tok])  # asr.wordpieces: the one splitter
+        if tok == space_id or role == "separator":
             flush()
             continue
-        if piece.startswith(SP_SPACE):
+        if role == "start":
             flush()
-            piece = piece[len(SP_SPACE):]
         cur.append((piece, s, e, p))
     flush()
     if words is not None:

@@ -15,6 +15,21 @@ from asr.errors import AudioError
 
 SAMPLE_RATE = 16000  # the toolkit's working rate
 
+# File extensions taken as audio when a folder is scanned (lower case, no dot): the one list, used
+# by `asr transcribe FOLDER`, the corpus importers, the noise banks and the server. Every format
+# this soundfile (libsndfile) build reads, plus the names its containers and codecs go by.
+AUDIO_EXTENSIONS = frozenset({k.lower() for k in sf.available_formats()} | {
+    "wav", "flac", "ogg", "oga", "opus", "mp3", "aif", "aiff", "au", "snd", "w64", "caf"})
+
+
+def is_audio_file(path: str | Path) -> bool:
+    """Whether ``path``'s extension is one of :data:`AUDIO_EXTENSIONS` (the name alone is looked at).
+
+    >>> is_audio_file("a/b.FLAC"), is_audio_file("notes.txt"), is_audio_file("talk.opus")
+    (True, False, True)
+    """
+    return Path(path).suffix.lower().lstrip(".") in AUDIO_EXTENSIONS
+
 
 @functools.lru_cache(maxsize=32)
 def _resampler(orig_sr: int, new_sr: int) -> torchaudio.transforms.Resample:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from asr.config import Config, from_dict, to_dict
-from asr.errors import CheckpointError
+from asr.errors import CheckpointError, TrainingError
 from asr.features import Frontend
 from asr.model import ASRModel, CTCModel
 from asr.text import Tokenizer, tokenizer_from_dict
@@ -181,7 +181,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     """
     obj = read_checkpoint(path)
     try:
-        cfg = from_dict(Config, obj["config"])
+        cfg = from_dict(Config, obj["config"], where=f"{path} config")
         tokenizer = tokenizer_from_dict(obj["tokenizer"])
         model = build_model(cfg, len(tokenizer))
         model.frontend.load_state_dict(obj["frontend"])
@@ -193,13 +193,13 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
 
 def best_checkpoints(run_dir: str | Path, n: int = 0) -> list[Path]:
-    """The best-by-dev-WER checkpoints kept in a run folder, best first.
+    """The best-by-dev-error-rate checkpoints kept in a run folder (WER; PER for a phone model), best first.
 
     Args:
         run_dir: a run folder (or its ``checkpoints`` folder).
         n: at most this many; 0 means all that are kept.
     Returns:
-        checkpoint paths, in the order recorded in ``last.pt`` (best dev WER first).
+        checkpoint paths, in the order recorded in ``last.pt`` (best first).
     """
     d = Path(run_dir)
     if (d / "checkpoints").is_dir():
@@ -209,7 +209,7 @@ def best_checkpoints(run_dir: str | Path, n: int = 0) -> list[Path]:
     best = read_checkpoint(d / "last.pt")["state"].get("train_state", {}).get("best", [])
     paths = [d / Path(p).name for _, p in best if (d / Path(p).name).is_file()]
     if not paths:
-        raise CheckpointError(f"{run_dir}: no best-by-dev-WER checkpoints (was there a dev set?)")
+        raise CheckpointError(f"{run_dir}: no best-by-dev-error-rate checkpoints (was there a dev set?)")
     return paths[:n] if n > 0 else paths
 
 
@@ -254,14 +254,14 @@ def retain_checkpoints(ckpt_dir: str | Path, epoch: int, wer: float | None, best
                        keep_best: int, keep_last: int) -> list:
     """The retention policy, applied once ``<ckpt_dir>/epoch-<epoch>.pt`` has been written.
 
-    The epoch file is copied to ``best-epoch-<epoch>.pt`` and ranked by dev WER (a tie goes to
-    the earlier epoch); best files beyond ``keep_best`` and epoch files beyond the last
-    ``keep_last`` are deleted (0 keeps none of that kind).
+    The epoch file is copied to ``best-epoch-<epoch>.pt`` and ranked by dev error rate (WER; PER
+    for a phone model; a tie goes to the earlier epoch); best files beyond ``keep_best`` and
+    epoch files beyond the last ``keep_last`` are deleted (0 keeps none of that kind).
 
     Args:
         ckpt_dir: the run's checkpoints folder.
         epoch: the (1-based) epoch just saved.
-        wer: its dev WER, or None without a dev set (then it cannot rank among the best).
+        wer: its dev error rate, or None without a dev set (then it cannot rank among the best).
         best: ``[[wer, path], ...]`` kept so far, best first (TrainState.best).
     Returns:
         the new ``best`` list, best first.
@@ -282,21 +282,62 @@ def retain_checkpoints(ckpt_dir: str | Path, epoch: int, wer: float | None, best
     return best
 
 
-def export_model(ckpt_dir: str | Path, best: list, average: int, out: str | Path) -> str:
-    """Write the final model: the average of the ``average`` best checkpoints when there are two
-    or more (and ``average`` > 1), else the best one, else ``last.pt`` (no dev set).
+def write_final_model(ckpt_dir: str | Path, best: list, average: int, out: str | Path,
+                      metric: str = "WER") -> str:
+    """Write the run's final model (``model.pt``): the average of the ``average`` best checkpoints
+    when there are two or more (and ``average`` > 1), else the best one, else ``last.pt`` (no dev set).
 
     Args:
-        best: ``[[wer, path], ...]`` best first, as returned by :func:`retain_checkpoints`.
+        best: ``[[error rate, path], ...]`` best first, as returned by :func:`retain_checkpoints`.
+        metric: the name of that error rate, for the description ("WER", or "PER" for a phone model).
     Returns:
         what ``out`` is, in words (for the log).
     """
     kept = [(w, p) for w, p in best if Path(p).is_file()]
     if average > 1 and len(kept) > 1:
         average_checkpoints([p for _, p in kept[:average]], out)
-        return f"average of the {min(len(kept), average)} best checkpoints"
+        return f"average of the {min(len(kept), average)} best checkpoints by dev {metric}"
     if kept:
         shutil.copyfile(kept[0][1], out)
-        return f"best checkpoint {kept[0][1]} (dev WER {100 * kept[0][0]:.2f}%)"
+        return f"best checkpoint {kept[0][1]} (dev {metric} {100 * kept[0][0]:.2f}%)"
     shutil.copyfile(Path(ckpt_dir) / "last.pt", out)
     return "last checkpoint (no dev set, so no best)"
+
+
+# ---------------------------------------------------------------- a training run's checkpoints
+
+
+def save_training(path: str | Path, cfg: Config, tokenizer: Tokenizer, model: ASRModel, optimizer,
+                  scheduler, scaler, train_state: dict) -> None:
+    """A resumable training checkpoint: the model plus optimizer, LR schedule, AMP scaler, the
+    run state (``asdict(TrainState)``) and every RNG state, so a resumed run repeats the
+    uninterrupted one step for step."""
+    save_checkpoint(path, cfg, tokenizer, model, optimizer, scheduler, {
+        "train_state": train_state,
+        "rng": get_rng_state(),
+        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+    })
+
+
+def restore_training(obj: dict, path: str | Path, model: ASRModel, optimizer, scheduler, scaler) -> dict:
+    """Load a :func:`save_training` checkpoint (already read: ``obj``) into the run's objects and
+    restore the RNG states.
+
+    Returns:
+        the saved run state (``asdict(TrainState)``).
+    Raises:
+        TrainingError: the checkpoint does not fit this config's model or optimizer.
+    """
+    try:
+        model.frontend.load_state_dict(obj["frontend"])
+        model.ctc.load_state_dict(obj["model"])
+        optimizer.load_state_dict(obj["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise TrainingError(f"{path} does not match this config ({str(e).splitlines()[0]}); use the "
+                            "config it was trained with, --no-resume, or a new run_dir") from None
+    scheduler.load_state_dict(obj["scheduler"] or {})
+    st = obj["state"]
+    if st.get("scaler") and scaler.is_enabled():
+        scaler.load_state_dict(st["scaler"])
+    set_rng_state(st["rng"])
+    return st["train_state"]

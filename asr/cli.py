@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from asr.cli_data import add_data_parsers
@@ -135,14 +136,14 @@ MODEL_SUFFIXES = (".pt", ".ts", ".onnx", ".pth")
 
 def _expand_inputs(inputs: list[str]) -> list[str]:
     """Files as given, folders as their audio files (recursively, sorted), "-" as standard input."""
-    from asr.transcribe import AUDIO_EXTENSIONS
+    from asr.audio import is_audio_file
 
     out: list[str] = []
     for x in inputs:
         p = Path(x)
         if x != "-" and p.is_dir():
             found = sorted(str(f) for f in p.rglob("*")
-                           if f.is_file() and f.suffix.lower().lstrip(".") in AUDIO_EXTENSIONS)
+                           if f.is_file() and is_audio_file(f))
             if not found:
                 print(f"asr: warning: {x}: no audio files in this folder", file=sys.stderr)
             out += found
@@ -339,6 +340,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """The package's own deprecation notices (a renamed config key) as one ``asr: warning:``
+    line; every other warning as Python shows it."""
+    if issubclass(category, FutureWarning) and str(filename).startswith(str(Path(__file__).parent)):
+        print(f"asr: warning: {message}", file=sys.stderr)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``asr`` command; returns the exit code (0 ok, 1 failure, 2 usage, 130 interrupted).
 
@@ -346,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     stderr; argparse reports a malformed command line itself (exit code 2).
     """
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         return args.func(args)
     except ASRError as e:

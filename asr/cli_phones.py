@@ -64,17 +64,12 @@ def cmd_g2p_pronounce(args) -> int:
 
 
 def cmd_lexicon(args) -> int:
-    from asr.phones import (
-        LexiconError,
-        build_lexicon,
-        load_cmudict,
-        read_lexicon_file,
-        write_lexicon,
-    )
+    from asr.lexicon import LexiconError, read_lexicon, write_lexicon
+    from asr.phones import build_lexicon, load_cmudict, phone_lexicon_args
     from asr.text import normalize_text
 
     try:
-        base = read_lexicon_file(args.base) if args.base else load_cmudict()
+        base = read_lexicon(args.base, **phone_lexicon_args()) if args.base else load_cmudict()
     except LexiconError as e:
         raise CLIError(str(e)) from None
     words: set[str] = set()

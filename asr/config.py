@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,11 +173,11 @@ class TrainConfig:
     amp: str = "auto"  # "auto" (CUDA: bf16/fp16; CPU: bf16 where native (AMX/AVX512-BF16), else off), "off", "bf16" or "fp16" (CUDA)
     threads: int = 0  # CPU threads for torch; 0 means all cores
     keep_last: int = 3  # epoch checkpoints kept
-    keep_best: int = 3  # best-by-dev-WER checkpoints kept
+    keep_best: int = 3  # best-by-dev-WER (PER for phones) checkpoints kept
     patience: int = 0  # stop after this many epochs without dev WER improvement; 0 disables
     log_every: int = 20  # steps between log lines
     max_bad_steps: int = 20  # stop after this many consecutive non-finite losses
-    average_last: int = 0  # average the best N checkpoints into model.pt at the end; 0 disables
+    average_best: int = 0  # average the best N checkpoints (by dev WER, PER for phones) into model.pt at the end; 0 or 1: the best alone (the old name average_last is still read)
     valid_subset: int = 0  # validate on a fixed subset of N dev utterances after each epoch (selection, patience), the full dev set after the last; 0 = full dev every epoch
     eval_every: int = 0  # also compute dev loss/WER every N updates (logged; best checkpoints are chosen at epoch ends); 0 = off
     select_on: tuple[str, ...] = ("dev",)  # dev sets whose mean WER ranks epochs (best checkpoints, patience): "dev" (data.dev_manifest) and/or manifest paths, e.g. degraded copies of dev (asr.selection)
@@ -192,7 +193,7 @@ class TrainConfig:
         _check_range("train.accum_steps", self.accum_steps, 1)
         _check_range("train.log_every", self.log_every, 1)
         for name in ("warmup_steps", "threads", "keep_last", "keep_best", "patience", "eval_every", "valid_subset",
-                     "average_last", "max_bad_steps"):
+                     "average_best", "max_bad_steps"):
             _check_range(f"train.{name}", getattr(self, name), 0)
         _check_range("train.grad_clip", self.grad_clip, 0.0)
         _check_range("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
@@ -239,6 +240,29 @@ def _check_range(name: str, value: float, lo: float, hi: float | None = None,
         lo_s = f"> {lo}" if lo_open else f">= {lo}"
         hi_s = "" if hi is None else (f" and < {hi}" if hi_open else f" and <= {hi}")
         raise ConfigError(f"{name} must be {lo_s}{hi_s}; got {value!r}")
+
+
+# Keys renamed since configs and checkpoints were first written: still read, with a warning.
+# class name -> (its section, {old key: new key})
+RENAMED = {"TrainConfig": ("train", {"average_last": "average_best"})}  # it averaged the best, not the last
+
+
+def _renamed(cls: type, data: dict, where: str) -> dict:
+    """``data`` with the old names of ``cls``'s keys replaced by the new ones (a FutureWarning each)."""
+    section, renames = RENAMED.get(cls.__name__, ("", {}))
+    if not any(k in data for k in renames):
+        return data
+    source = where.removesuffix(f".{section}")  # "conf/x.yaml", not "conf/x.yaml.train"
+    data = dict(data)
+    for old, new in renames.items():
+        if old in data:
+            if new in data:
+                raise ConfigError(f"{source}: both {section}.{old} and {section}.{new} are set; {old} is the "
+                                  f"old name of {new}: keep {new}")
+            warnings.warn(f"{source}: {section}.{old} is now called {section}.{new}; the old name still "
+                          "works but will go", FutureWarning, stacklevel=3)
+            data[new] = data.pop(old)
+    return data
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -296,6 +320,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 def from_dict(cls: type, data: dict, where: str = "config") -> Any:
     """Build dataclass ``cls`` from a nested dict, rejecting unknown keys."""
     types_ = _field_types(cls)
+    data = _renamed(cls, data, where)
     unknown = sorted(set(data) - set(types_))
     if unknown:
         raise ConfigError(
@@ -330,6 +355,8 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         cls: Any = Config
         for i, part in enumerate(parts):
             valid = _field_types(cls)
+            if i == len(parts) - 1 and part in RENAMED.get(cls.__name__, ("", {}))[1]:
+                part = next(iter(_renamed(cls, {part: None}, f"override {item!r}")))
             if part not in valid:
                 prefix = ".".join(parts[:i]) or "config"
                 raise ConfigError(

@@ -29,13 +29,12 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from asr.audio import AudioError, audio_info, load_audio
+from asr.audio import AudioError, audio_info, is_audio_file, load_audio
 from asr.data import ManifestError, Utterance, load_utterance, read_manifest
 from asr.degrade import SAMPLE_RATE, DegradeError, Kind, check_writable, degrade, encode, parse_kind
 
 log = logging.getLogger("asr.degrade")
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64"}
 
 
 class NoiseBank:
@@ -51,7 +50,7 @@ class NoiseBank:
         folder = Path(folder)
         if not folder.is_dir():
             raise DegradeError(f"--noise-dir {folder}: no such folder")
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+        files = sorted(p for p in folder.rglob("*") if is_audio_file(p) and p.is_file())
         self.sample_rate = sample_rate
         self.files: list[str] = []
         self.seconds: list[float] = []

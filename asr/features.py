@@ -14,6 +14,7 @@ import torchaudio
 from torch import nn
 
 from asr.config import FeatureConfig, SpecAugmentConfig
+from asr.frames import frame_geometry
 
 LOG_FLOOR = 1e-6  # keeps log() finite on digital silence
 
@@ -53,11 +54,10 @@ class Frontend(nn.Module):
         super().__init__()
         self.cfg = cfg
         sr = cfg.sample_rate
-        self.win_length = int(round(sr * cfg.win_ms / 1000))
-        self.hop_length = int(round(sr * cfg.hop_ms / 1000))
-        n_fft = 1 << (self.win_length - 1).bit_length()
+        self.geometry = frame_geometry(cfg)  # samples -> frames (asr.frames)
+        self.win_length, self.hop_length = self.geometry.win_length, self.geometry.hop
         # torch.stft centres the window in n_fft samples: every frame spans n_fft samples.
-        self.n_fft = n_fft
+        self.n_fft = n_fft = self.geometry.n_fft
         mel_kwargs = dict(
             sample_rate=sr,
             n_fft=n_fft,
@@ -92,8 +92,7 @@ class Frontend(nn.Module):
         counted with win_length would read past the end of a shorter utterance into the
         batch's padding, so padding would change the result.
         """
-        n = torch.div(wav_lens - self.n_fft, self.hop_length, rounding_mode="floor") + 1
-        return n.clamp(min=0)
+        return self.geometry.feature_frames(wav_lens, pad=False)
 
     def raw_features(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features before CMVN: (B, S) -> (B, T, F), lengths (B,)."""
@@ -112,7 +111,7 @@ class Frontend(nn.Module):
             if self.cfg.kind == "fbank":
                 spec = torch.log(spec + LOG_FLOOR)
         feats = spec.transpose(1, 2)  # (B, F, T) -> (B, T, F)
-        feat_lens = self.num_frames(wav_lens).clamp(max=feats.shape[1])
+        feat_lens = self.geometry.feature_frames(wav_lens).clamp(max=feats.shape[1])
         mask = lengths_to_mask(feat_lens, feats.shape[1])[..., None]  # (B, T, 1)
         if self.cfg.floor_db:
             feats = band_floor(feats, mask, self.cfg.floor_db)

@@ -26,21 +26,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import soundfile as sf
 from tqdm import tqdm
 
-from asr.audio import AudioError, audio_info
+from asr.audio import AudioError, audio_info, is_audio_file
 from asr.data import Utterance
 from asr.errors import CorpusError
 
 log = logging.getLogger("asr.importers")
-
-
-def audio_extensions() -> set[str]:
-    """Lower-case file extensions (with dot) of the formats this soundfile build reads."""
-    exts = {"." + k.lower() for k in sf.available_formats()}
-    exts |= {".opus", ".mp3", ".oga", ".wav", ".flac", ".ogg"}  # containers/codecs named differently
-    return exts
 
 
 @dataclass
@@ -104,12 +96,12 @@ def _resolve(pending: list[_Pending], workers: int, progress: bool, desc: str) -
     return rep
 
 
-def _find_audio(folder: Path, stem: str, exts: set[str], listing: dict[Path, dict[str, Path]]) -> Path | None:
+def _find_audio(folder: Path, stem: str, listing: dict[Path, dict[str, Path]]) -> Path | None:
     """The audio file ``folder/stem.<ext>`` for a readable extension (folder listed once)."""
     if folder not in listing:
         by_stem: dict[str, Path] = {}
         for f in sorted(folder.iterdir()):
-            if f.suffix.lower() in exts and f.is_file():
+            if is_audio_file(f) and f.is_file():
                 by_stem.setdefault(f.stem, f)
         listing[folder] = by_stem
     return listing[folder].get(stem)
@@ -133,7 +125,6 @@ def import_librispeech(root: str | Path, workers: int = 8, progress: bool = True
     trans = sorted(root.rglob("*.trans.txt"))
     if not trans:
         raise CorpusError(f"{root}: no *.trans.txt files found; is this a LibriSpeech-layout folder?")
-    exts = audio_extensions()
     listing: dict[Path, dict[str, Path]] = {}
     pending: list[_Pending] = []
     missing: list[tuple[str, str]] = []
@@ -143,7 +134,7 @@ def import_librispeech(root: str | Path, workers: int = 8, progress: bool = True
             if not line:
                 continue
             uid, _, text = line.partition(" ")
-            audio = _find_audio(t.parent, uid, exts, listing)
+            audio = _find_audio(t.parent, uid, listing)
             if audio is None:
                 missing.append((uid, f"{t}:{n}: no audio file {t.parent / uid}.* in a readable format"))
                 continue
@@ -253,8 +244,7 @@ def import_folder(folder: str | Path, workers: int = 8, progress: bool = True,
     root = Path(folder)
     if not root.is_dir():
         raise CorpusError(f"{root} is not a folder")
-    exts = audio_extensions() - {".txt"}
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file())
+    files = sorted(p for p in root.rglob("*") if is_audio_file(p) and p.is_file())
     if not files:
         raise CorpusError(f"{root}: no audio files found")
     try:

@@ -1,9 +1,12 @@
 """Pronunciation lexicons: the one reader and writer of lexicon files.
 
-A lexicon file is UTF-8 text in Kaldi's ``lexicon.txt`` style: one pronunciation per line,
-``WORD P1 P2 ...``; a word may have several lines (variants); a line starting with ``#`` is
-a comment. A one-field line (just a word) is a word-list entry: valid for models whose units
+A lexicon file is UTF-8 text in CMUdict's and Kaldi's ``lexicon.txt`` style: one pronunciation
+per line, ``WORD P1 P2 ...``; a word may have several lines (variants; CMUdict marks them
+``WORD(2)``); ``#`` starts a comment (a whole line or the rest of one) and ``;;;`` lines are
+comments too. A one-field line (just a word) is a word-list entry: valid for models whose units
 spell words (characters, SentencePiece: spelling = pronunciation), not for phone models.
+ARPAbet stress digits (``AH0``) are kept, or stripped on request or when the model's units
+lack them.
 
 In memory a lexicon is ``dict[word, list[tuple[phone, ...]]]`` (an empty list: a spelled
 word with no pronunciation given). The beam search takes, for a phone model, the token ids
@@ -14,6 +17,8 @@ of each pronunciation (:func:`lexicon_token_ids`), and for a spelling model the 
 >>> write_lexicon({"two": [("T", "UW")], "to": [("T", "UW"), ("T", "AH")]}, path)
 >>> read_lexicon(path, units={"T", "UW", "AH"})
 {'to': [('T', 'UW'), ('T', 'AH')], 'two': [('T', 'UW')]}
+>>> parse_lexicon([";;; CMUdict", "READ  R EH1 D", "READ(2) R IY1 D  # variant"], strip_stress=True)
+{'READ': [('R', 'EH', 'D'), ('R', 'IY', 'D')]}
 """
 
 from __future__ import annotations
@@ -29,25 +34,79 @@ _VARIANT = re.compile(r"^(.+)\(\d+\)$")  # CMUdict's "word(2)" marks a variant
 _STRESS = re.compile(r"^([A-Z]+)[0-2]$")  # ARPAbet stress digit: "AH0" -> "AH"
 
 
+def strip_stress(phone: str) -> str:
+    """``AH0`` -> ``AH``; a phone without an ARPAbet stress digit is returned as is."""
+    m = _STRESS.match(phone)
+    return m.group(1) if m else phone
 
-def read_lexicon(path: str | Path, units: Collection[str] | None = None,
-                 normalize: Callable[[str], str] | None = None) -> Lexicon:
-    """Read a lexicon file.
+
+def parse_lexicon(lines: Iterable[str], source: str = "<lexicon>", units: Collection[str] | None = None,
+                  normalize: Callable[[str], str] | None = None, strip_stress: bool = False,
+                  only_normal: bool = False) -> Lexicon:
+    """Lexicon lines (see the module docstring) -> word -> pronunciations.
 
     Args:
-        path: the file (``WORD P1 P2 ...`` lines; ``#`` comments; several lines per word allowed).
+        lines: the file's lines.
+        source: the file name, for errors (``source:line: ...``).
         units: the phone symbols of a phone model: then every line needs at least one phone and
-            every phone must be one of them (a stress digit is dropped when only the bare phone
-            is a unit: ``AH0`` -> ``AH``). None: a spelling model's word list; extra fields are kept
-            as given and one-field lines are fine.
+            every phone must be one of them (a stressed ``AH0`` whose bare ``AH`` is a unit is
+            read as ``AH``). None: a spelling model's word list; extra fields are kept as given
+            and one-field lines are fine.
         normalize: applied to each word (e.g. the tokenizer's ``normalize``); default: as written.
+        strip_stress: drop ARPAbet stress digits from every phone (``AH0`` -> ``AH``).
+        only_normal: skip the words ``normalize`` changes beyond letter case (CMUdict's "a.m.",
+            "able-bodied": not words of a normalised transcript) instead of failing on a word that
+            normalises to nothing or to several words.
 
     Returns:
         word -> its distinct pronunciations in file order (an empty list for a one-field line).
 
     Raises:
-        LexiconError: missing or undecodable file, a line without phonemes (phone model), an
-            unknown phoneme symbol, a word that normalises to nothing or to several words.
+        LexiconError: a line without phonemes (phone model), an unknown phoneme symbol, a word that
+            normalises to nothing or to several words, or no words at all; names ``source:line``.
+    """
+    lex: Lexicon = {}
+    unit_set = set(units) if units is not None else None
+    for n, raw in enumerate(lines, 1):
+        fields = raw.split("#", 1)[0].split()
+        if not fields or fields[0].startswith(";;;"):
+            continue
+        word = fields[0]
+        m = _VARIANT.match(word)
+        if m:
+            word = m.group(1)
+        if normalize is not None:
+            norm = normalize(word)
+            if only_normal and norm.lower() != word.lower():
+                continue
+            if not norm or " " in norm:
+                raise LexiconError(f"{source}:{n}: word {fields[0]!r} normalises to {norm!r}, not one word; "
+                                   "fix or remove the line")
+            word = norm
+        phones = tuple(fields[1:])
+        if strip_stress:
+            phones = tuple(_STRESS.sub(r"\1", p) for p in phones)
+        if unit_set is not None:
+            if not phones:
+                raise LexiconError(f"{source}:{n}: word {word!r} has no phonemes; a phone model's lexicon "
+                                   "needs `word P1 P2 ...` lines")
+            phones = tuple(_unit(p, unit_set, source, n, word) for p in phones)
+        prons = lex.setdefault(word, [])
+        if phones and phones not in prons:
+            prons.append(phones)
+    if not lex:
+        raise LexiconError(f"{source}: the lexicon has no words")
+    return lex
+
+
+def read_lexicon(path: str | Path, units: Collection[str] | None = None,
+                 normalize: Callable[[str], str] | None = None, strip_stress: bool = False,
+                 only_normal: bool = False) -> Lexicon:
+    """Read a lexicon file: :func:`parse_lexicon` of its lines (the same arguments).
+
+    Raises:
+        LexiconError: missing, unreadable or undecodable file (names the line), and every error
+            of :func:`parse_lexicon`.
     """
     path = Path(path)
     try:
@@ -56,45 +115,25 @@ def read_lexicon(path: str | Path, units: Collection[str] | None = None,
         raise LexiconError(f"lexicon file {path} does not exist") from None
     except IsADirectoryError:
         raise LexiconError(f"lexicon {path} is a folder; give a file of `word phone ...` lines") from None
+    except PermissionError:
+        raise LexiconError(f"lexicon file {path} cannot be read (permission denied)") from None
     except UnicodeDecodeError as e:
         line = text_line_of(path, e.start)
         raise LexiconError(f"{path}:{line}: not UTF-8 text ({e.reason}); save the lexicon as UTF-8") from None
-    lex: Lexicon = {}
-    unit_set = set(units) if units is not None else None
-    for n, raw in enumerate(text.splitlines(), 1):
-        fields = raw.split()
-        if not fields or fields[0].startswith("#"):
-            continue
-        word = fields[0]
-        m = _VARIANT.match(word)
-        if m:
-            word = m.group(1)
-        if normalize is not None:
-            word = normalize(word)
-            if not word or " " in word:
-                raise LexiconError(f"{path}:{n}: word {fields[0]!r} normalises to {word!r}, not one word; "
-                                   "fix or remove the line")
-        phones = tuple(fields[1:])
-        if unit_set is not None:
-            if not phones:
-                raise LexiconError(f"{path}:{n}: word {word!r} has no phonemes; a phone model's lexicon "
-                                   "needs `word P1 P2 ...` lines")
-            phones = tuple(_unit(p, unit_set, path, n, word) for p in phones)
-        prons = lex.setdefault(word, [])
-        if phones and phones not in prons:
-            prons.append(phones)
-    if not lex:
-        raise LexiconError(f"{path}: the lexicon has no words")
-    return lex
+    return parse_lexicon(text.splitlines(), str(path), units, normalize, strip_stress, only_normal)
 
 
-def _unit(p: str, units: set[str], path: Path, line: int, word: str) -> str:
+def _unit(p: str, units: set[str], source: str, line: int, word: str) -> str:
     if p in units:
         return p
-    m = _STRESS.match(p)
-    if m and m.group(1) in units:
-        return m.group(1)
-    raise LexiconError(f"{path}:{line}: word {word!r}: unknown phoneme {p!r} (the model's phonemes: "
+    bare = strip_stress(p)
+    if bare in units:
+        return bare
+    if any(p + d in units for d in "012"):
+        raise LexiconError(f"{source}:{line}: word {word!r}: phoneme {p!r} has no stress digit, and this "
+                           "model's vowels carry stress (0/1/2); give a lexicon with stress, or train "
+                           "without stress (tokenizer.phone_stress=false)")
+    raise LexiconError(f"{source}:{line}: word {word!r}: unknown phoneme {p!r} (the model's phonemes: "
                        f"{' '.join(sorted(units))})")
 
 

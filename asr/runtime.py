@@ -1,15 +1,13 @@
-"""Where and how a training process runs: device, precision, seeds, logging, DDP, metrics file.
+"""Where and how a training process runs: device, precision, seeds, DDP (its log and metrics
+files: asr.runlog).
 
 Small pieces the training loop (asr.train) calls at setup; none of them knows about models.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import random
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -133,25 +131,6 @@ def micro_batch_seed(seed: int, step: int, micro: int) -> int:
     return (seed * 1_000_003 + step * 10_007 + micro) % (2**62)
 
 
-def setup_logging(run_dir: Path, rank: int) -> None:
-    """Log to <run>/train.log (rank 0) and stderr (warnings only on other ranks)."""
-    root = logging.getLogger("asr")
-    root.setLevel(logging.INFO)
-    for h in list(root.handlers):
-        root.removeHandler(h)
-        h.close()
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
-    if rank == 0:
-        fh = logging.FileHandler(run_dir / "train.log")
-        fh.setFormatter(fmt)
-        root.addHandler(fh)
-    sh = logging.StreamHandler()
-    sh.setFormatter(fmt)
-    sh.setLevel(logging.INFO if rank == 0 else logging.WARNING)
-    root.addHandler(sh)
-    root.propagate = False
-
-
 def init_distributed(device: torch.device) -> tuple[int, int]:
     """(rank, world_size); initialises the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -164,29 +143,3 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
         else:
             dist.init_process_group("gloo")
     return dist.get_rank(), dist.get_world_size()
-
-
-class MetricsLog:
-    """Per-update and per-evaluation metrics as JSON Lines in <run>/metrics.jsonl.
-
-    On resume, records past the resumed step (written before a crash) are dropped, so the
-    file always reads as one uninterrupted run.
-    """
-
-    def __init__(self, path: Path, enabled: bool):
-        self.path = path
-        self.enabled = enabled
-
-    def truncate_after(self, step: int) -> None:
-        if not self.enabled or not self.path.is_file():
-            return
-        keep = [ln for ln in self.path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(ln + "\n" for ln in keep))
-        tmp.replace(self.path)
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")

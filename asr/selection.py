@@ -20,10 +20,10 @@ import re
 from pathlib import Path
 
 from asr.config import Config
-from asr.ctc import dev_score, validate
 from asr.data import filter_by_duration, read_manifest
 from asr.errors import ConfigError, ManifestError
-from asr.train_data import dev_subset, filter_trainable, make_loader
+from asr.train_data import filter_trainable, make_loader
+from asr.validation import dev_score, dev_subset, validate
 
 log = logging.getLogger("asr.train")
 

@@ -35,10 +35,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from asr.audio import AudioError
+from asr.audio import AudioError, is_audio_file
 from asr.serve_batch import Batcher, BatchOptions, transcribe_segments
 from asr.subtitles import cues, render
-from asr.transcribe import AUDIO_EXTENSIONS, iter_segments
+from asr.transcribe import iter_segments
 
 log = logging.getLogger("asr.serve")
 STATIC = Path(__file__).parent / "static"
@@ -119,7 +119,7 @@ def _fail_unreadable(path: Path, upload: UploadFile) -> None:
     name = upload.filename or "file"
     ext = Path(name).suffix.lower().lstrip(".")
     ctype = (upload.content_type or "").split(";")[0].strip().lower()
-    if ext in AUDIO_EXTENSIONS or ctype in AUDIO_TYPES or (not ext and ctype in ("", "application/octet-stream")):
+    if is_audio_file(name) or ctype in AUDIO_TYPES or (not ext and ctype in ("", "application/octet-stream")):
         raise ApiError(400, f"{name}: cannot decode audio ({reason.replace(str(path), name)}); "
                        f"the file is damaged or not audio", "file", "invalid_audio")
     raise ApiError(415, f"{name}: unsupported file type ({ctype or 'no content type'}); this server "

@@ -1,16 +1,19 @@
 """The training loop, readable top to bottom.
 
     train(cfg)
-      ├─ setup: device, threads, seeds, run folder, logging, DDP
-      ├─ data: manifests -> tokenizer -> datasets -> bucketed loaders
+      ├─ setup: device, threads, seeds, run folder, logging (asr.runlog), DDP
+      ├─ data: manifests -> tokenizer -> filters (asr.train_data) -> bucketed loaders, dev set (asr.validation)
       ├─ model: frontend (+ CMVN statistics) + CTC model, optimizer, LR schedule
-      ├─ resume from <run>/checkpoints/last.pt if it exists
+      ├─ resume from <run>/checkpoints/last.pt if it exists (asr.checkpoint.restore_training)
       └─ for each epoch: train_one_epoch (train_step per update) -> validate -> save (-> early stop)
+         then: the full dev set once (with train.valid_subset) -> model.pt (best or average of the best)
 
 Works on CPU (tested) and CUDA (AMP, pinned memory, packed RNNs); DDP through
-``torchrun --nproc_per_node N -m asr train ...``. Device, precision, seeding, logging and
-process-group helpers live in asr.runtime; optimizers and LR schedules in asr.optim; the CTC
-forward (loss) and dev validation in asr.ctc; checkpoint retention in asr.checkpoint.
+``torchrun --nproc_per_node N -m asr train ...``. Device, precision, seeding and process-group
+helpers live in asr.runtime; train.log, metrics.jsonl and TensorBoard in asr.runlog; optimizers
+and LR schedules in asr.optim; the CTC forward (loss) in asr.ctc; dev metrics and which dev
+utterances are scored when in asr.validation; checkpoint writing, resuming and retention in
+asr.checkpoint.
 
 Exactness. An update is the mean CTC loss over every utterance of its global batch
 (``accum_steps`` micro-batches on each of ``world`` ranks), whatever the micro-batch
@@ -42,39 +45,30 @@ from tqdm import tqdm
 from asr.augment import WaveAugment
 from asr.checkpoint import (
     build_model,
-    export_model,
-    get_rng_state,
     read_checkpoint,
+    restore_training,
     retain_checkpoints,
-    save_checkpoint,
-    set_rng_state,
+    save_training,
+    write_final_model,
 )
 from asr.config import Config, save_config, to_dict
-from asr.ctc import compute_loss, validate
-from asr.data import BucketBatchSampler, filter_by_duration, read_manifest
+from asr.ctc import compute_loss
+from asr.data import BucketBatchSampler
 from asr.model import count_parameters
 from asr.optim import LRSchedule, make_optimizer
+from asr.runlog import RunLog
 from asr.runtime import (
-    MetricsLog,
     TrainingError,
     init_distributed,
     micro_batch_seed,
     resolve_amp,
     seed_everything,
     select_device,
-    setup_logging,
 )
 from asr.selection import Selection
-from asr.text import tokenizer_from_dict, train_tokenizer
-from asr.train_data import (  # noqa: F401  (output_frames, min_frames_for: public via asr.train)
-    compute_cmvn,
-    dev_subset,
-    filter_trainable,
-    make_cache,
-    make_loader,
-    min_frames_for,
-    output_frames,
-)
+from asr.text import tokenizer_from_dict
+from asr.train_data import compute_cmvn, make_cache, make_loader, read_training_data
+from asr.validation import Validator
 
 log = logging.getLogger("asr.train")
 
@@ -117,15 +111,8 @@ class Trainer:
         seed_everything(cfg.train.seed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_dir.mkdir(exist_ok=True)
-        setup_logging(self.run_dir, self.rank)
         self.state = TrainState()
         self.bad_updates = 0  # consecutive updates with a non-finite loss or gradient
-        self.writer = None
-        if self.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.run_dir / "tb"))
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.is_main)
         last = self.ckpt_dir / "last.pt"
         self.resume_obj = read_checkpoint(last) if (resume and last.is_file()) else None
         if self.world > 1:
@@ -133,46 +120,25 @@ class Trainer:
             if resuming not in (0, self.world):
                 raise TrainingError(f"only {int(resuming)} of {self.world} processes found {last}: "
                                     "run_dir must be on storage that every node shares")
-        if self.resume_obj is None and self.is_main:
-            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh file
+        # train.log, metrics.jsonl (a fresh run starts a fresh file) and TensorBoard
+        self.runlog = RunLog(self.run_dir, self.rank, fresh=self.resume_obj is None)
         self._setup_data_and_model()
 
     # -- setup
 
     def _setup_data_and_model(self) -> None:
         cfg = self.cfg
-        if not cfg.data.train_manifest:
-            raise TrainingError("data.train_manifest is not set (pass data.train_manifest=PATH)")
-        train_utts = read_manifest(cfg.data.train_manifest, strict=False)
-        train_utts = filter_by_duration(train_utts, cfg.data.min_duration, cfg.data.max_duration)
-        if self.resume_obj is not None:
-            self.tokenizer = tokenizer_from_dict(self.resume_obj["tokenizer"])
-        else:
-            self.tokenizer = train_tokenizer([u.text for u in train_utts], cfg.tokenizer)
-        train_utts = filter_trainable(train_utts, self.tokenizer, cfg, "train")
-        if not train_utts:
-            raise TrainingError(f"{cfg.data.train_manifest}: no usable training utterances")
-        dev_utts = []
-        if cfg.data.dev_manifest:
-            dev_utts = read_manifest(cfg.data.dev_manifest, strict=False)
-            if hasattr(self.tokenizer, "prepare"):  # phones: G2P for the dev words, at once, logged
-                self.tokenizer.prepare([u.text for u in dev_utts], "dev")
-            dev_utts = filter_trainable(
-                filter_by_duration(dev_utts, cfg.data.min_duration, cfg.data.max_duration),
-                self.tokenizer, cfg, "dev")
+        resumed_tok = tokenizer_from_dict(self.resume_obj["tokenizer"]) if self.resume_obj is not None else None
+        self.tokenizer, train_utts, dev_utts = read_training_data(cfg, resumed_tok)
         pin = self.device.type == "cuda"
         augment = WaveAugment(cfg.augment, cfg.feature.sample_rate)
         warned: set[str] = set()  # unloadable training files are named once, not in every pass
         self.cache = make_cache(cfg)  # decoded and speed-perturbed waveforms, once per run
         self.train_loader = make_loader(train_utts, self.tokenizer, cfg, True, self.rank, self.world,
                                         augment if augment.active else None, pin, warned, self.cache)
-        self.dev_loader = self.dev_subset_loader = None
-        if dev_utts:
-            self.dev_loader = make_loader(dev_utts, self.tokenizer, cfg, False, pin=pin, cache=self.cache)
-            subset = dev_subset(dev_utts, cfg.train.valid_subset)
-            if len(subset) < len(dev_utts):  # each epoch on the subset, the full dev set at the end
-                self.dev_subset_loader = make_loader(subset, self.tokenizer, cfg, False, pin=pin, cache=self.cache)
+        self.validator = Validator(dev_utts, self.tokenizer, cfg, pin, self.cache, self.rank, self.world)
         self.selection = Selection(cfg, self.tokenizer, pin, self.cache)  # train.select_on: sets ranking epochs
+        self.score_name = self.validator.metric  # what ranks the checkpoints (the last epoch's, for the log)
         self.train_seconds = sum(u.duration for u in train_utts)
 
         self.model = build_model(cfg, len(self.tokenizer)).to(self.device)
@@ -187,10 +153,8 @@ class Trainer:
         log.info("precision: %s autocast around the model, CTC loss and features in fp32 (%s)"
                  if self.amp else "precision: %s (%s)", str(self.amp or "fp32").replace("torch.", ""),
                  self.amp_reason)
-        log.info("data: %d training utterances (%.2f h), %d dev%s%s", len(train_utts),
-                 self.train_seconds / 3600, len(dev_utts),
-                 f" (a fixed subset of {len(self.dev_subset_loader.dataset)} after each epoch, all at the end)"
-                 if self.dev_subset_loader else "",
+        log.info("data: %d training utterances (%.2f h), %s%s", len(train_utts), self.train_seconds / 3600,
+                 self.validator.describe(),
                  f"; waveforms cached in RAM as int16 (up to {cfg.data.cache_max_gb:g} GB)" if self.cache else "")
         self.ctc_module = self.model.ctc
         if self.world > 1:
@@ -210,26 +174,15 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.yaml")
 
     def _restore(self, obj: dict) -> None:
-        try:
-            self.model.frontend.load_state_dict(obj["frontend"])
-            self.model.ctc.load_state_dict(obj["model"])
-            self.optimizer.load_state_dict(obj["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise TrainingError(
-                f"{self.ckpt_dir / 'last.pt'} does not match this config ({str(e).splitlines()[0]}); "
-                "use the config it was trained with, --no-resume, or a new run_dir") from None
-        self.schedule.load_state_dict(obj["scheduler"] or {})
-        st = obj["state"]
+        last = self.ckpt_dir / "last.pt"
+        saved = restore_training(obj, last, self.model, self.optimizer, self.schedule, self.scaler)
         names = {f.name for f in dataclasses.fields(TrainState)}
-        for k, v in st["train_state"].items():
+        for k, v in saved.items():
             if k in names:
                 setattr(self.state, k, v)
-        if st.get("scaler") and self.scaler.is_enabled():
-            self.scaler.load_state_dict(st["scaler"])
-        set_rng_state(st["rng"])
-        self.metrics.truncate_after(self.state.step)
-        log.info("resumed from %s: epoch %d, batch %d, step %d", self.ckpt_dir / "last.pt",
-                 self.state.epoch + 1, self.state.batch_in_epoch, self.state.step)
+        self.runlog.resumed_at(self.state.step)
+        log.info("resumed from %s: epoch %d, batch %d, step %d", last, self.state.epoch + 1,
+                 self.state.batch_in_epoch, self.state.step)
 
     # -- distributed helpers
 
@@ -241,14 +194,6 @@ class Trainer:
         dist.all_reduce(t)
         return t.tolist()
 
-    def _broadcast(self, obj):
-        """Rank 0's value of ``obj`` on every rank (identity without DDP)."""
-        if self.world == 1:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
     def _dummy_loss(self) -> torch.Tensor:
         """A zero loss through the DDP module, for a rank whose micro-batches all failed to load:
         it still takes part in the gradient all-reduce, so the other ranks do not hang."""
@@ -259,18 +204,15 @@ class Trainer:
     # -- checkpoints
 
     def _save(self, path: Path) -> None:
-        save_checkpoint(path, self.cfg, self.tokenizer, self.model, self.optimizer, self.schedule, {
-            "train_state": dataclasses.asdict(self.state),
-            "rng": get_rng_state(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-        })
+        save_training(path, self.cfg, self.tokenizer, self.model, self.optimizer, self.schedule, self.scaler,
+                      dataclasses.asdict(self.state))
 
     def save_last(self) -> None:
         if self.is_main:
             self._save(self.ckpt_dir / "last.pt")
 
     def save_epoch(self, wer: float | None) -> None:
-        """Epoch checkpoint (keep the last N), best-by-WER checkpoints (keep the best N), last.pt."""
+        """Epoch checkpoint (keep the last N), best-by-dev-error-rate checkpoints (keep the best N), last.pt."""
         if not self.is_main:
             return
         c = self.cfg.train
@@ -279,10 +221,12 @@ class Trainer:
                                              c.keep_best, c.keep_last)
         self._save(self.ckpt_dir / "last.pt")
 
-    def export_final(self) -> Path:
+    def write_final_model(self) -> Path:
         """Write <run>/model.pt: the average of the best N checkpoints, or the best, or the last."""
         out = self.run_dir / "model.pt"
-        log.info("model.pt = %s", export_model(self.ckpt_dir, self.state.best, self.cfg.train.average_last, out))
+        what = write_final_model(self.ckpt_dir, self.state.best, self.cfg.train.average_best, out,
+                                 self.score_name)
+        log.info("model.pt = %s", what)
         return out
 
     # -- the loop
@@ -375,24 +319,16 @@ class Trainer:
             if out["finite"]:
                 loss_sum += out["loss"] * out["utts"]
                 n_sum += out["utts"]
-            # 5. log: progress bar, TensorBoard, metrics.jsonl, train.log
+            # 5. log: progress bar, then metrics.jsonl, TensorBoard and train.log (asr.runlog)
             rate = secs / max(1e-9, time.time() - t0)
             bar.set_postfix(loss=f"{loss_sum / max(1, n_sum):.3f}", lr=f"{out['lr']:.2e}",
                             audio_s_per_s=f"{rate:.0f}")
-            self.metrics.write({"step": st.step, "epoch": st.epoch + 1, "batch": st.batch_in_epoch,
-                                **{k: out[k] for k in ("loss", "utts", "lr", "grad_norm", "audio_seconds")},
-                                "audio_s_per_s": rate})
-            if self.writer is not None:
-                self.writer.add_scalar("train/loss", out["loss"], st.step)
-                self.writer.add_scalar("train/lr", out["lr"], st.step)
-                self.writer.add_scalar("train/grad_norm", out["grad_norm"], st.step)
-                self.writer.add_scalar("train/audio_seconds_per_second", rate, st.step)
-            if st.step % cfg.train.log_every == 0:
-                log.info("epoch %d step %d loss %.4f lr %.2e grad_norm %.2f %.0f audio-s/s",
-                         st.epoch + 1, st.step, loss_sum / max(1, n_sum), out["lr"], out["grad_norm"], rate)
+            self.runlog.update({"step": st.step, "epoch": st.epoch + 1, "batch": st.batch_in_epoch,
+                             **{k: out[k] for k in ("loss", "utts", "lr", "grad_norm", "audio_seconds")},
+                             "audio_s_per_s": rate}, loss_sum / max(1, n_sum), cfg.train.log_every)
             # 6. optional mid-epoch validation and checkpoint
             if cfg.train.eval_every and st.step % cfg.train.eval_every == 0:
-                self.log_dev(self.run_validation(), st.epoch + 1)
+                self.runlog.dev(self.validate(), st.epoch + 1, st.step)
             if self.save_every_steps and st.step % self.save_every_steps == 0:
                 self.save_last()
             if self.max_steps and st.step >= self.max_steps:
@@ -403,32 +339,9 @@ class Trainer:
         return {"train_loss": loss_sum / max(1, n_sum), "epoch_seconds": elapsed,
                 "audio_seconds_per_second": secs / max(1e-9, elapsed), "stopped": stopped}
 
-    def run_validation(self, full: bool = False) -> dict:
-        """Dev metrics computed on rank 0 and shared with every rank ({} without a dev set): on
-        the fixed subset (train.valid_subset) when there is one, unless ``full``."""
-        metrics = {}
-        loader = self.dev_subset_loader if (self.dev_subset_loader is not None and not full) else self.dev_loader
-        if loader is not None and self.is_main:
-            metrics = validate(self.model, loader, self.tokenizer, self.device, self.cfg, self.amp)
-        return self._broadcast(metrics)
-
-    def log_dev(self, metrics: dict, epoch: int) -> None:
-        """Log dev metrics of (1-based) ``epoch`` at the current step."""
-        if not metrics:
-            return
-        st = self.state
-        if "dev_per" in metrics:  # a phone model: its greedy output is phones
-            log.info("epoch %d step %d: dev loss %.4f, dev PER (phone error rate) %.2f%%", epoch, st.step,
-                     metrics["dev_loss"], 100 * metrics["dev_per"])
-        else:
-            log.info("epoch %d step %d: dev loss %.4f, dev WER %.2f%%, CER %.2f%%", epoch, st.step,
-                     metrics["dev_loss"], 100 * metrics["dev_wer"], 100 * metrics["dev_cer"])
-        self.metrics.write({"step": st.step, "epoch": epoch, **metrics})
-        if self.writer is not None:
-            for k, v in metrics.items():
-                if k.startswith("dev_"):
-                    self.writer.add_scalar(f"dev/{k[4:]}", v, st.step)
-            self.writer.flush()
+    def validate(self) -> dict:
+        """Dev metrics for choosing checkpoints (asr.validation: the subset, or the whole dev set)."""
+        return self.validator.run(self.model, self.device, self.amp)
 
     def fit(self) -> Path:
         """Train to the end (or early stop); returns <run>/model.pt (last.pt after max_steps)."""
@@ -445,11 +358,12 @@ class Trainer:
                 return self.ckpt_dir / "last.pt"
             st.epoch += 1
             st.batch_in_epoch = 0
-            dev = self.run_validation()
+            dev = self.validate()
             if self.selection.loaders:  # degraded dev copies etc. (train.select_on)
-                dev.update(self._broadcast(self.selection.validate(self.model, self.device, self.amp)
-                                           if self.is_main else {}))
+                dev.update(self.validator.share(self.selection.validate(self.model, self.device, self.amp)
+                                                if self.is_main else {}))
             score_name, wer = self.selection.score(dev)  # dev WER (PER for phones), or the mean over select_on
+            self.score_name = score_name
             metrics.update(dev)
             improved = wer is not None and wer < st.best_wer
             if improved:
@@ -465,7 +379,7 @@ class Trainer:
                 log.warning("epoch %d: skipped %d utterances whose audio could not be loaded (each named "
                             "once, when it first failed; `asr data validate` lists them all)", st.epoch,
                             metrics["failed_utts"])
-            self.log_dev(dev, st.epoch)
+            self.runlog.dev(dev, st.epoch, st.step)
             self.save_epoch(wer)
             if self.cache is not None and st.epoch == 1:
                 c = self.cache
@@ -474,20 +388,16 @@ class Trainer:
             if cfg.train.patience and wer is not None and st.bad_epochs >= cfg.train.patience:
                 log.info("early stop: dev %s has not improved for %d epochs", score_name, st.bad_epochs)
                 break
-        if self.dev_subset_loader is not None and st.history and "dev_full_wer" not in st.history[-1]:
-            # the subset chose the checkpoints; the full dev set scores the last model once
-            full = {f"dev_full_{k[4:]}": v for k, v in self.run_validation(full=True).items()}
+        # the subset chose the checkpoints; the full dev set scores the last model once
+        full = self.validator.final(self.model, self.device, self.amp, st.history[-1] if st.history else None)
+        if full:
             st.history[-1].update(full)
-            log.info("epoch %d step %d: full dev set: loss %.4f, WER %.2f%%, CER %.2f%% (%d utterances)",
-                     st.epoch, st.step, full["dev_full_loss"], 100 * full["dev_full_wer"],
-                     100 * full["dev_full_cer"], full["dev_full_utts"])
-            self.metrics.write({"step": st.step, "epoch": st.epoch, **full})
+            self.runlog.dev(full, st.epoch, st.step)
         if self.is_main:
-            out = self.export_final()
+            out = self.write_final_model()
             (self.run_dir / "history.json").write_text(json.dumps(st.history, indent=1))
             log.info("final model: %s", out)
-        if self.writer is not None:
-            self.writer.close()
+        self.runlog.close()
         return self.run_dir / "model.pt"
 
 

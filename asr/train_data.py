@@ -1,4 +1,5 @@
-"""The training loop's data side: CTC-feasibility filtering, bucketed loaders, the CMVN pass."""
+"""The training loop's data side: manifests and tokenizer, CTC-feasibility filtering, bucketed
+loaders, the waveform cache, the CMVN pass."""
 
 from __future__ import annotations
 
@@ -10,31 +11,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asr.config import Config
-from asr.data import AudioDataset, BucketBatchSampler, collate
+from asr.data import AudioDataset, BucketBatchSampler, collate, filter_by_duration, read_manifest
+from asr.errors import TrainingError
 from asr.features import CMVNAccumulator
+from asr.frames import frame_geometry, min_frames_for
+from asr.text import train_tokenizer
 
 log = logging.getLogger("asr.train")
-
-
-def min_frames_for(tokens: list[int]) -> int:
-    """CTC needs one frame per token plus one blank between each repeated pair."""
-    return len(tokens) + sum(1 for a, b in zip(tokens, tokens[1:]) if a == b)
-
-
-def output_frames(duration: float, cfg: Config) -> int:
-    """Model output frames for an utterance of ``duration`` seconds (after subsampling)."""
-    sr = cfg.feature.sample_rate
-    win = int(round(sr * cfg.feature.win_ms / 1000))
-    n_fft = 1 << (win - 1).bit_length()  # as asr.features.Frontend: each frame spans n_fft samples
-    hop = int(round(sr * cfg.feature.hop_ms / 1000))
-    frames = max(1, (int(round(duration * sr)) - n_fft) // hop + 1)
-    sub = cfg.model.subsampling
-    if sub.startswith("stack"):
-        return frames // int(sub[-1])
-    if sub.startswith("conv"):
-        for _ in range(1 if sub == "conv2" else 2):
-            frames = (frames - 1) // 2 + 1
-    return frames
 
 
 def filter_trainable(utts, tokenizer, cfg: Config, name: str):
@@ -48,6 +31,7 @@ def filter_trainable(utts, tokenizer, cfg: Config, name: str):
     Returns:
         the usable utterances; each kind of skip is logged once with a count and an example.
     """
+    geometry = frame_geometry(cfg.feature, cfg.model.subsampling)
     keep, bad_text, too_long = [], [], []
     for u in utts:
         try:
@@ -55,7 +39,7 @@ def filter_trainable(utts, tokenizer, cfg: Config, name: str):
         except ValueError as e:
             bad_text.append((u.id, str(e)))
             continue
-        if not toks or min_frames_for(toks) > output_frames(u.duration, cfg):
+        if not toks or min_frames_for(toks) > geometry.seconds_to_output_frames(u.duration):
             too_long.append(u.id)
             continue
         keep.append(u)
@@ -68,6 +52,38 @@ def filter_trainable(utts, tokenizer, cfg: Config, name: str):
                     "token inventory to keep them", name, len(too_long), cfg.model.subsampling,
                     too_long[0])
     return keep
+
+
+def read_training_data(cfg: Config, tokenizer=None):
+    """The run's utterances and tokenizer: manifests read (bad lines reported and skipped), the
+    duration limits applied, the tokenizer trained on the training text (or the resumed run's),
+    and the utterances it cannot encode or CTC cannot fit dropped (counted in the log).
+
+    Args:
+        cfg: data.* (manifests, durations), tokenizer.*, and the frame geometry's settings.
+        tokenizer: a resumed run's tokenizer; None trains one.
+    Returns:
+        (tokenizer, training utterances, dev utterances ([] without a dev manifest)).
+    Raises:
+        TrainingError: no training manifest, or no usable training utterance.
+    """
+    if not cfg.data.train_manifest:
+        raise TrainingError("data.train_manifest is not set (pass data.train_manifest=PATH)")
+    train_utts = read_manifest(cfg.data.train_manifest, strict=False)
+    train_utts = filter_by_duration(train_utts, cfg.data.min_duration, cfg.data.max_duration)
+    if tokenizer is None:
+        tokenizer = train_tokenizer([u.text for u in train_utts], cfg.tokenizer)
+    train_utts = filter_trainable(train_utts, tokenizer, cfg, "train")
+    if not train_utts:
+        raise TrainingError(f"{cfg.data.train_manifest}: no usable training utterances")
+    dev_utts = []
+    if cfg.data.dev_manifest:
+        dev_utts = read_manifest(cfg.data.dev_manifest, strict=False)
+        if hasattr(tokenizer, "prepare"):  # phones: G2P for the dev words, at once, logged
+            tokenizer.prepare([u.text for u in dev_utts], "dev")
+        dev_utts = filter_trainable(filter_by_duration(dev_utts, cfg.data.min_duration, cfg.data.max_duration),
+                                    tokenizer, cfg, "dev")
+    return tokenizer, train_utts, dev_utts
 
 
 def make_loader(utts, tokenizer, cfg: Config, train: bool, rank=0, world=1, augment=None, pin=False,
@@ -116,15 +132,6 @@ def make_cache(cfg: Config):
     from asr.wavecache import WaveCache
 
     return WaveCache(cfg.data.cache_max_gb)
-
-
-def dev_subset(utts: list, n: int) -> list:
-    """A fixed, evenly spread subset of ``n`` dev utterances (by id order: every speaker and
-    length has its share); all of them when ``n`` is 0 or not smaller."""
-    if not n or n >= len(utts):
-        return list(utts)
-    order = sorted(utts, key=lambda u: u.id)
-    return [order[int(i * len(order) / n)] for i in range(n)]
 
 
 def _worker_init(_: int) -> None:

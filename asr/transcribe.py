@@ -26,22 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from asr.align import frame_energy_db, word_timestamps
 from asr.audio import resample
-from asr.config import SUBSAMPLING_FACTOR, Config, DecodeConfig
+from asr.config import Config, DecodeConfig
 from asr.decode import beam_search, greedy_search
 from asr.decode.lm import load_lm
 from asr.decoding import DecoderResources, DecodingOptions, combine_nbest
 from asr.errors import DeviceError
+from asr.frames import frame_geometry
 from asr.lexicon import decoding_lexicon
 from asr.segment import SegmentOptions, iter_segments  # noqa: F401 - iter_segments: asr.serve imports it here
-
-# Extensions taken from folders: every format soundfile (libsndfile) reads, plus common aliases.
-AUDIO_EXTENSIONS = {k.lower() for k in sf.available_formats()} | {
-    "opus", "oga", "aif", "aiff", "mp3", "w64", "snd", "au"}
 
 
 @dataclass
@@ -83,13 +79,9 @@ class Model:
         self.device = torch.device(device)
         self.kind = kind  # "checkpoint", "torchscript", "torchscript-int8", "onnx" or "int8"
         self.sample_rate = config.feature.sample_rate
-        factor = SUBSAMPLING_FACTOR.get(config.model.subsampling, 1)
-        self.frame_shift = config.feature.hop_ms / 1000 * factor  # seconds per output frame
-        # Shorter input is zero-padded to one output frame: the first frame spans n_fft samples
-        # (the window rounded up to a power of two) and stack-k subsampling needs k frames.
-        win = int(round(self.sample_rate * config.feature.win_ms / 1000))
-        hop = int(round(self.sample_rate * config.feature.hop_ms / 1000))
-        self.min_samples = (1 << (win - 1).bit_length()) + (factor - 1) * hop
+        geometry = frame_geometry(config.feature, config.model.subsampling)
+        self.frame_shift = geometry.frame_seconds  # seconds per output frame
+        self.min_samples = geometry.min_samples  # shorter input is zero-padded to one output frame
         self.options = DecodingOptions.from_config(decode or config.decode)
         self.segment_opts = SegmentOptions()
         self.train_state: dict = {}  # epoch, step, best_wer... of a checkpoint

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -106,3 +108,28 @@ def test_broken_files_raise_audio_error_naming_the_file(tmp_path, speech):
         assert path.name in str(e.value), name
     with pytest.raises(AudioError, match="0 samples"):  # offset past the end
         load_audio(tmp_path / "nan.wav", offset=100.0)
+
+
+def test_one_list_of_audio_extensions(tmp_path, monkeypatch):
+    """`asr transcribe FOLDER`, the folder importer and the noise bank all take a file as audio
+    by asr.audio.AUDIO_EXTENSIONS: changing that one list changes what each of them finds."""
+    import shutil
+
+    import asr.audio
+    from asr.audio import is_audio_file
+    from asr.cli import _expand_inputs
+    from asr.degraded_sets import NoiseBank
+    from asr.importers import import_folder
+
+    assert all(is_audio_file(f"x.{e}") for e in ("flac", "FLAC", "wav", "ogg", "opus", "mp3", "aiff", "caf"))
+    assert not any(is_audio_file(f"x{e}") for e in (".txt", ".json", ".pt", ""))
+    for name in ("one.flac", "two.xyz"):  # real FLAC bytes in both; libsndfile reads the header
+        shutil.copy(fsdd_file(1), tmp_path / name)
+        (tmp_path / name).with_suffix(".txt").write_text("one")
+    found = (_expand_inputs([str(tmp_path)]), [u.id for u in import_folder(tmp_path, 1, False).utts],
+             [Path(f).name for f in NoiseBank(tmp_path).files])
+    assert found == ([str(tmp_path / "one.flac")], ["one"], ["one.flac"])
+    monkeypatch.setattr(asr.audio, "AUDIO_EXTENSIONS", frozenset({"xyz"}))
+    found = (_expand_inputs([str(tmp_path)]), [u.id for u in import_folder(tmp_path, 1, False).utts],
+             [Path(f).name for f in NoiseBank(tmp_path).files])
+    assert found == ([str(tmp_path / "two.xyz")], ["two"], ["two.xyz"])

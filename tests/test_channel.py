@@ -147,10 +147,10 @@ def test_eval_path_is_untouched(tmp_path):
     plain = Trainer(config(tmp_path / "plain", m, "train.epochs=1", dev_m=dev), resume=False)
     robust = Trainer(config(tmp_path / "robust", m, "train.epochs=1", *chan, dev_m=dev), resume=False)
     assert robust.train_loader.dataset.augment.channel.active
-    assert robust.dev_loader.dataset.augment is None
+    assert robust.validator.loader.dataset.augment is None
     for i in range(2):
-        assert np.array_equal(plain.dev_loader.dataset[i]["wav"], robust.dev_loader.dataset[i]["wav"])
-    assert plain.run_validation() == robust.run_validation()  # same init, same CMVN, same dev audio
+        assert np.array_equal(plain.validator.loader.dataset[i]["wav"], robust.validator.loader.dataset[i]["wav"])
+    assert plain.validate() == robust.validate()  # same init, same CMVN, same dev audio
 
 
 def test_tiny_training_with_channel_augmentation_learns(tmp_path):

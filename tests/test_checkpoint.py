@@ -16,13 +16,13 @@ from asr.checkpoint import (
     CheckpointError,
     average_checkpoints,
     build_model,
-    export_model,
     load_checkpoint,
     read_checkpoint,
     retain_checkpoints,
     save_checkpoint,
+    write_final_model,
 )
-from asr.config import load_config
+from asr.config import Config, load_config
 from asr.text import CharTokenizer
 from asr.train import train
 
@@ -121,7 +121,7 @@ def test_asr_average_refuses_checkpoints_of_different_models(tmp_path):
 def test_training_keeps_the_last_n_and_best_n_and_averages_the_best(tmp_path):
     m = write_manifest(tmp_path, "train", [[1, 2], [3, 4], [5]])
     cfg = config(tmp_path / "run", m, "train.epochs=4", "train.keep_last=2", "train.keep_best=2",
-                 "train.average_last=2", "train.lr=5e-3", dev_m=m)
+                 "train.average_best=2", "train.lr=5e-3", dev_m=m)
     out = train(cfg, resume=False)
     ck = tmp_path / "run" / "checkpoints"
     names = sorted(p.name for p in ck.glob("*.pt"))
@@ -150,20 +150,21 @@ def test_retention_keeps_the_best_n_by_wer_and_the_last_n_epochs(tmp_path):
     assert not list(tmp_path.glob("epoch-*.pt"))
 
 
-def test_export_model_averages_the_best_or_copies_the_best_or_last(tmp_path):
+def test_write_final_model_averages_the_best_or_copies_the_best_or_last(tmp_path):
     paths = _three_checkpoints(tmp_path, "best-epoch-")
     save_checkpoint(tmp_path / "last.pt", *_model(3))
     best = [[0.3, str(paths[2])], [0.4, str(paths[0])], [0.6, str(paths[1])]]
     out = tmp_path / "model.pt"
-    assert "average of the 2 best" in export_model(tmp_path, best, 2, out)
+    assert "average of the 2 best checkpoints by dev WER" in write_final_model(tmp_path, best, 2, out)
     assert read_checkpoint(out)["state"]["averaged_from"] == [str(paths[2]), str(paths[0])]
     expect = (read_checkpoint(paths[2])["model"]["head.weight"].double()
               + read_checkpoint(paths[0])["model"]["head.weight"].double()) / 2
     assert torch.allclose(read_checkpoint(out)["model"]["head.weight"].double(), expect, atol=1e-6)
     paths[2].unlink()  # a best file that went missing is passed over
-    assert "best checkpoint" in export_model(tmp_path, best, 1, out)
+    # a phone run's error rate is a PER, and the description says so
+    assert write_final_model(tmp_path, best, 1, out, "PER") == f"best checkpoint {paths[0]} (dev PER 40.00%)"
     assert torch.equal(read_checkpoint(out)["model"]["head.weight"], read_checkpoint(paths[0])["model"]["head.weight"])
-    assert "last checkpoint" in export_model(tmp_path, [], 3, out)
+    assert "last checkpoint" in write_final_model(tmp_path, [], 3, out)
     assert torch.equal(read_checkpoint(out)["model"]["head.weight"],
                        read_checkpoint(tmp_path / "last.pt")["model"]["head.weight"])
 
@@ -177,3 +178,32 @@ def test_asr_average_of_a_run_folder_takes_its_best_checkpoints(tmp_path):
     assert r.returncode == 0, r.stderr.decode()
     src = read_checkpoint(tmp_path / "avg.pt")["state"]["averaged_from"]
     assert len(src) == 2 and all("best-epoch-" in s for s in src)
+
+
+def test_the_old_name_average_last_is_read_as_average_best_with_a_warning(tmp_path):
+    """train.average_last (which averaged the best checkpoints) is now train.average_best; configs,
+    overrides and checkpoints that use the old name still load."""
+    from asr.config import ConfigError, apply_overrides, from_dict
+
+    old = tmp_path / "old.yaml"
+    old.write_text("train:\n  average_last: 3\n")
+    with pytest.warns(FutureWarning, match="train.average_last is now called train.average_best"):
+        assert load_config(old).train.average_best == 3
+    with pytest.warns(FutureWarning, match="average_last"):
+        assert apply_overrides(Config(), ["train.average_last=4"]).train.average_best == 4
+    cfg, tok, model = _model(0)
+    save_checkpoint(tmp_path / "a.pt", cfg, tok, model)
+    obj = read_checkpoint(tmp_path / "a.pt")
+    obj["config"]["train"]["average_last"] = obj["config"]["train"].pop("average_best")
+    with pytest.warns(FutureWarning, match="average_last"):
+        assert from_dict(Config, obj["config"]).train.average_best == cfg.train.average_best
+    # from the command line: one `asr: warning:` line, then the run goes on (here to the missing manifest)
+    r = subprocess.run([sys.executable, "-m", "asr", "train", "-c", str(old), f"run_dir={tmp_path / 'run'}"],
+                       env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "data.train_manifest is not set" in r.stderr, r.stderr
+    assert f"asr: warning: {old}: train.average_last is now called train.average_best" in r.stderr.splitlines()[0]
+    assert "Traceback" not in r.stderr and "FutureWarning" not in r.stderr
+    both = tmp_path / "both.yaml"
+    both.write_text("train:\n  average_last: 3\n  average_best: 2\n")
+    with pytest.raises(ConfigError, match="both train.average_last and train.average_best"):
+        load_config(both)

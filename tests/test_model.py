@@ -11,8 +11,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from asr.config import Config, FeatureConfig, ModelConfig
 from asr.features import Frontend
+from asr.frames import frame_geometry
 from asr.model import CTCModel, PeepholeLSTM, RNNLayer, count_parameters, reverse_within_lengths
-from asr.train import output_frames
 
 COMBOS = list(itertools.product(["lstm", "gru", "lstm_peephole"],
                                 ["none", "stack2", "stack3", "stack4", "conv2", "conv4"], [True, False]))
@@ -119,7 +119,7 @@ def test_parameter_count_matches_hand_count():
 
 @pytest.mark.parametrize("subsampling", ["none", "stack2", "stack3", "stack4", "conv2", "conv4"])
 def test_output_frames_used_for_ctc_filtering_matches_the_model(subsampling):
-    """train.output_frames (data-time CTC filter) must agree with what the model emits."""
+    """asr.frames' count (the data-time CTC filter's) must agree with what the model emits."""
     cfg = Config(feature=FeatureConfig(sample_rate=8000, n_mels=10, cmvn="none"),
                  model=ModelConfig(subsampling=subsampling, num_layers=1, hidden_size=4, conv_channels=2))
     frontend = Frontend(cfg.feature)
@@ -128,7 +128,8 @@ def test_output_frames_used_for_ctc_filtering_matches_the_model(subsampling):
     with torch.no_grad():
         feats, feat_lens = frontend(torch.randn(len(samples), int(samples.max())), samples)
         _, out_lens = model(feats, feat_lens)
-    expected = [output_frames(int(n) / 8000, cfg) for n in samples]
+    geometry = frame_geometry(cfg.feature, subsampling)
+    expected = [geometry.seconds_to_output_frames(int(n) / 8000) for n in samples]
     assert out_lens.tolist() == expected
 
 

@@ -15,15 +15,8 @@ from hypothesis import strategies as st
 from test_train import config, write_manifest
 
 from asr.g2p import evaluate_g2p, is_held_out, load_g2p
-from asr.phones import (
-    PHONES,
-    LexiconError,
-    PhoneTokenizer,
-    load_cmudict,
-    parse_lexicon,
-    read_lexicon_file,
-    spell_phones,
-)
+from asr.lexicon import LexiconError, parse_lexicon, read_lexicon
+from asr.phones import PHONES, PhoneTokenizer, load_cmudict, phone_lexicon_args, spell_phones
 from asr.text import load_tokenizer, save_tokenizer, tokenizer_from_dict
 from asr.train import train
 
@@ -41,23 +34,29 @@ def test_cmudict_format_variants_stress_and_comments():
     lines = [";;; a comment line", "# another", "READ  R EH1 D", "read(2) R IY1 D  # a comment",
              "read(3) R IY0 D", "aalborg AO1 L B AO0 R G # place, danish", "a.m. EY2 EH1 M",
              "able-bodied EY1 B AH0 L B AA1 D IY0 D", "", "don't D OW1 N T"]
-    lex = parse_lexicon(lines, "x.dict")
+    lex = parse_lexicon(lines, "x.dict", **phone_lexicon_args())
     # stress removed by default: read(2) and read(3) become one pronunciation
     assert lex == {"read": [("R", "EH", "D"), ("R", "IY", "D")], "aalborg": [("AO", "L", "B", "AO", "R", "G")],
                    "don't": [("D", "OW", "N", "T")]}  # "a.m.", "able-bodied": not normalised words
-    stressed = parse_lexicon(lines, "x.dict", stress=True)
+    stressed = parse_lexicon(lines, "x.dict", **phone_lexicon_args(stress=True))
     assert stressed["read"] == [("R", "EH1", "D"), ("R", "IY1", "D"), ("R", "IY0", "D")]
 
 
 @pytest.mark.parametrize("line, expect", [
-    ("hello", "x.txt:2: 'hello' has no phonemes"),
-    ("hello HH AH L OWW", "x.txt:2: unknown phoneme 'OWW' in the pronunciation of 'hello'"),
+    ("hello", "x.txt:2: word 'hello' has no phonemes"),
+    ("hello HH AH L OWW", "x.txt:2: word 'hello': unknown phoneme 'OWW'"),
+    ("hello HH AH0 L OW1", None),  # stress digits are removed for a model without stress
 ])
 def test_bad_lexicon_lines_name_file_and_line(tmp_path, line, expect):
     p = tmp_path / "x.txt"
     p.write_text(f"cat K AE T\n{line}\n")
+    if expect is None:
+        assert read_lexicon(p, **phone_lexicon_args())["hello"] == [("HH", "AH", "L", "OW")]
+        with pytest.raises(LexiconError, match=r"x.txt:1: word 'cat': phoneme 'AE' has no stress digit"):
+            read_lexicon(p, **phone_lexicon_args(stress=True))
+        return
     with pytest.raises(LexiconError, match=expect.replace("(", r"\(")) as e:
-        read_lexicon_file(p)
+        read_lexicon(p, **phone_lexicon_args())
     assert str(e.value).startswith(str(p))
 
 
@@ -69,7 +68,7 @@ def test_bad_lexicon_file_is_a_one_line_cli_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "asr", "lexicon", str(words), "--base", str(lex), "-o",
                         str(tmp_path / "out.txt")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
-    assert f"{lex}:2: 'mat' has no phonemes" in r.stderr
+    assert f"{lex}:2: word 'mat' has no phonemes" in r.stderr
 
 
 def test_cmudict_package_loads_without_stress():
@@ -146,21 +145,40 @@ def test_lexicon_command_writes_cmudict_and_g2p_pronunciations(tmp_path):
     assert lines[:3] == ["read R EH D", "read R IY D", "the DH AH"]
     assert lines[4].startswith("zorblaxian Z") and len(lines) == 5
     assert "3 words" in r.stderr and "2 from CMUdict, 1 by G2P" in r.stderr
-    assert read_lexicon_file(out)["the"] == [("DH", "AH"), ("DH", "IY")]
+    assert read_lexicon(out, **phone_lexicon_args())["the"] == [("DH", "AH"), ("DH", "IY")]
 
 
 def test_tiny_phone_training_on_real_recordings(tmp_path):
-    """tokenizer.kind=phone trains end to end; dev metrics are PER, not WER/CER."""
+    """tokenizer.kind=phone trains end to end; dev metrics are PER, not WER/CER, on the dev
+    subset each epoch and on the full dev set at the end; model.pt is the best by PER."""
     m = write_manifest(tmp_path, "train", [[1, 2], [3], [4, 5], [6, 7], [8, 9], [0]])
     cfg = config(tmp_path / "run", m, "tokenizer.kind=phone", "model.hidden_size=64", "model.dropout=0",
                  "train.epochs=12", "augment.specaugment=false", "train.lr=5e-3", "train.warmup_steps=5",
-                 "train.scheduler=constant", "data.max_batch_seconds=20", dev_m=m)
+                 "train.scheduler=constant", "data.max_batch_seconds=20", "train.valid_subset=5", dev_m=m)
     out = train(cfg, resume=False)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[-1]["dev_utts"] == 5 and history[-1]["dev_full_utts"] == 6 and "dev_full_per" in history[-1]
     assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"], history
     assert "dev_per" in history[-1] and "dev_wer" not in history[-1] and "dev_cer" not in history[-1]
     assert history[-1]["dev_per"] < history[0]["dev_per"], history
     log_text = (tmp_path / "run" / "train.log").read_text()
     assert "dev PER (phone error rate)" in log_text and "all 10 training words are in CMUdict" in log_text
+    assert "full dev set: loss" in log_text and "(dev PER " in log_text and "dev WER" not in log_text
     tok = tokenizer_from_dict(torch.load(out, weights_only=True)["tokenizer"])
     assert tok.kind == "phone" and tok.lexicon["seven"] == [("S", "EH", "V", "AH", "N")]
+
+
+def test_training_and_decoding_read_a_lexicon_file_alike(tmp_path):
+    """One reader: the file a phone model trains with and the --lexicon it decodes with are read by
+    the same rules (CMUdict's ;;; comments, # comments, WORD(2) variants, stress, case)."""
+    from asr.lexicon import decoding_lexicon
+
+    path = tmp_path / "lex.txt"
+    path.write_text(";;; my lexicon\nTHE DH AH0  # unstressed\nTHE(2) DH IY1\ncat K AE1 T\n\nsat S AE1 T\n")
+    tok = PhoneTokenizer.train(["the cat", "sat"], lexicon_path=str(path))
+    assert tok.lexicon == {"the": [("DH", "AH"), ("DH", "IY")], "cat": [("K", "AE", "T")],
+                           "sat": [("S", "AE", "T")]}
+    bare = PhoneTokenizer({})  # no lexicon of its own: decoding reads everything from the file
+    ids = decoding_lexicon(bare, path)
+    strings = bare.token_strings()
+    assert {w: [tuple(strings[i] for i in p) for p in prons] for w, prons in ids.items()} == tok.lexicon

@@ -31,8 +31,9 @@ import torch
 
 from asr.decode.beam import BeamOptions, Hypothesis, beam_search
 from asr.decode.lm import load_lm
-from asr.decode.reference import SP_SPACE, words_of
+from asr.decode.reference import words_of
 from asr.errors import BackendError
+from asr.wordpieces import pieces_to_words
 
 Decoder = Callable[[torch.Tensor, torch.Tensor], list[list[Hypothesis]]]
 BACKENDS = ("ours", "flashlight", "pyctcdecode")
@@ -153,7 +154,7 @@ def _pyctcdecode(tokens, options: BeamOptions, lm_path, lexicon) -> Decoder:
             beams = dec.decode_beams(np.ascontiguousarray(lp[b, : int(lens[b])]), beam_width=options.beam_size,
                                      token_min_logp=min_logp,
                                      beam_prune_logp=-(options.beam_threshold or 1e3))
-            out.append([Hypothesis([], float(bm[-1]), float(bm[-2]), words=bm[0].replace(SP_SPACE, " ").split())
+            out.append([Hypothesis([], float(bm[-1]), float(bm[-2]), words=pieces_to_words(bm[0]))
                         for bm in beams[: max(1, options.nbest)]])
         return out
 

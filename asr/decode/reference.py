@@ -32,10 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from asr.lexicon import pronunciation_pairs
+from asr.wordpieces import piece_role, pieces_to_words
 
 NEG_INF = -math.inf
 APPEND, SEPARATOR, WORD_START, BLANK = 0, 1, 2, 3
-SP_SPACE = "\u2581"
 
 
 def logaddexp(a: float, b: float) -> float:
@@ -51,8 +51,8 @@ def logaddexp(a: float, b: float) -> float:
 def token_kinds(tokens: list[str], blank: int = 0) -> tuple[list[int], list[str]]:
     """How each token changes the current word, and the characters it adds.
 
-    Character vocabularies (those with a " " token): " " ends a word, others append.
-    SentencePiece vocabularies: a piece starting with "▁" starts a new word.
+    As asr.wordpieces.piece_role: the " " token (character and phone vocabularies) ends a word,
+    a SentencePiece piece starting with "▁" starts a new word, other tokens append.
 
     Args:
         tokens: token strings, index = token id.
@@ -61,27 +61,18 @@ def token_kinds(tokens: list[str], blank: int = 0) -> tuple[list[int], list[str]
     Returns:
         (kinds, chars): per token, one of APPEND/SEPARATOR/WORD_START/BLANK and its characters.
     """
-    subword = " " not in tokens
     kinds, chars = [], []
+    role_kind = {"append": APPEND, "separator": SEPARATOR, "start": WORD_START}
     for i, t in enumerate(tokens):
-        if i == blank:
-            kinds.append(BLANK)
-            chars.append("")
-        elif not subword:
-            kinds.append(SEPARATOR if t == " " else APPEND)
-            chars.append("" if t == " " else t)
-        elif t.startswith(SP_SPACE):
-            kinds.append(WORD_START)
-            chars.append(t[len(SP_SPACE) :])
-        else:
-            kinds.append(APPEND)
-            chars.append(t)
+        role, text = piece_role(t) if i != blank else ("blank", "")
+        kinds.append(role_kind.get(role, BLANK))
+        chars.append(text)
     return kinds, chars
 
 
 def words_of(ids: list[int], tokens: list[str]) -> list[str]:
     """The words spelled by token ids (character or SentencePiece vocabulary)."""
-    return "".join(tokens[i] for i in ids).replace(SP_SPACE, " ").split()
+    return pieces_to_words(tokens[i] for i in ids)
 
 
 def candidate_tokens(frame: np.ndarray, topk: int, min_logp: float, blank: int) -> list[int]:

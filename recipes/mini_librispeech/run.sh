@@ -19,7 +19,7 @@
 #      c) book + transcript LM interpolated, weights by perplexity on a held-out 10 % of the TRAINING transcripts
 #   2  train (resumes automatically if the run folder has a checkpoint); a config whose train.select_on names
 #      degraded dev copies (conf/mini_librispeech_cpu_robust.yaml) gets them built first (as in stage 5)
-#   3  average the best checkpoints into model.pt (done by training when train.average_last > 1)
+#   3  average the best checkpoints into model.pt (done by training when train.average_best > 1)
 #   4  decode dev: greedy, beam, then beam + each LM (--lm-modes; default all) with and without its lexicon,
 #      alpha/beta tuned on dev for each; HTML + JSON reports
 #   5  robustness: degraded copies of dev (MP3 24/40 kbit/s, Opus 12 kbit/s, telephone band, noise at
@@ -206,7 +206,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     log "stage 3: averaging the best checkpoints into $exp/model.pt"
     $ASR average "$exp"/checkpoints/best-epoch-*.pt -o "$exp/model.pt"
   else
-    log "stage 3: $exp/model.pt exists (averaged by training: train.average_last)"
+    log "stage 3: $exp/model.pt exists (averaged by training: train.average_best)"
   fi
 fi
 
