@@ -185,7 +185,7 @@ class AudioDataset(Dataset):
         self.cache = cache  # asr.wavecache.WaveCache or None: decoded/perturbed waveforms kept
         self.tokenizer = tokenizer
         self.sample_rate = sample_rate
-        self.augment = augment  # callable(wav np.ndarray, rng[, speed]) -> wav, or None
+        self.augment = augment  # callable(wav np.ndarray, rng, uid=utterance id) -> wav (with the cache: see __getitem__), or None
         self.epoch = 0  # set by the training loop so augmentation differs per epoch, reproducibly
         self.seed = 0
         self.failures: list[tuple[str, str]] = []
