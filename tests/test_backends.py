@@ -3,15 +3,11 @@ and word list given to ours, pyctcdecode and flashlight-text decode to the same 
 
 from __future__ import annotations
 
-import random
-
 import pytest
-from test_decode import CHARS, WORDS, spelled_log_probs
+from test_decode import CHARS, WORDS, spelled_log_probs, write_word_lm
 
 from asr.decode import BeamOptions
 from asr.decode.backends import make_decoder
-from asr.decode.lm import arpa_text
-from asr.lm_build import estimate
 
 # alpha 0: the word list alone must turn the acoustically preferred "cot" into "cat" (pyctcdecode,
 # unlike ours, lets this tiny LM at alpha >= 0.5 rewrite the confident "c" into "mat")
@@ -20,11 +16,7 @@ OPTS = BeamOptions(beam_size=8, lm_weight=0.0, word_bonus=0.0)
 
 @pytest.fixture(scope="module")
 def lm_path(tmp_path_factory) -> str:
-    rng = random.Random(0)
-    sents = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 7))) for _ in range(300)]
-    path = tmp_path_factory.mktemp("lm") / "lm.arpa"
-    path.write_text(arpa_text(estimate(sents, 3)))
-    return str(path)
+    return write_word_lm(tmp_path_factory.mktemp("lm"))
 
 
 def words(name: str, lm_path: str, lexicon: set[str] | None) -> list[str]:

@@ -40,13 +40,18 @@ def opts(impl: str, **kw) -> BeamOptions:
     return BeamOptions(implementation=impl, **kw)
 
 
-@pytest.fixture(scope="module")
-def lm(tmp_path_factory) -> NGramLM:
+def write_word_lm(folder) -> str:
+    """A 3-gram ARPA over WORDS from 300 seeded random sentences, written to folder/lm.arpa."""
     rng = random.Random(0)
     sents = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 7))) for _ in range(300)]
-    path = tmp_path_factory.mktemp("lm") / "lm.arpa"
+    path = folder / "lm.arpa"
     path.write_text(arpa_text(estimate(sents, 3)))
-    return NGramLM.from_arpa(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory) -> NGramLM:
+    return NGramLM.from_arpa(write_word_lm(tmp_path_factory.mktemp("lm")))
 
 
 def random_log_probs(rng: np.random.Generator, B: int, T: int, V: int, scale: float = 3.0) -> torch.Tensor:
