@@ -33,5 +33,11 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 echo "[install] installing asr[$EXTRAS] (first time: torch + CUDA libraries, a few minutes)"
 .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+case ",$EXTRAS," in *,lm,*)
+    # pyctcdecode is only the named alternative of tools/bench_decode.py and tests/test_backends.py. Its
+    # metadata caps numpy below 2, which would downgrade the whole environment (onnx's ml-dtypes needs
+    # numpy 2); it runs on numpy 2 (those tests), so it is installed without its declared dependencies.
+    .venv/bin/python -m pip install -q --no-deps "pyctcdecode==0.5.0" "pygtrie>=2.1";;
+esac
 touch "$STAMP"
 echo "[install] done: $(.venv/bin/python -c 'import torch, torchaudio; print("torch", torch.__version__, "torchaudio", torchaudio.__version__)')"
