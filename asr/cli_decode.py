@@ -21,6 +21,9 @@ def add_decode_args(p: argparse.ArgumentParser, nbest: bool = False) -> None:
     p.add_argument("--word-bonus", type=float, help="beta")
     p.add_argument("--lexicon", help="lexicon file: allowed words (a word per line), or for a phone model "
                    "`word P1 P2 ...` pronunciations added to the checkpoint's lexicon")
+    p.add_argument("--no-lm-lookahead", dest="lm_lookahead", action="store_false", default=None,
+                   help="with an LM and a lexicon, do not score partial words by their best unigram "
+                   "(the look-ahead keeps likely words in a small beam; on by default)")
     if nbest:
         p.add_argument("--nbest", type=int, help="also give the N best hypotheses with their scores "
                        "(beam search; implies --method beam)")
@@ -35,7 +38,7 @@ def decode_overrides(args) -> dict:
     Raises:
         UsageError: ``--nbest`` below 1, or above 1 with ``--method greedy`` (one hypothesis).
     """
-    keys = ["method", "beam_size", "lm_path", "lm_weight", "word_bonus", "lexicon", "nbest"]
+    keys = ["method", "beam_size", "lm_path", "lm_weight", "word_bonus", "lexicon", "nbest", "lm_lookahead"]
     out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if out.get("nbest", 1) < 1:
         raise CLIError(f"--nbest must be at least 1, got {out['nbest']}")
@@ -65,6 +68,12 @@ def tuned_weights(model: str, out: dict) -> None:
     lexicon = str(Path(out["lexicon"]).resolve()) if out.get("lexicon") else ""
     if tuned.get("lexicon", "") != lexicon:
         return  # tuned with another lexicon (or with none): those weights do not carry over
+    if tuned.get("lm_lookahead", False) != out.get("lm_lookahead", True):  # older files: no key, no look-ahead
+        how = "with" if tuned.get("lm_lookahead", False) else "without"
+        print(f"asr: {path} was tuned {how} the LM look-ahead, so its weights are not used; tune again "
+              f"(asr tune-lm) or decode {how} it ({'drop' if how == 'with' else 'add'} --no-lm-lookahead)",
+              file=sys.stderr)
+        return
     for key in ("lm_weight", "word_bonus"):
         out.setdefault(key, tuned[key])
     print(f"asr: using lm_weight {out['lm_weight']} and word_bonus {out['word_bonus']} (tuned: {path})",

@@ -97,7 +97,7 @@ def cmd_tune_lm(args) -> int:
     except ValueError as e:
         raise CLIError(f"{args.manifest}: {e}") from None
     tokens = model.tokenizer.token_strings()
-    opts = BeamOptions(beam_size=args.beam_size, num_workers=args.workers)
+    opts = BeamOptions(beam_size=args.beam_size, num_workers=args.workers, lm_lookahead=args.lm_lookahead)
     res = grid_search(batch, lengths, refs, tokens, lm, lexicon, opts, args.alphas, args.betas,
                       refine=not args.no_refine)
     from asr.decode import greedy_search
@@ -110,6 +110,7 @@ def cmd_tune_lm(args) -> int:
         print(f"{g['lm_weight']:5.2f} {g['word_bonus']:5.2f} {100 * g['wer']:7.2f}")
     out = write_tuned(args.model, res, {"lm_path": str(Path(args.lm).resolve()), "beam_size": args.beam_size,
                                         "lexicon": str(Path(args.lexicon).resolve()) if args.lexicon else "",
+                                        "lm_lookahead": args.lm_lookahead,
                                         "dev_manifest": str(Path(args.manifest).resolve()),
                                         "utterances": len(refs), "greedy_wer": greedy})
     floor = f" (greedy {100 * greedy:.2f}%)" if greedy is not None else ""
@@ -135,6 +136,8 @@ def _add_tune_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--no-refine", action="store_true",
                    help="only the grid (default: then hill-climb from its best pair, also beyond its edges)")
     t.add_argument("--beam-size", type=int, default=16)
+    t.add_argument("--no-lm-lookahead", dest="lm_lookahead", action="store_false",
+                   help="tune for the search without the LM look-ahead (asr evaluate --no-lm-lookahead)")
     t.add_argument("--workers", type=int, default=1, help="decoding threads")
     t.add_argument("--limit", type=int, default=0, help="only the first N utterances")
     t.add_argument("--device", default="auto", help="cpu, cuda or auto")

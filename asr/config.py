@@ -212,6 +212,7 @@ class DecodeConfig:
     nbest: int = 1  # hypotheses returned per utterance
     oov_penalty: float = -10.0  # added per word the LM does not know (with an LM, no lexicon)
     num_workers: int = 1  # threads decoding the utterances of a batch in parallel
+    lm_lookahead: bool = True  # LM + lexicon: score partial words by their best unigram (smearing)
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,9 @@ def _one(u: Utterance, path: Path, kind: Kind, seed: int, noise: NoiseBank | Non
         data = buf.getvalue()
     _atomic_write(path, data)
     duration = audio_info(path)[0]  # the file's own length (an MP3 decoder adds a delay)
-    return Utterance(u.id, str(path), round(duration, 4), u.text, u.speaker), len(data)
+    # the file name alone: manifests resolve relative paths against their own folder, so the set
+    # reads the same from any working directory and after the folder is moved
+    return Utterance(u.id, path.name, round(duration, 4), u.text, u.speaker), len(data)
 
 
 def _stamp(kind: Kind, seed: int, manifest: Path, noise: NoiseBank | None) -> dict:

@@ -117,10 +117,13 @@ class Selection:
         scores = {}
         for name in self.names:
             prefix = "dev_" if name == "dev" else f"dev_{name}_"
-            unit, value = dev_score({k.replace(prefix, "dev_", 1): v for k, v in metrics.items()
-                                     if k.startswith(prefix)})
-            if value is None:
-                return dev_score(metrics)  # a set with no usable utterance this epoch: clean dev decides
+            own = {k.replace(prefix, "dev_", 1): v for k, v in metrics.items() if k.startswith(prefix)}
+            unit, value = dev_score(own)
+            if value is None or own.get("dev_utts") == 0:
+                # a set with no usable utterance this epoch (its error rate would read 0 %)
+                log.warning("selection set %s: no utterance could be scored this epoch (see the warnings "
+                            "above); clean dev alone ranks this epoch", name)
+                return dev_score(metrics)
             scores[name] = value
         mean = sum(scores.values()) / len(scores)
         metrics[f"dev_select_{unit.lower()}"] = mean

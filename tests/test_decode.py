@@ -133,7 +133,8 @@ def test_native_equals_reference(lm, tokens, use_lm, lexicon, dense, monkeypatch
         lens = [20, 13, 1]
         o = BeamOptions(beam_size=6, nbest=4, token_min_logp=-4.0, lm_weight=0.7, word_bonus=0.3,
                         beam_threshold=8.0 if trial % 2 else 0.0, oov_penalty=-2.0 if trial % 3 else 0.0,
-                        token_topk=5 if trial == 4 else 0)
+                        token_topk=5 if trial == 4 else 0,
+                        lm_lookahead=trial < 4)
         a = beam_search(lp, lens, o, tokens, lm if use_lm else None, lex)
         b = beam_search(lp, lens, BeamOptions(**{**o.__dict__, "implementation": "python"}), tokens,
                         lm if use_lm else None, lex)
@@ -328,7 +329,8 @@ def test_cli_uses_tuned_weights_for_the_same_lm(tmp_path, capsys):
     from asr.cli import _decode_overrides
 
     model, lm_file = tmp_path / "model.pt", tmp_path / "lm.arpa"
-    (tmp_path / "model.lm.json").write_text(json.dumps({"lm_weight": 0.7, "word_bonus": 2.0, "lm_path": str(lm_file)}))
+    (tmp_path / "model.lm.json").write_text(json.dumps({"lm_weight": 0.7, "word_bonus": 2.0, "lm_path": str(lm_file),
+                                                        "lm_lookahead": True}))
 
     def args(**kw):
         base = dict(model=str(model), method=None, beam_size=None, lm_path=str(lm_file), lm_weight=None,
@@ -343,6 +345,40 @@ def test_cli_uses_tuned_weights_for_the_same_lm(tmp_path, capsys):
     assert "lm_weight" not in _decode_overrides(args(lexicon=str(tmp_path / "words.txt")))  # tuned without one
     words = tmp_path / "words.txt"
     (tmp_path / "model.lm.json").write_text(json.dumps({"lm_weight": 0.4, "word_bonus": 1.0, "lm_path": str(lm_file),
-                                                        "lexicon": str(words.resolve())}))
+                                                        "lexicon": str(words.resolve()), "lm_lookahead": True}))
     assert _decode_overrides(args(lexicon=str(words)))["lm_weight"] == 0.4
     assert "lm_weight" not in _decode_overrides(args())  # tuned with a lexicon, used without
+    # tuned for the other search: a file of before the look-ahead (no key) serves only --no-lm-lookahead
+    (tmp_path / "model.lm.json").write_text(json.dumps({"lm_weight": 0.6, "word_bonus": 2.0, "lm_path": str(lm_file)}))
+    capsys.readouterr()
+    assert "lm_weight" not in _decode_overrides(args())
+    assert "tuned without the LM look-ahead" in capsys.readouterr().err
+    assert _decode_overrides(args(lm_lookahead=False))["lm_weight"] == 0.6
+
+
+# ---- LM look-ahead -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_lm_lookahead_keeps_the_prefix_of_the_likely_word(impl, tmp_path):
+    """Words "ab" (LM: 100x likelier) and "cd"; the first frame slightly prefers "c". A beam of one
+    without look-ahead keeps "c" and must end in "cd"; with it, "a" carries P(ab) and wins, which
+    is also the best-scoring hypothesis of a wide beam."""
+    tokens = ["<blank>", " ", "a", "b", "c", "d"]
+    (tmp_path / "lm.arpa").write_text("\\data\\\nngram 1=5\n\n\\1-grams:\n-1.0 </s>\n-99 <s> 0\n"
+                                      "-0.05 ab 0\n-2.0 cd 0\n-3.0 <unk> 0\n\n\\end\\\n")
+    lm = NGramLM.from_arpa(tmp_path / "lm.arpa")
+    probs = torch.tensor([[0.01, 0.001, 0.44, 0.001, 0.54, 0.001],
+                          [0.01, 0.001, 0.001, 0.49, 0.001, 0.49]])
+    lp = torch.log(probs / probs.sum(1, keepdim=True))[None]
+    lex = {"ab", "cd"}
+
+    def best(beam: int, lookahead: bool):
+        o = opts(impl, beam_size=beam, lm_weight=1.0, word_bonus=0.0, lm_lookahead=lookahead)
+        return beam_search(lp, [2], o, tokens, lm, lex)[0][0]
+
+    wide = best(8, False)
+    assert wide.words == ["ab"]
+    assert best(1, False).words == ["cd"]  # a search error: pruned before the LM could speak
+    with_la = best(1, True)
+    assert with_la.words == ["ab"] and with_la.score == pytest.approx(wide.score, abs=1e-9)
+    assert with_la.lm_score == pytest.approx((-0.05 - 1.0) * LN10)  # the real LM score, not the look-ahead

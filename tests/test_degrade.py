@@ -308,3 +308,15 @@ def test_two_runs_on_one_folder_at_once(clips, tmp_path):
                                         progress=False)
         assert n == 3 and problems == []
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_sets_built_into_a_relative_folder_read_from_anywhere(clips, tmp_path, monkeypatch):
+    # the recipe builds them as exp/<run>/data/degraded from the repository root; training and
+    # evaluation read them back through manifests that resolve paths against their own folder
+    monkeypatch.chdir(tmp_path)
+    degrade_manifest(clips, ["level:-30"], Path("exp/data/degraded"), progress=False)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    utts = read_manifest(tmp_path / "exp/data/degraded/level_-30/manifest.jsonl")
+    assert len(utts) == 3 and all(Path(u.audio).is_file() for u in utts)
+    assert all(Path(u.audio).parent == tmp_path / "exp/data/degraded/level_-30" for u in utts)

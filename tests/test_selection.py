@@ -4,6 +4,7 @@ epochs, the default is clean dev alone, and bad settings are one-line errors."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from test_train import config, write_manifest
@@ -58,3 +59,21 @@ def test_bad_select_on_settings_are_one_line_errors(sets, tmp_path):
         Trainer(config(tmp_path / "a", train, f"train.select_on=[dev,{missing}]", dev_m=dev), resume=False)
     with pytest.raises(ConfigError, match="lists dev but data.dev_manifest is not set"):
         Trainer(config(tmp_path / "b", train, f"train.select_on=[dev,{dev}]"), resume=False)
+
+
+def test_a_set_with_no_readable_utterance_does_not_score_zero(sets, tmp_path):
+    _, train, dev, noisy = sets
+    t = Trainer(config(tmp_path / "run", train, "train.epochs=1", f"train.select_on=[dev,{noisy}]", dev_m=dev),
+                resume=False)
+    # every file of the set missing: validate() scores no utterance, whose error rate reads 0 %
+    metrics = {"dev_wer": 0.5, "dev_cer": 0.2, "dev_noise_0_wer": 0.0, "dev_noise_0_cer": 0.0,
+               "dev_noise_0_utts": 0}
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("asr.train").addHandler(handler)  # the run log does not propagate to the root
+    try:
+        assert t.selection.score(metrics) == ("WER", 0.5)
+    finally:
+        logging.getLogger("asr.train").removeHandler(handler)
+    assert any("selection set noise_0: no utterance could be scored" in m for m in seen)

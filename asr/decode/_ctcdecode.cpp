@@ -19,7 +19,10 @@
 //       pronunciation several words, which the search tells apart by their LM history)
 //   decode(decoder, log_probs: buffer float32 (B, T, V), lengths: buffer int64 (B,),
 //          beam_size, token_topk, token_min_logp, alpha, beta, oov_penalty, nbest, beam_threshold,
-//          threads)
+//          threads, lm_lookahead)
+//       lm_lookahead (with an LM and a lexicon): a partial word is scored alpha * the best unigram
+//       ln P of the lexicon words it can still become (flashlight's smearing), replaced by the real
+//       LM score when the word completes, so that a beam keeps the prefixes of likely words
 //       -> list (B) of lists of (token ids, score, ctc_score, lm_score, words | None)
 //          (words: the lexicon words of a pronunciation lexicon, else None)
 
@@ -476,7 +479,12 @@ struct Decoder {
     // character trie over the lexicon's words (with a lexicon) or the LM's words (without);
     // token-id trie over the pronunciations with a pronunciation lexicon
     std::vector<int32_t> trie_word;  // node -> LM word id (or unk) if a word ends here, else -2
+    std::vector<int32_t> trie_parent{-1};  // node -> its parent (the root's: -1); parents come first
     U64Map trie_child{256};
+    // LM look-ahead (an LM and a lexicon): node -> the best unigram ln P of the words below it,
+    // and the most that completing a word can restore (-min over nodes)
+    std::vector<double> lookahead;
+    double lookahead_gap = 0.0;
 
     // trie node after token c's symbols from ``node``: its UTF-8 bytes, or the token itself (pron)
     int32_t trie_walk(int32_t node, int c) const {
@@ -498,6 +506,7 @@ struct Decoder {
             if (child < 0) {
                 child = static_cast<int32_t>(trie_word.size());
                 trie_word.push_back(-2);
+                trie_parent.push_back(node);
                 trie_child.put(key, child);
             }
             node = child;
@@ -544,6 +553,29 @@ struct Decoder {
                 for (int c = 0; c < V; ++c)
                     trie_next[n * V + c] = trie_walk(static_cast<int32_t>(n), c);
         }
+        if (lm && lexicon) init_lookahead();
+    }
+
+    // the best unigram ln P below each trie node (children are created after their parents)
+    void init_lookahead() {
+        const size_t n = trie_word.size();
+        lookahead.assign(n, NEG_INF);
+        int32_t ns;
+        for (size_t i = 1; i < n; ++i) {
+            if (pron) {
+                for (int32_t idx : node_words[i])
+                    lookahead[i] = std::max(lookahead[i], lm->score(0, lex_lm[idx], &ns) * LN10);
+            } else if (trie_word[i] != -2) {
+                lookahead[i] = lm->score(0, trie_word[i], &ns) * LN10;
+            }
+        }
+        for (size_t i = n - 1; i >= 1; --i) {
+            const int32_t p = trie_parent[i];
+            if (p > 0) lookahead[p] = std::max(lookahead[p], lookahead[i]);
+        }
+        lookahead_gap = 0.0;
+        for (size_t i = 1; i < n; ++i)
+            if (lookahead[i] > NEG_INF) lookahead_gap = std::max(lookahead_gap, -lookahead[i]);
     }
 
     std::vector<int32_t> trie_next;
@@ -559,6 +591,7 @@ struct Options {
     double oov_penalty = 0.0;
     int nbest = 1;
     double beam_threshold = 0.0;
+    int lm_lookahead = 1;
 };
 
 struct Result {
@@ -614,7 +647,8 @@ struct Extension {
 
 class Search {
   public:
-    Search(const Decoder& d, const Options& o) : d_(d), o_(o) {}
+    Search(const Decoder& d, const Options& o)
+        : d_(d), o_(o), lookahead_(o.lm_lookahead && !d.lookahead.empty()) {}
 
     // Per frame: every beam entry keeps its prefix (blank, or a repeat of its last token) and
     // extends it by each candidate token. An extension that equals a prefix already in the beam
@@ -649,14 +683,16 @@ class Search {
             if (sa != sb) return sa > sb;
             return item_key(a) < item_key(b);
         };
-        // how much completing a word can raise a score (for the early stop below); infinite
-        // when the weights or the LM allow scores to rise
+        // how much completing a word can raise a score (for the early stop below: its bonus, and
+        // with the look-ahead what the real LM score can restore); infinite when the weights or the
+        // LM allow scores to rise
         std::vector<double> rise(V, 0.0);
         if (d_.use_words) {
             const bool bounded = o_.alpha >= 0 && o_.oov_penalty <= 0 && (!d_.lm || d_.lm->nonpositive);
+            const double restore = lookahead_ ? o_.alpha * d_.lookahead_gap : 0.0;
             for (int c = 0; c < V; ++c)
                 if (d_.kind[c] == SEPARATOR || d_.kind[c] == WORD_START || !bounded)
-                    rise[c] = bounded ? std::max(0.0, o_.beta) : std::numeric_limits<double>::infinity();
+                    rise[c] = bounded ? std::max(0.0, o_.beta + restore) : std::numeric_limits<double>::infinity();
         }
         for (int t = 0; t < T; ++t) {
             const float* frame = lp + static_cast<size_t>(t) * V;
@@ -814,7 +850,9 @@ class Search {
     }
 
     inline double word_term(const WordState& w) const {
-        return o_.alpha * w.lm_score + o_.beta * w.n_words + o_.oov_penalty * w.n_oov;
+        double s = o_.alpha * w.lm_score + o_.beta * w.n_words + o_.oov_penalty * w.n_oov;
+        if (lookahead_ && w.partial && w.trie > 0) s += o_.alpha * d_.lookahead[w.trie];
+        return s;
     }
 
     // The state after completing the partial word of ``w`` (LM score, lexicon check, OOV count);
@@ -985,6 +1023,7 @@ class Search {
 
     const Decoder& d_;
     const Options& o_;
+    const bool lookahead_;
     std::vector<Node> nodes_;
     std::vector<WordState> pool_;  // completions of nodes (pronunciation lexicon)
     U64Map children_{1024};
@@ -1248,9 +1287,9 @@ PyObject* py_decode(PyObject*, PyObject* args) {
     Py_buffer lp_buf, len_buf;
     Options o;
     int threads;
-    if (!PyArg_ParseTuple(args, "Oy*y*iiddddidi", &cap, &lp_buf, &len_buf, &o.beam_size, &o.token_topk,
+    if (!PyArg_ParseTuple(args, "Oy*y*iiddddidi|p", &cap, &lp_buf, &len_buf, &o.beam_size, &o.token_topk,
                           &o.token_min_logp, &o.alpha, &o.beta, &o.oov_penalty, &o.nbest, &o.beam_threshold,
-                          &threads))
+                          &threads, &o.lm_lookahead))
         return nullptr;
     auto release = [&]() {
         PyBuffer_Release(&lp_buf);

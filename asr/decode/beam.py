@@ -77,6 +77,9 @@ class BeamOptions:
     # added per word outside the LM's vocabulary (LM without lexicon), as soon as its spelling
     # leaves the vocabulary; unweighted, like pyctcdecode's unk_score_offset and flashlight's unk_score
     oov_penalty: float = -10.0
+    # with an LM and a lexicon: score a partial word by alpha * the best unigram ln P of the words it
+    # can still become (flashlight's smearing), replaced by the LM score when it completes
+    lm_lookahead: bool = True
 
 
 @dataclass
@@ -216,7 +219,7 @@ def beam_search(
         raw = _ctcdecode.decode(dec, lp, np.ascontiguousarray(lens), options.beam_size, options.token_topk,
                                 options.token_min_logp, options.lm_weight, options.word_bonus,
                                 options.oov_penalty, options.nbest,
-                                options.beam_threshold, workers)
+                                options.beam_threshold, workers, options.lm_lookahead)
     else:
         raw = [reference_search(lp[b], int(lens[b]), options, tokens, lm, lexicon) for b in range(lp.shape[0])]
     return [

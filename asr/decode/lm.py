@@ -278,6 +278,10 @@ class NGramLM:
     def final(self, state: tuple[str, ...]) -> float:
         return self.score(state, "</s>")[0]
 
+    def unigram(self, word: str) -> float:
+        """ln P(word) without context (out-of-vocabulary words as ``<unk>``): the LM look-ahead."""
+        return self.score((), word)[0]
+
     def sentence_logprob(self, words: list[str], bos: bool = True, eos: bool = True) -> float:
         """ln P(sentence), from ``<s>`` when ``bos``, including ``</s>`` when ``eos``."""
         if self._ngrams is None and self.native is not None:  # the C++ model: no Python tables
@@ -325,6 +329,12 @@ class KenLMModel:
 
     def final(self, state) -> float:
         return self.score(state, "</s>")[0]
+
+    def unigram(self, word: str) -> float:
+        """ln P(word) without context: the LM look-ahead."""
+        state = self._kenlm.State()
+        self.model.NullContextWrite(state)
+        return self.score(state, word)[0]
 
     def sentence_logprob(self, words: list[str], bos: bool = True, eos: bool = True) -> float:
         return self.model.score(" ".join(words), bos=bos, eos=eos) * LN10

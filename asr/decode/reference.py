@@ -96,6 +96,19 @@ class _Words:
     done: tuple[str, ...] = ()  # the completed words (pronunciation lexicon only)
 
 
+def _lookahead(lm, words: Mapping[tuple[int, ...], list[str]] | set[str]) -> dict:
+    """Partial word (a spelling prefix, or a pronunciation prefix) -> the best unigram ln P of
+    the words it can still become: the LM look-ahead (``BeamOptions.lm_lookahead``)."""
+    best: dict = {}
+    items = words.items() if isinstance(words, Mapping) else ((w, (w,)) for w in words)
+    for key, ws in items:
+        score = max(lm.unigram(w) for w in ws)
+        for i in range(1, len(key) + 1):
+            if best.get(key[:i], NEG_INF) < score:
+                best[key[:i]] = score
+    return best
+
+
 def reference_search(
     log_probs: np.ndarray,
     length: int,
@@ -142,9 +155,14 @@ def reference_search(
     prefixes = None if vocab is None else {w[:i] for w in vocab for i in range(len(w) + 1)}
     oov_mode = lm is not None and lexicon is None and vocab is not None
     alpha, beta, gamma = options.lm_weight, options.word_bonus, options.oov_penalty
+    lookahead = _lookahead(lm, homophones if pron else vocab) \
+        if getattr(options, "lm_lookahead", False) and lm is not None and lexicon is not None else None
 
     def word_term(w: _Words) -> float:
-        return alpha * w.lm_score + beta * w.n_words + gamma * w.n_oov
+        s = alpha * w.lm_score + beta * w.n_words + gamma * w.n_oov
+        if lookahead is not None and w.partial:
+            s += alpha * lookahead[w.partial]
+        return s
 
     def complete(w: _Words, variant: int = 0) -> _Words | None:
         if not w.partial:
