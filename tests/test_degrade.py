@@ -292,6 +292,14 @@ def test_robustness_table_from_reports(tmp_path, capsys):
     assert tool.main([str(tmp_path), "--kinds", "mp3_24", "-o", str(out)]) == 0
     assert out.read_text().splitlines()[3] == "| mp3:24 | 60.00 | - | 30.00 | - |"
     assert "warning: no clean report" in capsys.readouterr().err
+    # a phone model's reports carry its PER: it comes first, with its ratio
+    for name, per in [("eval-dev-greedy", 0.30), ("eval-dev-mp3_24-greedy", 0.45)]:
+        (tmp_path / name).mkdir(exist_ok=True)
+        (tmp_path / name / "report.json").write_text(json.dumps({"summary": {"wer": 0.5, "cer": 0.2, "per": per}}))
+    assert tool.main([str(tmp_path), "--kinds", "mp3_24", "-o", str(out)]) == 0
+    rows = out.read_text().splitlines()
+    assert rows[0] == "| dev set | greedy PER % | x clean | greedy WER % | x clean | greedy CER % | x clean |"
+    assert rows[3] == "| mp3:24 | 45.00 | 1.50 | 50.00 | 1.00 | 20.00 | 1.00 |"
 
 
 def test_two_runs_on_one_folder_at_once(clips, tmp_path):

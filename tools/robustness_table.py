@@ -29,7 +29,8 @@ def _summary(path: Path) -> dict | None:
 
 
 def table(exp: Path, kinds: list[str], modes: list[str]) -> str:
-    """The markdown table: a row per dev set, WER, WER relative to clean and CER per mode.
+    """The markdown table: a row per dev set; per mode WER and CER (and PER first for a phone
+    model), each with its ratio to clean dev.
 
     Args:
         exp: the recipe's exp folder.
@@ -40,15 +41,17 @@ def table(exp: Path, kinds: list[str], modes: list[str]) -> str:
         markdown text (a table and a one-line legend).
     """
     clean = {m: _summary(exp / f"eval-dev-{m}") for m in modes}
-    head = "| dev set | " + " | ".join(f"{m} WER % | x clean | {m} CER % | x clean" for m in modes) + " |"
-    rows = [head, "|" + "---|" * (1 + 4 * len(modes))]
+    # a phone model's reports also carry the PER of its greedy phones: the meaningful greedy figure
+    keys = {m: ("per", "wer", "cer") if clean[m] and "per" in clean[m] else ("wer", "cer") for m in modes}
+    head = "| dev set | " + " | ".join(f"{m} {k.upper()} % | x clean" for m in modes for k in keys[m]) + " |"
+    rows = [head, "|" + "---|" * (1 + sum(2 * len(keys[m]) for m in modes))]
     for kind in ["clean", *kinds]:
         cells = [kind if kind == "clean" else kind.replace("_", ":", 1)]
         for m in modes:
             s = clean[m] if kind == "clean" else _summary(exp / f"eval-dev-{kind}-{m}")
             c = clean[m]
-            for key in ("wer", "cer"):
-                if s is None:
+            for key in keys[m]:
+                if s is None or key not in s:
                     cells += ["-", "-"]
                     continue
                 cells.append(f"{100 * s[key]:.2f}")
