@@ -9,8 +9,10 @@ import random
 import numpy as np
 import pytest
 
+from asr import lm_table
 from asr.decode import BeamOptions, beam_search
 from asr.decode import beam as beam_mod
+from asr.decode import lm as lm_mod
 from asr.decode.lm import LMError, NGramLM, arpa_text, load_lm, parse_arpa
 from asr.lm_build import estimate
 
@@ -56,10 +58,12 @@ def _with_counts(text: str, order: int, count: int) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize("impl", [pytest.param("native", marks=native), "python"])
+@pytest.mark.parametrize("impl", [pytest.param("native", marks=native), "python", "tables"])
 def test_bad_arpa_files_name_the_file_and_line(arpa, tmp_path, monkeypatch, impl):
+    # the C++ reader, and asr.decode.arpa's one Python reader under the decoder's dicts and lm_table
     if impl == "python":
         monkeypatch.setattr("asr.decode.lm._native_module", lambda: None)
+    load_lm = lm_table.read_arpa if impl == "tables" else lm_mod.load_lm
     text = arpa.read_text()
     n2 = len(parse_arpa(text)[2])
     wrong = tmp_path / "wrong.arpa"
@@ -79,6 +83,15 @@ def test_bad_arpa_files_name_the_file_and_line(arpa, tmp_path, monkeypatch, impl
     gz.write_bytes(gzip.compress(text.encode())[:-40])
     with pytest.raises(LMError, match=r"corrupt\.arpa\.gz: corrupt gzip"):
         load_lm(gz)
+    first = text.index("\n", text.index("\\2-grams:")) + 1  # the first 2-gram's line
+    prob, words, *bow = text[first : text.index("\n", first)].split("\t")
+    unknown = tmp_path / "unknown.arpa"
+    unknown.write_text(text[:first] + "\t".join([prob, "zebra " + words.split()[1], *bow]) + text[text.index("\n", first):])
+    with pytest.raises(LMError, match=rf"unknown\.arpa: line {text[:first].count(chr(10)) + 1}: word 'zebra' is not"):
+        load_lm(unknown)
+    (tmp_path / "bad.arpa").write_text("hello world\n")
+    with pytest.raises(LMError, match=r"bad\.arpa: .*ARPA file"):
+        load_lm(tmp_path / "bad.arpa")
 
 
 @native
