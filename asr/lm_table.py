@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 from array import array
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,27 +222,24 @@ def read_arpa(path: str | Path) -> NGramTables:
             not prefix-closed.
     """
     vocab: dict[str, int] = {}
-    ids: list[array] = []  # per order, the word ids of its n-grams, flat (C buffers: 4 or 8 bytes each)
-    prob: list[array] = []
-    bow: list[array] = []
-    for n, words, p, b in read_ngrams(file_lines(path), str(path)):
-        if n > len(ids):
-            ids.append(array("i"))
-            prob.append(array("d"))
-            bow.append(array("d"))
+    header: dict[int, int] = {}
+    # per order: word ids (flat), log10 probs, log10 back-offs, in C buffers (4 or 8 bytes each)
+    cols: dict[int, tuple[array, array, array]] = defaultdict(lambda: (array("i"), array("d"), array("d")))
+    for n, words, p, b in read_ngrams(file_lines(path), str(path), header):
         if n == 1:
             vocab.setdefault(words[0], len(vocab))
-        ids[-1].extend([vocab[w] for w in words])
-        prob[-1].append(p)
-        bow[-1].append(b)
+        ids, probs, bows = cols[n]
+        ids.extend([vocab[w] for w in words])
+        probs.append(p)
+        bows.append(b)
     tables = NGramTables(list(vocab), [], [], [])
-    for k in range(1, len(ids) + 1):
-        r = np.frombuffer(ids[k - 1], dtype=np.int32).reshape(-1, k)
+    for k in range(1, max(header) + 1):
+        ids, probs, bows = cols.pop(k, None) or cols[k]
+        r = np.frombuffer(ids, dtype=np.int32).reshape(-1, k)
         perm = _sort_order(r, len(vocab))
         tables.rows.append(r[perm])
-        tables.prob.append(np.frombuffer(prob[k - 1], dtype=np.float64)[perm])
-        tables.bow.append(np.frombuffer(bow[k - 1], dtype=np.float64)[perm])
-        ids[k - 1] = prob[k - 1] = bow[k - 1] = array("b")
+        tables.prob.append(np.frombuffer(probs, dtype=np.float64)[perm])
+        tables.bow.append(np.frombuffer(bows, dtype=np.float64)[perm])
     try:
         tables.keys()
     except LMError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import random
 
 import numpy as np
@@ -106,3 +107,18 @@ def test_lexicon_words_missing_from_the_lm_are_reported_once(arpa, caplog):
     warnings = [r.getMessage() for r in caplog.records if "not in the LM" in r.getMessage()]
     assert len(warnings) == 1
     assert "2 of 14 lexicon words" in warnings[0] and "<unk>" in warnings[0]
+
+
+@pytest.mark.parametrize("impl", [pytest.param("native", marks=native), "python", "tables"])
+def test_an_empty_section_still_counts_as_an_order(tmp_path, monkeypatch, impl):
+    path = tmp_path / "empty3.arpa"
+    path.write_text("\\data\\\nngram 1=3\nngram 2=1\nngram 3=0\n\n\\1-grams:\n-99\t<s>\t-0.5\n-0.3\ta\t-0.2\n"
+                    "-0.4\t</s>\n\n\\2-grams:\n-0.1\t<s> a\n\n\\3-grams:\n\n\\end\\\n")
+    if impl == "tables":
+        assert lm_table.read_arpa(path).counts() == {1: 3, 2: 1, 3: 0}
+        return
+    if impl == "python":
+        monkeypatch.setattr("asr.decode.lm._native_module", lambda: None)
+    lm = load_lm(path)
+    assert lm.info()["order"] == 3 and lm.info()["counts"] == [3, 1, 0]
+    assert lm.sentence_logprob(["a"]) / math.log(10) == pytest.approx(-0.1 - 0.2 - 0.4)

@@ -54,17 +54,20 @@ def file_lines(path: str | Path) -> Iterator[str]:
                 raise LMError(f"{path}: line {n}: not UTF-8 text ({e.reason}); is this an ARPA file?") from None
 
 
-def read_ngrams(lines: Iterable[str], source: str) -> Iterator[tuple[int, tuple[str, ...], float, float]]:
+def read_ngrams(lines: Iterable[str], source: str, header: dict[int, int] | None = None
+                ) -> Iterator[tuple[int, tuple[str, ...], float, float]]:
     """(order, words, log10 prob, log10 back-off (0.0 when absent)) for each n-gram, in file order.
 
     Args:
         lines: the file's lines (``file_lines(path)`` or ``text.splitlines()``).
         source: the file name, for error messages.
+        header: filled with the ``\\data\\`` counts ``{order: n-grams}`` (the model's order is
+            its largest key, even when that section is empty).
 
     Raises:
         LMError: ``source: line N: what``; nothing is yielded after the first bad line.
     """
-    header: dict[int, int] = {}
+    header = {} if header is None else header
     unigrams: set[str] = set()
     section = section_line = in_section = n = 0
     seen_data = ended = False

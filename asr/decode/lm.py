@@ -42,14 +42,15 @@ def parse_arpa(text: str, source: str = "<text>") -> dict[int, dict[tuple[str, .
     Returns:
         n-gram tables by order.
     """
-    return _tables(read_ngrams(text.splitlines(), source))
+    return _tables(text.splitlines(), source)
 
 
-def _tables(ngrams) -> dict[int, dict[tuple[str, ...], tuple[float, float]]]:
+def _tables(lines, source: str) -> dict[int, dict[tuple[str, ...], tuple[float, float]]]:
+    header: dict[int, int] = {}
     tables: dict[int, dict] = {}
-    for order, words, prob, bo in ngrams:
+    for order, words, prob, bo in read_ngrams(lines, source, header):
         tables.setdefault(order, {})[words] = (prob, bo)
-    return tables
+    return {n: tables.get(n, {}) for n in range(1, max(header) + 1)}
 
 
 def arpa_text(ngrams: dict[int, dict[tuple[str, ...], tuple[float, float]]]) -> str:
@@ -109,7 +110,7 @@ class NGramLM:
     def ngrams(self) -> dict[int, dict[tuple[str, ...], tuple[float, float]]]:
         """Python tables ``{order: {words: (log10 prob, log10 back-off)}}`` (parsed on first use)."""
         if self._ngrams is None:
-            self._ngrams = _tables(read_ngrams(file_lines(self.path), str(self.path)))
+            self._ngrams = _tables(file_lines(self.path), str(self.path))
         return self._ngrams
 
     @property
