@@ -1,11 +1,9 @@
-"""ARPA back-off n-gram files: the one Python reader (plain, gzip or xz) and its checks.
+"""ARPA back-off n-gram files: the one Python reader (plain, gzip or xz), streamed.
 
-``read_ngrams`` streams the n-grams of a file; the decoder's Python tables
-(``asr.decode.lm.parse_arpa``) and the numpy tables (``asr.lm_table.read_arpa``) are built
-from it. It checks what the C++ reader (``_ctcdecode.cpp``, the decoder's fast path) checks,
-with the same messages: the ``\\data\\`` header, sections in order and announced, each
-section's count against the header, words of higher orders among the unigrams, the closing
-``\\end\\`` (a missing one means a truncated file). Errors are one line, ``FILE: line N: what``.
+``read_ngrams`` feeds the decoder's dict tables (``asr.decode.lm``) and ``asr.lm_table``. It checks
+what the C++ reader of ``_ctcdecode.cpp`` checks, in the same one-line ``FILE: line N: what`` errors:
+the ``\\data\\`` header, sections in order and announced, each section's count, higher-order words
+among the unigrams, the closing ``\\end\\`` (without it: a truncated file).
 """
 
 from __future__ import annotations
