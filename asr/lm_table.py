@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import math
 import os
+from array import array
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from asr.decode.lm import LMError
+from asr.decode.arpa import file_lines, read_ngrams
+from asr.errors import LMError
 
 LN10 = math.log(10.0)
 
@@ -211,107 +214,37 @@ def from_dicts(model: dict[int, dict[tuple[str, ...], tuple[float, float]]]) -> 
 
 
 def read_arpa(path: str | Path) -> NGramTables:
-    """Read an ARPA file (plain, gzip or xz) into tables, checking the header counts.
+    """Read an ARPA file (plain, gzip or xz) into tables, with ``asr.decode.arpa``'s checks.
 
     Raises:
         LMError: naming the file and line: not ARPA, a bad line, a section whose length differs
-            from the header, a truncated file, a word missing from the unigrams.
+            from the header, a truncated file, a word missing from the unigrams, a model that is
+            not prefix-closed.
     """
-    from asr.lm_corpus import read_lines
-
-    path = Path(path)
-    if not path.is_file():
-        raise LMError(f"language model {path} does not exist")
-    header: dict[int, int] = {}
-    section, section_line = 0, 0
-    grams: dict[int, tuple[list, list, list]] = {}
-    done = seen_data = False
     vocab: dict[str, int] = {}
-    for n, line in read_lines(path):
-        line = line.strip()
-        if not line:
-            continue
-        if not seen_data:  # anything before \\data\\ is a comment
-            seen_data = line == "\\data\\"
-            continue
-        if line == "\\end\\":
-            done = True
-            break
-        if section == 0 and line.startswith("ngram "):
-            try:
-                k, c = line[6:].split("=")
-                header[int(k)] = int(c)
-            except ValueError:
-                raise LMError(f"{path}:{n}: bad header line {line!r}") from None
-            continue
-        if line.startswith("\\") and line.endswith("-grams:"):
-            _check_section(path, section, section_line, grams, header, n)
-            try:
-                section = int(line[1:].split("-")[0])
-            except ValueError:
-                raise LMError(f"{path}:{n}: bad section line {line!r}") from None
-            if section not in header:
-                raise LMError(f"{path}:{n}: section \\{section}-grams: is not in the \\data\\ header")
-            section_line = n
-            grams[section] = ([], [], [])
-            continue
-        if section == 0:
-            raise LMError(f"{path}:{n}: unexpected line {line[:60]!r} before the first n-gram section; "
-                          "is this an ARPA file?")
-        parts = line.split()
-        if len(parts) not in (section + 1, section + 2):
-            raise LMError(f"{path}:{n}: expected a probability, {section} words and maybe a back-off")
-        try:
-            p = float(parts[0])
-            b = float(parts[section + 1]) if len(parts) == section + 2 else 0.0
-        except ValueError:
-            raise LMError(f"{path}:{n}: bad number in {line[:80]!r}") from None
-        words = parts[1 : section + 1]
-        if section == 1:
+    header: dict[int, int] = {}
+    # per order: word ids (flat), log10 probs, log10 back-offs, in C buffers (4 or 8 bytes each)
+    cols: dict[int, tuple[array, array, array]] = defaultdict(lambda: (array("i"), array("d"), array("d")))
+    for n, words, p, b in read_ngrams(file_lines(path), str(path), header):
+        if n == 1:
             vocab.setdefault(words[0], len(vocab))
-        try:
-            ids = [vocab[w] for w in words]
-        except KeyError as e:
-            raise LMError(f"{path}:{n}: word {e.args[0]!r} is not among the unigrams") from None
-        g = grams[section]
-        g[0].append(ids)
-        g[1].append(p)
-        g[2].append(b)
-    if not header:
-        raise LMError(f"{path}: no \\data\\ header; is this an ARPA file?")
-    if not done:
-        raise LMError(f"{path}: truncated: the file ends inside the \\{section}-grams: section "
-                      f"(started on line {section_line}) without \\end\\")
-    _check_section(path, section, section_line, grams, header, 0)
-    order = max(header)
-    missing = [k for k in range(1, order + 1) if k not in grams]
-    if missing:
-        raise LMError(f"{path}: no \\{missing[0]}-grams: section (the header lists {order} orders)")
-    words = [""] * len(vocab)
-    for w, i in vocab.items():
-        words[i] = w
-    rows, prob, bow = [], [], []
-    for k in range(1, order + 1):
-        r = np.array(grams[k][0], dtype=np.int32).reshape(-1, k)
-        perm = _sort_order(r, len(words))
-        rows.append(r[perm])
-        prob.append(np.array(grams[k][1], dtype=np.float64)[perm])
-        bow.append(np.array(grams[k][2], dtype=np.float64)[perm])
-        del grams[k]
-    tables = NGramTables(words, rows, prob, bow)
+        ids, probs, bows = cols[n]
+        ids.extend([vocab[w] for w in words])
+        probs.append(p)
+        bows.append(b)
+    tables = NGramTables(list(vocab), [], [], [])
+    for k in range(1, max(header) + 1):
+        ids, probs, bows = cols.pop(k, None) or cols[k]
+        r = np.frombuffer(ids, dtype=np.int32).reshape(-1, k)
+        perm = _sort_order(r, len(vocab))
+        tables.rows.append(r[perm])
+        tables.prob.append(np.frombuffer(probs, dtype=np.float64)[perm])
+        tables.bow.append(np.frombuffer(bows, dtype=np.float64)[perm])
     try:
         tables.keys()
     except LMError as e:
         raise LMError(f"{path}: {e}") from None
     return tables
-
-
-def _check_section(path, section, section_line, grams, header, n) -> None:
-    if section and len(grams[section][0]) != header[section]:
-        where = f"line {n}" if n else "the end"
-        raise LMError(f"{path}:{section_line}: the \\{section}-grams: section has {len(grams[section][0])} "
-                      f"entries up to {where}, the header says ngram {section}={header[section]} "
-                      "(wrong counts or a truncated file)")
 
 
 def sentence_queries(tables: NGramTables, sentences, unk_words: set | None = None):

@@ -1,7 +1,8 @@
 """``asr serve``: the OpenAI-compatible transcription endpoint and a page to try it.
 
     POST /v1/audio/transcriptions   multipart: file, model, response_format (json | text | srt |
-                                    vtt | verbose_json), timestamp_granularities[], language
+                                    vtt | verbose_json), timestamp_granularities[], language,
+                                    nbest (json formats: the N best texts with their scores)
     GET  /v1/models                 the served model
     GET  /health                    status, limits, queue and batching figures
     GET  /                          the page (asr/static/): upload or record, words highlighted
@@ -173,9 +174,12 @@ def _segments_json(t, tokenizer) -> list[dict]:
 
 
 def format_response(t, fmt: str, granularities: list[str], language: str, tokenizer):
-    """The response body for one Transcript in OpenAI's ``response_format``."""
+    """The response body for one Transcript in OpenAI's ``response_format`` (json formats: plus
+    ``alternatives`` [{"text", "score"}], best first, when the request asked for ``nbest``)."""
+    alts = {"alternatives": [{"text": a, "score": round(s, 3)} for a, s in t.alternatives]} if t.alternatives else {}
     if fmt == "json":
-        return JSONResponse({"text": t.text, "usage": {"type": "duration", "seconds": round(t.duration, 3)}})
+        return JSONResponse({"text": t.text, "usage": {"type": "duration", "seconds": round(t.duration, 3)},
+                             **alts})
     if fmt == "text":
         return PlainTextResponse(t.text + "\n")
     if fmt in ("srt", "vtt"):
@@ -187,7 +191,7 @@ def format_response(t, fmt: str, granularities: list[str], language: str, tokeni
     if "word" in granularities:
         body["words"] = [{"word": w["word"], "start": w["start"], "end": w["end"],
                           "confidence": w.get("confidence")} for w in t.words]
-    return JSONResponse(body)
+    return JSONResponse({**body, **alts})
 
 
 def _field(form, name: str, default: str = "") -> str:
@@ -195,6 +199,29 @@ def _field(form, name: str, default: str = "") -> str:
     if not isinstance(v, str):
         raise ApiError(400, f"'{name}' must be a text field, not a file", name, "invalid_value")
     return v.strip()
+
+
+def _nbest(value: str, fmt: str, options) -> int:
+    """The ``nbest`` field checked against the format and the server's decoding; 0 when absent."""
+    if not value:
+        return 0
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ApiError(400, f"nbest must be a whole number of hypotheses, 1 or more; got '{value}'",
+                       "nbest", "invalid_value")
+    if fmt not in ("json", "verbose_json"):
+        raise ApiError(400, f"nbest alternatives come in response_format json or verbose_json, not {fmt}",
+                       "nbest", "invalid_value")
+    if n > 1 and not options.uses_beam:
+        raise ApiError(400, f"nbest={n} needs the beam search, and this server decodes greedily (one "
+                       "hypothesis); start it with asr serve --method beam", "nbest", "invalid_value")
+    if n > options.beam_size:
+        raise ApiError(400, f"nbest={n} is more than this server's beam keeps ({options.beam_size}; "
+                       "asr serve --beam-size)", "nbest", "invalid_value")
+    return n
 
 
 def create_app(model, opts: ServeOptions = ServeOptions()) -> FastAPI:
@@ -317,10 +344,11 @@ def create_app(model, opts: ServeOptions = ServeOptions()) -> FastAPI:
             except ValueError:
                 raise ApiError(400, f"temperature must be a number; got '{temp}'", "temperature",
                                "invalid_value") from None
+            nbest = _nbest(_field(form, "nbest"), fmt, model.options)
             path, _ = await asyncio.to_thread(_save_upload, upload, opts.max_audio_seconds)
         try:
             segs = iter_segments(path, model.sample_rate, model.segment_opts)
-            t = await transcribe_segments(batcher, segs, fmt in ("srt", "vtt", "verbose_json"))
+            t = await transcribe_segments(batcher, segs, fmt in ("srt", "vtt", "verbose_json"), nbest)
         except AudioError as e:
             raise ApiError(400, str(e).replace(str(path), upload.filename or "file"), "file",
                            "invalid_audio") from None
@@ -351,6 +379,7 @@ _OPENAPI_FORM = {"requestBody": {"required": True, "content": {"multipart/form-d
         "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["word", "segment"]}},
         "language": {"type": "string"},
         "temperature": {"type": "number"},
+        "nbest": {"type": "integer", "minimum": 1, "description": "also return the N best texts with scores"},
         "prompt": {"type": "string"}}}}}}}
 
 

@@ -40,6 +40,7 @@ class _Item:
     offset: float  # seconds from the start of the request's recording
     timestamps: bool  # word times wanted
     future: asyncio.Future
+    nbest: int = 0  # alternatives wanted (0: the model's own options)
 
 
 @dataclass
@@ -85,12 +86,26 @@ class Batcher:
         """Segments queued and not yet in a model call."""
         return self._queue.qsize() if self._queue is not None else 0
 
-    def submit(self, wav: np.ndarray, offset: float, timestamps: bool) -> asyncio.Future:
-        """Queue one segment; the future gives its Transcript (word times shifted by ``offset``)."""
+    def submit(self, wav: np.ndarray, offset: float, timestamps: bool, nbest: int = 0) -> asyncio.Future:
+        """Queue one segment; the future gives its Transcript (word times shifted by ``offset``;
+        ``nbest`` > 0: up to that many alternatives, else the model's own ``options.nbest``)."""
         assert self._queue is not None, "Batcher.start() was not awaited"
         fut = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(wav, offset, timestamps, fut))
+        self._queue.put_nowait(_Item(wav, offset, timestamps, fut, nbest))
         return fut
+
+    def _call(self, items: list[_Item]) -> list:
+        """One batch through the model (in a pool thread): one call per distinct ``nbest``, so
+        a request's alternatives never depend on the requests it shares a batch with."""
+        outs: list = [None] * len(items)
+        for n in sorted({i.nbest for i in items}):
+            idx = [k for k, i in enumerate(items) if i.nbest == n]
+            opts = dataclasses.replace(self.model.options, nbest=n) if n else None
+            got = self.model.transcribe_batch([items[k].wav for k in idx], [items[k].timestamps for k in idx],
+                                              [items[k].offset for k in idx], opts)
+            for k, t in zip(idx, got):
+                outs[k] = t
+        return outs
 
     async def _collect(self) -> list[_Item]:
         """The next batch: the first live item, then whatever joins within ``max_wait_ms``."""
@@ -126,9 +141,7 @@ class Batcher:
             items = await self._collect()
             t0 = time.perf_counter()
             try:
-                outs = await loop.run_in_executor(
-                    self._pool, self.model.transcribe_batch, [i.wav for i in items],
-                    [i.timestamps for i in items], [i.offset for i in items])
+                outs = await loop.run_in_executor(self._pool, self._call, items)
             except Exception as e:  # a model failure fails this batch's requests, not the server
                 log.exception("model call failed on a batch of %d segments", len(items))
                 for i in items:
@@ -147,7 +160,7 @@ class Batcher:
 
 
 async def transcribe_segments(batcher: Batcher, segments: Iterator[tuple[float, np.ndarray]],
-                              timestamps: bool):
+                              timestamps: bool, nbest: int = 0):
     """Transcribe one recording through the batcher and stitch its segments.
 
     Args:
@@ -155,13 +168,16 @@ async def transcribe_segments(batcher: Batcher, segments: Iterator[tuple[float, 
         segments: (start seconds, (samples,) float32) pieces of the recording, in order
             (``asr.transcribe.iter_segments``); advanced in a thread, since it decodes audio.
         timestamps: fill the word times.
+        nbest: > 0: also the recording's ``nbest`` best (text, score) in ``alternatives``.
 
     Returns:
-        an ``asr.transcribe.Transcript`` with text, words (if asked), segments and duration.
+        an ``asr.transcribe.Transcript`` with text, words (if asked), segments, duration and
+        (``nbest``) alternatives.
 
     Raises:
         AudioError: from the segment iterator (unreadable or non-finite audio).
     """
+    from asr.decoding import combine_nbest
     from asr.transcribe import Transcript
 
     rate = batcher.model.sample_rate
@@ -175,7 +191,7 @@ async def transcribe_segments(batcher: Batcher, segments: Iterator[tuple[float, 
             if nxt is sentinel:
                 break
             off, wav = nxt
-            pending.append((off, wav, batcher.submit(wav, off, timestamps)))
+            pending.append((off, wav, batcher.submit(wav, off, timestamps, nbest)))
             if len(pending) >= in_flight:
                 off0, wav0, fut = pending.pop(0)
                 done.append((off0, off0 + wav0.size / rate, await fut))
@@ -195,4 +211,6 @@ async def transcribe_segments(batcher: Batcher, segments: Iterator[tuple[float, 
         out.score += t.score
         out.duration = max(out.duration, end)
     out.text = " ".join(texts)
+    if nbest:
+        out.alternatives = combine_nbest([t.alternatives for _, _, t in done], nbest)
     return out

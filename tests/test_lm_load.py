@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import random
 
 import numpy as np
 import pytest
 
+from asr import lm_table
 from asr.decode import BeamOptions, beam_search
 from asr.decode import beam as beam_mod
+from asr.decode import lm as lm_mod
 from asr.decode.lm import LMError, NGramLM, arpa_text, load_lm, parse_arpa
 from asr.lm_build import estimate
 
@@ -56,10 +59,12 @@ def _with_counts(text: str, order: int, count: int) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize("impl", [pytest.param("native", marks=native), "python"])
+@pytest.mark.parametrize("impl", [pytest.param("native", marks=native), "python", "tables"])
 def test_bad_arpa_files_name_the_file_and_line(arpa, tmp_path, monkeypatch, impl):
+    # the C++ reader, and asr.decode.arpa's one Python reader under the decoder's dicts and lm_table
     if impl == "python":
         monkeypatch.setattr("asr.decode.lm._native_module", lambda: None)
+    load_lm = lm_table.read_arpa if impl == "tables" else lm_mod.load_lm
     text = arpa.read_text()
     n2 = len(parse_arpa(text)[2])
     wrong = tmp_path / "wrong.arpa"
@@ -79,6 +84,15 @@ def test_bad_arpa_files_name_the_file_and_line(arpa, tmp_path, monkeypatch, impl
     gz.write_bytes(gzip.compress(text.encode())[:-40])
     with pytest.raises(LMError, match=r"corrupt\.arpa\.gz: corrupt gzip"):
         load_lm(gz)
+    first = text.index("\n", text.index("\\2-grams:")) + 1  # the first 2-gram's line
+    prob, words, *bow = text[first : text.index("\n", first)].split("\t")
+    unknown = tmp_path / "unknown.arpa"
+    unknown.write_text(text[:first] + "\t".join([prob, "zebra " + words.split()[1], *bow]) + text[text.index("\n", first):])
+    with pytest.raises(LMError, match=rf"unknown\.arpa: line {text[:first].count(chr(10)) + 1}: word 'zebra' is not"):
+        load_lm(unknown)
+    (tmp_path / "bad.arpa").write_text("hello world\n")
+    with pytest.raises(LMError, match=r"bad\.arpa: .*ARPA file"):
+        load_lm(tmp_path / "bad.arpa")
 
 
 @native
@@ -93,3 +107,18 @@ def test_lexicon_words_missing_from_the_lm_are_reported_once(arpa, caplog):
     warnings = [r.getMessage() for r in caplog.records if "not in the LM" in r.getMessage()]
     assert len(warnings) == 1
     assert "2 of 14 lexicon words" in warnings[0] and "<unk>" in warnings[0]
+
+
+@pytest.mark.parametrize("impl", [pytest.param("native", marks=native), "python", "tables"])
+def test_an_empty_section_still_counts_as_an_order(tmp_path, monkeypatch, impl):
+    path = tmp_path / "empty3.arpa"
+    path.write_text("\\data\\\nngram 1=3\nngram 2=1\nngram 3=0\n\n\\1-grams:\n-99\t<s>\t-0.5\n-0.3\ta\t-0.2\n"
+                    "-0.4\t</s>\n\n\\2-grams:\n-0.1\t<s> a\n\n\\3-grams:\n\n\\end\\\n")
+    if impl == "tables":
+        assert lm_table.read_arpa(path).counts() == {1: 3, 2: 1, 3: 0}
+        return
+    if impl == "python":
+        monkeypatch.setattr("asr.decode.lm._native_module", lambda: None)
+    lm = load_lm(path)
+    assert lm.info()["order"] == 3 and lm.info()["counts"] == [3, 1, 0]
+    assert lm.sentence_logprob(["a"]) / math.log(10) == pytest.approx(-0.1 - 0.2 - 0.4)

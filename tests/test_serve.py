@@ -5,6 +5,7 @@ concurrent requests, the bounded queue (503 + Retry-After), the request timeout 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -185,6 +186,8 @@ def test_every_bad_request_is_an_openai_error_and_the_server_keeps_serving(serve
         ([("language", "fr")], [good], 400, "unsupported_language", "'en'"),
         ([("model", "whisper-1")], [good], 404, "model_not_found", "digits"),
         ([("model", "digits")], [], 400, "missing_file", "file"),
+        ([("nbest", "two")], [good], 400, "invalid_value", "nbest must be a whole number"),
+        ([("nbest", "2")], [good], 400, "invalid_value", "--method beam"),  # a greedy server: one hypothesis
         ([("file", "just text")], [], 400, "invalid_file", "file"),
     ]
     for fields, files, status, code, words in cases:
@@ -296,6 +299,43 @@ def test_long_recording_is_cut_batched_and_stitched(model, tmp_path):
     assert v.text == ref.text
     assert [(w.word, w.start, w.end) for w in v.words] == [(w["word"], w["start"], w["end"]) for w in ref.words]
     assert v.duration == pytest.approx(sf.info(str(p)).duration, abs=0.01)
+
+
+def test_nbest_alternatives_with_scores_in_the_json_formats(model, digits_wav):
+    path, _ = digits_wav
+    beam = model.with_decoding(method="beam", beam_size=4)
+    ref = beam.transcribe(str(path), dataclasses.replace(beam.options, nbest=3))
+    assert len(ref.alternatives) >= 2 and ref.alternatives[0][0] == ref.text
+    good = [("file", "d.wav", path.read_bytes(), "audio/wav")]
+    with running(beam, max_wait_ms=0) as (url, _):
+        url += "/v1/audio/transcriptions"
+        for fmt in ("json", "verbose_json"):
+            status, _, body = post(url, [("nbest", "3"), ("response_format", fmt)], good)
+            assert status == 200, body
+            out = json.loads(body)
+            assert out["text"] == ref.text
+            assert [a["text"] for a in out["alternatives"]] == [t for t, _ in ref.alternatives]
+            assert [a["score"] for a in out["alternatives"]] == pytest.approx([s for _, s in ref.alternatives],
+                                                                              abs=2e-3)
+        for value, fmt, words in [("0", "json", "1 or more"), ("1.5", "json", "whole number"),
+                                  ("5", "json", "beam keeps (4"), ("2", "srt", "json or verbose_json")]:
+            err = _error(*post(url, [("nbest", value), ("response_format", fmt)], good), 400, "invalid_value")
+            assert words in err["message"] and err["param"] == "nbest", err
+    # a plain request and an nbest one in one batch: a model call each, neither changes the other
+    with running(beam, max_batch=2, max_wait_ms=10_000) as (url, held):
+        res: dict = {}
+        threads = [threading.Thread(target=lambda f=f: res.__setitem__(len(f), json.loads(
+            post(url + "/v1/audio/transcriptions", f, good)[2]))) for f in ([], [("nbest", "2")])]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        with urllib.request.urlopen(url + "/health", timeout=30) as r:
+            stats = json.loads(r.read())["batching"]
+        assert (stats["model_calls"], stats["segments"]) == (1, 2) and held.sizes == [1, 1]
+    assert "alternatives" not in res[0] and res[0]["text"] == ref.text
+    two = beam.transcribe(str(path), dataclasses.replace(beam.options, nbest=2)).alternatives
+    assert [a["text"] for a in res[1]["alternatives"]] == [t for t, _ in two]
 
 
 def test_full_queue_answers_503_with_retry_after_and_timeouts_504(model, digits_wav):

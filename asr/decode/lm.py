@@ -14,10 +14,10 @@ first use.
 
 from __future__ import annotations
 
-import gzip
 import math
 from pathlib import Path
 
+from asr.decode.arpa import compression, file_lines, open_arpa, read_ngrams
 from asr.errors import LMError
 
 LN10 = math.log(10.0)
@@ -32,25 +32,8 @@ def _native_module():
     return _ctcdecode
 
 
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
-
-
-def _read_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        raise LMError(f"language model {path} does not exist")
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            raise LMError(f"{path}: corrupt gzip file ({e}); download or build it again") from None
-    return data
-
-
 def parse_arpa(text: str, source: str = "<text>") -> dict[int, dict[tuple[str, ...], tuple[float, float]]]:
-    """Parse ARPA text into ``{order: {words: (log10 prob, log10 backoff)}}``.
+    """Parse ARPA text into ``{order: {words: (log10 prob, log10 backoff)}}`` (``asr.decode.arpa``'s checks).
 
     Args:
         text: the whole ARPA file.
@@ -59,59 +42,15 @@ def parse_arpa(text: str, source: str = "<text>") -> dict[int, dict[tuple[str, .
     Returns:
         n-gram tables by order.
     """
-    ngrams: dict[int, dict] = {}
-    announced: dict[int, int] = {}
-    starts: dict[int, int] = {}  # line of each section's header
-    order = 0
-    ended = False
-    n = 0
+    return _tables(text.splitlines(), source)
 
-    def check(section: int, truncated: bool) -> None:
-        if section and len(ngrams[section]) != announced.get(section, -1):
-            raise LMError(f"{source}: line {starts[section]}: the \\data\\ header announces "
-                          f"{announced.get(section, -1)} {section}-grams but the \\{section}-grams: section "
-                          f"holds {len(ngrams[section])}" + (" (truncated file?)" if truncated else ""))
 
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line == "\\data\\":
-            continue
-        if line.startswith("ngram ") and order == 0:
-            try:
-                k, c = line[6:].split("=")
-                announced[int(k)] = int(c)
-            except ValueError:
-                raise LMError(f"{source}: line {n}: bad header line {line!r}") from None
-            continue
-        if line.startswith("\\") and line.endswith("-grams:"):
-            check(order, False)
-            order = int(line[1:].split("-")[0])
-            ngrams[order] = {}
-            starts[order] = n
-            continue
-        if line == "\\end\\":
-            ended = True
-            break
-        if order == 0:
-            continue
-        parts = line.split()
-        if len(parts) < order + 1:
-            raise LMError(f"{source}: line {n}: expected {order} words after the probability")
-        try:
-            prob = float(parts[0])
-            bo = float(parts[1 + order]) if len(parts) > order + 1 else 0.0
-        except ValueError:
-            raise LMError(f"{source}: line {n}: bad number in {line!r}") from None
-        ngrams[order][tuple(parts[1 : 1 + order])] = (prob, bo)
-    if 1 not in ngrams:
-        raise LMError(f"{source}: no \\1-grams: section; is this an ARPA file?")
-    check(order, not ended)
-    if announced and order != max(announced):
-        raise LMError(f"{source}: the \\data\\ header announces {max(announced)}-grams but the file has "
-                      f"sections up to {order} (truncated file?)")
-    if not ended:
-        raise LMError(f"{source}: line {n}: the file ends without \\end\\ (truncated file?)")
-    return ngrams
+def _tables(lines, source: str) -> dict[int, dict[tuple[str, ...], tuple[float, float]]]:
+    header: dict[int, int] = {}
+    tables: dict[int, dict] = {}
+    for order, words, prob, bo in read_ngrams(lines, source, header):
+        tables.setdefault(order, {})[words] = (prob, bo)
+    return {n: tables.get(n, {}) for n in range(1, max(header) + 1)}
 
 
 def arpa_text(ngrams: dict[int, dict[tuple[str, ...], tuple[float, float]]]) -> str:
@@ -142,19 +81,17 @@ class NGramLM:
     -0.5
     """
 
-    def __init__(self, ngrams: dict | None = None, path: str | Path | None = None,
-                 data: bytes | None = None):
-        if ngrams is None and data is None and path is None:
-            raise ValueError("give the n-gram tables, the ARPA bytes or the file")
+    def __init__(self, ngrams: dict | None = None, path: str | Path | None = None):
+        if ngrams is None and path is None:
+            raise ValueError("give the n-gram tables or the ARPA file")
         self.path = Path(path) if path else None
         self._ngrams = ngrams
-        self._data = data
         self._native = None
         self._cache: dict[tuple[tuple[str, ...], str], tuple[float, tuple[str, ...]]] = {}
 
     @classmethod
     def from_arpa(cls, path: str | Path) -> NGramLM:
-        """Read an ARPA file (optionally gzipped); errors name the file and line.
+        """Read an ARPA file (plain, gzip or xz); errors name the file and line.
 
         With the C++ extension, a plain file is parsed in C++ straight from the disk (no copy in
         Python) and the Python tables (``ngrams``) are only built if something asks for them.
@@ -169,18 +106,11 @@ class NGramLM:
             lm.ngrams  # noqa: B018
         return lm
 
-    def _text(self) -> str:
-        data = self._data if self._data is not None else _read_bytes(self.path)
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise LMError(f"{self.path}: not an ARPA text file ({e})") from None
-
     @property
     def ngrams(self) -> dict[int, dict[tuple[str, ...], tuple[float, float]]]:
         """Python tables ``{order: {words: (log10 prob, log10 back-off)}}`` (parsed on first use)."""
         if self._ngrams is None:
-            self._ngrams = parse_arpa(self._text(), str(self.path))
+            self._ngrams = _tables(file_lines(self.path), str(self.path))
         return self._ngrams
 
     @property
@@ -190,15 +120,12 @@ class NGramLM:
             mod = _native_module()
             if mod is None:
                 return None
+            data = arpa_text(self._ngrams).encode() if self.path is None else None
+            if data is None and compression(self.path):
+                with open_arpa(self.path) as f:
+                    data = f.read()
             try:
-                if self._data is not None:
-                    self._native = mod.lm_from_arpa(self._data)
-                elif self.path is None:
-                    self._native = mod.lm_from_arpa(arpa_text(self._ngrams).encode())
-                elif _is_gzip(self.path):
-                    self._native = mod.lm_from_arpa(_read_bytes(self.path))
-                else:
-                    self._native = mod.lm_from_file(str(self.path))
+                self._native = mod.lm_from_file(str(self.path)) if data is None else mod.lm_from_arpa(data)
             except ValueError as e:
                 raise LMError(f"{self.path or 'ARPA text'}: {e}") from None
             except OSError as e:
@@ -341,7 +268,7 @@ class KenLMModel:
 
 
 def load_lm(path: str | Path) -> NGramLM | KenLMModel:
-    """Load an ARPA file (plain or gzipped) or a KenLM binary (needs the kenlm package).
+    """Load an ARPA file (plain, gzip or xz) or a KenLM binary (needs the kenlm package).
 
     Args:
         path: the model file.
