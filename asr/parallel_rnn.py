@@ -28,6 +28,7 @@ Only gradient-tracking (training) passes use it; inference keeps the sequential 
 from __future__ import annotations
 
 import os
+import struct
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -82,7 +83,9 @@ def direction_pool() -> ThreadPoolExecutor:
     return _pool
 
 
-_TINY = 5e-324  # the smallest denormal double: x * 1.0 is 0 when denormals are flushed
+# The smallest denormal double, from its bits: x * 1.0 is 0 when this thread flushes denormals.
+# (Not the literal 5e-324: parsing it while denormals are flushed gives 0.0.)
+_TINY = struct.unpack("<d", struct.pack("<q", 1))[0]
 
 
 def _flush_denormal_on() -> bool:
