@@ -35,6 +35,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from asr.config import SUBSAMPLING_FACTOR, ModelConfig
 from asr.features import lengths_to_mask
 from asr.frames import subsampled_frames
+from asr.parallel_rnn import run_directions
 
 
 def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -150,6 +151,19 @@ class RNNLayer(nn.Module):
         self.output_size = unit * (2 if cfg.bidirectional else 1)
         self.norm = nn.LayerNorm(self.output_size) if cfg.layer_norm else None
         self.packed = cfg.rnn_type != "lstm_peephole"
+        self.direction_parallel = False  # runtime switch (set_direction_parallel), not in the state dict
+
+    def _cpu_kernel(self, x: torch.Tensor) -> contextlib.AbstractContextManager:
+        """PyTorch's native LSTM kernel instead of oneDNN where oneDNN is slow or lacks bf16."""
+        if x.is_cuda:
+            return contextlib.nullcontext()
+        small_inference = (not torch.is_grad_enabled() and isinstance(self.fwd, nn.LSTM)
+                           and x.shape[0] < NATIVE_LSTM_BELOW_BATCH)
+        # bf16 forced (train.amp=bf16) on a CPU where oneDNN has no bf16 LSTM: PyTorch's native
+        # kernel runs the recurrence in fp32 (autocast does not cast it; ~10x slower to train than
+        # oneDNN, measured on an AVX2 CPU); the rest stays bf16. Only for tests and comparisons.
+        no_bf16_lstm = _cpu_bf16_autocast() and not onednn_bf16_lstm()
+        return _without_onednn() if (small_inference or no_bf16_lstm) else contextlib.nullcontext()
 
     def _run(self, rnn: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if x.is_cuda and self.packed:
@@ -157,25 +171,36 @@ class RNNLayer(nn.Module):
             out, _ = rnn(packed)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
             return out
-        small_inference = (not x.is_cuda and not torch.is_grad_enabled() and isinstance(rnn, nn.LSTM)
-                           and x.shape[0] < NATIVE_LSTM_BELOW_BATCH)
-        # bf16 forced (train.amp=bf16) on a CPU where oneDNN has no bf16 LSTM: PyTorch's native
-        # kernel runs the recurrence in fp32 (autocast does not cast it; ~10x slower to train than
-        # oneDNN, measured on an AVX2 CPU); the rest stays bf16. Only for tests and comparisons.
-        no_bf16_lstm = not x.is_cuda and _cpu_bf16_autocast() and not onednn_bf16_lstm()
-        with _without_onednn() if (small_inference or no_bf16_lstm) else contextlib.nullcontext():
+        with self._cpu_kernel(x):
             out, _ = rnn(x)  # forward recurrence: padding comes after every valid step
         return out
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x: (B, T, D), lengths: (B,) -> (B, T, output_size), zero beyond lengths."""
-        out = self._run(self.fwd, x, lengths)
-        if self.bwd is not None:
-            rev = self._run(self.bwd, reverse_within_lengths(x, lengths), lengths)
+        if self.bwd is not None and self.direction_parallel and not x.is_cuda and torch.is_grad_enabled():
+            # both directions at once on two cores (asr.parallel_rnn); the kernel choice is made
+            # here, once: torch.backends.mkldnn.enabled is process-wide, not per worker thread
+            with self._cpu_kernel(x):
+                out, rev = run_directions(self.fwd, self.bwd, x, reverse_within_lengths(x, lengths))
             out = torch.cat([out, reverse_within_lengths(rev, lengths)], dim=2)
+        else:
+            out = self._run(self.fwd, x, lengths)
+            if self.bwd is not None:
+                rev = self._run(self.bwd, reverse_within_lengths(x, lengths), lengths)
+                out = torch.cat([out, reverse_within_lengths(rev, lengths)], dim=2)
         if self.norm is not None:
             out = self.norm(out)
         return out * lengths_to_mask(lengths.to(x.device), x.shape[1])[..., None]
+
+
+def set_direction_parallel(model: nn.Module, on: bool) -> int:
+    """Run (or stop running) the two directions of every bidirectional layer of ``model``
+    concurrently while training on the CPU (asr.parallel_rnn). A runtime switch: parameters,
+    state dict and results stay the same. Returns the number of layers it applies to."""
+    layers = [m for m in model.modules() if isinstance(m, RNNLayer) and m.bwd is not None]
+    for m in layers:
+        m.direction_parallel = on
+    return len(layers)
 
 
 class Subsampling(nn.Module):

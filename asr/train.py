@@ -54,8 +54,9 @@ from asr.checkpoint import (
 from asr.config import Config, save_config, to_dict
 from asr.ctc import compute_loss
 from asr.data import BucketBatchSampler
-from asr.model import count_parameters
+from asr.model import count_parameters, set_direction_parallel
 from asr.optim import LRSchedule, make_optimizer
+from asr.parallel_rnn import resolve_direction_parallel
 from asr.runlog import RunLog
 from asr.runtime import (
     TrainingError,
@@ -153,6 +154,10 @@ class Trainer:
         log.info("precision: %s autocast around the model, CTC loss and features in fp32 (%s)"
                  if self.amp else "precision: %s (%s)", str(self.amp or "fp32").replace("torch.", ""),
                  self.amp_reason)
+        par, why = resolve_direction_parallel(cfg.train.direction_parallel, self.device, cfg.model.rnn_type,
+                                              cfg.model.bidirectional, torch.get_num_threads())
+        set_direction_parallel(self.model, par)  # runtime only: the checkpoints are the same either way
+        log.info("directions of each layer: %s (%s)", "in parallel, one core each" if par else "in turn", why)
         log.info("data: %d training utterances (%.2f h), %s%s", len(train_utts), self.train_seconds / 3600,
                  self.validator.describe(),
                  f"; waveforms cached in RAM as int16 (up to {cfg.data.cache_max_gb:g} GB)" if self.cache else "")

@@ -25,8 +25,18 @@ Opus decoding in the data loader) on the same utterances, side by side:
           row says "not supported on this CPU"; --force-bf16 measures the emulation anyway);
 - cache + bf16.
 
+- direction-parallel: train.direction_parallel=on (the two directions of each layer at once,
+          one core each, asr.parallel_rnn); the other rows run with it off.
+
 Each row also splits the wall time into data loading (decode, speed perturbation, collate),
 features (the frontend) and the rest (model, CTC, backward, Adam).
+
+Direction parallelism on the bare model (``ours``, same batches and audio budget): sequential
+with 1 thread, sequential with --threads threads, and the two directions in parallel (one
+thread each; the rest of the step on --threads). ``--directions`` runs only that table and the
+pipeline's today and direction-parallel rows:
+
+    .venv/bin/python tools/bench_train.py --directions --train-seconds 600 --pipeline-seconds 600
 
     flock /tmp/asr-cpu.lock .venv/bin/python tools/bench_train.py           # about 5 minutes
     .venv/bin/python tools/bench_train.py --train-seconds 100 --infer-seconds 300   # quicker
@@ -55,7 +65,7 @@ from asr.audio import load_audio  # noqa: E402
 from asr.config import FeatureConfig, ModelConfig  # noqa: E402
 from asr.data import BucketBatchSampler, Utterance, read_manifest, write_manifest  # noqa: E402
 from asr.features import Frontend  # noqa: E402
-from asr.model import CTCModel, Subsampling, count_parameters  # noqa: E402
+from asr.model import CTCModel, Subsampling, count_parameters, set_direction_parallel  # noqa: E402
 from asr.runtime import cpu_bf16_support  # noqa: E402
 from asr.text import CharTokenizer  # noqa: E402
 
@@ -238,12 +248,16 @@ def pipeline_table(pool: list[Utterance], args) -> dict:
         manifest = Path(tmp) / "pool.jsonl"
         write_manifest(pool, manifest)
         rows = [("today (no cache, fp32)", ["data.cache=off", "train.amp=off"], False, True),
-                ("cache", ["data.cache=ram", "train.amp=off"], True, True),
-                ("bf16", ["data.cache=off", "train.amp=bf16"], False, bf16_ok),
-                ("cache + bf16", ["data.cache=ram", "train.amp=bf16"], True, bf16_ok)]
+                ("cache", ["data.cache=ram", "train.amp=off"], True, not args.directions),
+                ("bf16", ["data.cache=off", "train.amp=bf16"], False, bf16_ok and not args.directions),
+                ("cache + bf16", ["data.cache=ram", "train.amp=bf16"], True, bf16_ok and not args.directions),
+                ("direction-parallel", ["data.cache=off", "train.amp=off", "train.direction_parallel=on"],
+                 False, True)]
         res = {"bf16_native": native, "bf16_why": why, "rows": {}}
         for name, over, warm, ok in rows:
-            over = [*over, f"data.max_batch_seconds={args.max_batch_seconds}"]
+            if args.directions and not ok:
+                continue
+            over = ["train.direction_parallel=off", *over, f"data.max_batch_seconds={args.max_batch_seconds}"]
             res["rows"][name] = (pipeline_run(name, manifest, over, args.pipeline_seconds, warm, args.threads)
                                  if ok else None)
     return res
@@ -264,6 +278,32 @@ def print_pipeline(res: dict, naive: float | None) -> None:
         print(f"{'naive packed (above)':24}{naive:10.1f}{naive / base:8.2f}x")
 
 
+def direction_table(mcfg: ModelConfig, vocab: int, frontend: Frontend, batches, wavs, toks, sr: int,
+                    args) -> dict:
+    """Training audio-s/s of the same model on the same batches: sequential with 1 thread,
+    sequential with ``args.threads``, and direction-parallel (one thread per direction, the rest
+    of the step on ``args.threads``)."""
+    rows = {}
+    for name, threads, parallel in (("sequential, 1 thread", 1, False),
+                                    (f"sequential, {args.threads} threads", args.threads, False),
+                                    ("direction-parallel", args.threads, True)):
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        model = CTCModel(mcfg, 80, vocab)
+        set_direction_parallel(model, parallel)
+        rows[name] = run(name, model, frontend, batches, wavs, toks, sr, args.train_seconds, True, True)
+    torch.set_num_threads(args.threads)
+    return rows
+
+
+def print_directions(rows: dict, threads: int) -> None:
+    base = rows[f"sequential, {threads} threads"]["audio_s_per_s"]
+    print(f"\nDirection parallelism, bare model training (same batches; x vs sequential on {threads} threads)")
+    print(f"{'':28}{'audio-s/s':>10}{'x':>8}{'batches':>8}")
+    for name, r in rows.items():
+        print(f"{name:28}{r['audio_s_per_s']:10.1f}{r['audio_s_per_s'] / base:7.2f}x{r['batches']:8d}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--manifest", type=Path, default=Path("/tmp/mini_librispeech_train.jsonl"),
@@ -278,6 +318,9 @@ def main() -> None:
     ap.add_argument("--force-bf16", action="store_true", help="measure bf16 also where it is not native")
     ap.add_argument("--skip-model-bench", action="store_true",
                     help="only the recipe-pipeline table (no ours/naive model comparison)")
+    ap.add_argument("--directions", action="store_true",
+                    help="only direction parallelism: its bare-model table and the pipeline's today and "
+                         "direction-parallel rows")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -310,6 +353,14 @@ def main() -> None:
            "parameters": n_ours, "model": "stack3 + 4x256 BiLSTM, 80 log-mel, char CTC"}
     if args.pipeline_seconds > 0:
         res["pipeline"] = pipeline_table(pool, args)
+    if args.directions:
+        res["directions"] = direction_table(mcfg, len(tok), frontend, ours_batches, wavs, toks, sr, args)
+        print_directions(res["directions"], args.threads)
+        if "pipeline" in res:
+            print_pipeline(res["pipeline"], None)
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=1))
+        return
     if args.skip_model_bench:
         print_pipeline(res["pipeline"], None)
         if args.json:
@@ -320,6 +371,7 @@ def main() -> None:
     res["infer_ours"] = run("ours", ours, frontend, ours_batches, wavs, toks, sr, args.infer_seconds, False, True)
     res["infer_naive"] = run("naive", naive, frontend, naive_batches, wavs, toks, sr, args.infer_seconds, False, False)
     res["peephole"] = peephole_ratio(args.threads)
+    res["directions"] = direction_table(mcfg, len(tok), frontend, ours_batches, wavs, toks, sr, args)
 
     print(f"Mini LibriSpeech, {len(pool)} utterances ({sum(durs) / 60:.1f} min) decoded up front; "
           f"{res['model']}, {n_ours / 1e6:.2f}M parameters; {args.threads} threads; "
@@ -333,6 +385,7 @@ def main() -> None:
     p = res["peephole"]
     print(f"peephole LSTM (Python cell) vs nn.LSTM, one 256-unit BiLSTM layer fwd+bwd on 8x300 frames: "
           f"{p['lstm_peephole']:.2f} s vs {p['lstm']:.2f} s ({p['slowdown']:.1f}x slower)")
+    print_directions(res["directions"], args.threads)
     if "pipeline" in res:
         print_pipeline(res["pipeline"], res["train_naive"]["audio_s_per_s"])
     if args.json:
