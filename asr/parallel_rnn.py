@@ -40,10 +40,11 @@ from torch import nn
 # loop that holds it, so two of them in threads do not overlap.
 PARALLEL_RNN_TYPES = ("lstm", "gru")
 
-# What ``auto`` does on a CPU with >= 2 torch threads: on. To be confirmed on idle cores with
-# `tools/bench_train.py --directions` (sequential 1 and 2 threads against direction-parallel);
-# set False if it does not measure faster there.
-AUTO_ON_CPU = True
+# What ``auto`` does on a CPU with >= 2 torch threads: off. Measured 2026-12-02 on idle cores of
+# the 2-core AMD EPYC (AVX2) machine with `tools/bench_train.py --directions`: bare 4x256 model
+# 44.1 audio-s/s against 43.6 sequential on 2 threads (1.01x), the recipe's step 35.4 against 33.9
+# (1.04x): within noise, so two intra-op threads stay the default; ``on`` forces it.
+AUTO_ON_CPU = False
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
