@@ -8,7 +8,6 @@ corpus as Python strings: ``id_chunks`` turns it into int32 arrays a few million
 
 from __future__ import annotations
 
-import gzip
 import json
 import lzma
 import zlib
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from asr.decode.arpa import open_compressed
 from asr.decode.lm import LMError
 from asr.text import normalize_text
 
@@ -40,17 +40,6 @@ def _is_manifest(path: Path) -> bool:
     return name.endswith((".jsonl", ".json"))
 
 
-def open_binary(path: Path):
-    """A binary file object, decompressing gzip or xz (recognised by their magic bytes)."""
-    with open(path, "rb") as f:
-        magic = f.read(6)
-    if magic[:2] == b"\x1f\x8b":
-        return gzip.open(path, "rb")
-    if magic == b"\xfd7zXZ\x00":
-        return lzma.open(path, "rb")
-    return open(path, "rb")
-
-
 def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """(line number, text) for every line of a plain, gzip or xz text file.
 
@@ -62,7 +51,7 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
         raise LMError(f"LM training text {path} does not exist")
     n = 0
     try:
-        with open_binary(path) as f:
+        with open_compressed(path) as f:
             for n, raw in enumerate(f, 1):
                 try:
                     yield n, raw.decode("utf-8")

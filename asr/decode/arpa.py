@@ -28,6 +28,12 @@ def compression(path: Path) -> str | None:
     return "gzip" if magic[:2] == GZIP else "xz" if magic == XZ else None
 
 
+def open_compressed(path: Path) -> BinaryIO:
+    """The file open for reading bytes, decompressing gzip or xz (recognised by their magic bytes)."""
+    kind = compression(path)
+    return (gzip.open if kind == "gzip" else lzma.open if kind == "xz" else open)(path, "rb")
+
+
 @contextmanager
 def open_arpa(path: str | Path) -> Iterator[BinaryIO]:
     """The file (decompressed when gzip or xz) open for reading bytes; errors name it."""
@@ -36,7 +42,7 @@ def open_arpa(path: str | Path) -> Iterator[BinaryIO]:
         raise LMError(f"language model {path} does not exist")
     kind = compression(path)
     try:
-        with (gzip.open if kind == "gzip" else lzma.open if kind == "xz" else open)(path, "rb") as f:
+        with open_compressed(path) as f:
             yield f
     except (EOFError, OSError, lzma.LZMAError, zlib.error) as e:
         raise LMError(f"{path}: corrupt {kind or 'text'} file ({e}); download or build it again") from None

@@ -156,7 +156,7 @@ def reference_search(
     oov_mode = lm is not None and lexicon is None and vocab is not None
     alpha, beta, gamma = options.lm_weight, options.word_bonus, options.oov_penalty
     lookahead = _lookahead(lm, homophones if pron else vocab) \
-        if getattr(options, "lm_lookahead", False) and lm is not None and lexicon is not None else None
+        if options.lm_lookahead and lm is not None and lexicon is not None else None
 
     def word_term(w: _Words) -> float:
         s = alpha * w.lm_score + beta * w.n_words + gamma * w.n_oov
