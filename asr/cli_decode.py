@@ -21,13 +21,22 @@ def add_decode_args(p: argparse.ArgumentParser, nbest: bool = False) -> None:
     p.add_argument("--word-bonus", type=float, help="beta")
     p.add_argument("--lexicon", help="lexicon file: allowed words (a word per line), or for a phone model "
                    "`word P1 P2 ...` pronunciations added to the checkpoint's lexicon")
-    p.add_argument("--no-lm-lookahead", dest="lm_lookahead", action="store_false", default=None,
-                   help="with an LM and a lexicon, do not score partial words by their best unigram "
-                   "(the look-ahead keeps likely words in a small beam; on by default)")
+    add_lookahead_args(p, default=None)
     if nbest:
         p.add_argument("--nbest", type=int, help="also give the N best hypotheses with their scores "
                        "(beam search; implies --method beam)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available)")
+
+
+def add_lookahead_args(p: argparse.ArgumentParser, default: str | None) -> None:
+    """``--lm-lookahead MODE`` and its short form ``--no-lm-lookahead`` (off)."""
+    p.add_argument("--lm-lookahead", choices=["context", "unigram", "off"], default=default,
+                   help="with an LM and a lexicon, score a partial word by the best LM score of the words it "
+                   "can still become: given its LM history (context), by unigrams (unigram) or not (off); "
+                   "it keeps likely words in a small beam (default: "
+                   f"{default or 'the model config, else the tuned weights file'})")
+    p.add_argument("--no-lm-lookahead", dest="lm_lookahead", action="store_const", const="off",
+                   help="the same as --lm-lookahead off")
 
 
 def decode_overrides(args) -> dict:
@@ -54,6 +63,7 @@ def decode_overrides(args) -> dict:
 
 def tuned_weights(model: str, out: dict) -> None:
     """Take alpha/beta not given on the command line from ``asr tune-lm``'s file beside the model."""
+    from asr.decode.reference import lookahead_mode
     from asr.decode.tune import tuned_path
 
     path = tuned_path(model)
@@ -68,14 +78,16 @@ def tuned_weights(model: str, out: dict) -> None:
     lexicon = str(Path(out["lexicon"]).resolve()) if out.get("lexicon") else ""
     if tuned.get("lexicon", "") != lexicon:
         return  # tuned with another lexicon (or with none): those weights do not carry over
-    if tuned.get("lm_lookahead", False) != out.get("lm_lookahead", True):  # older files: no key, no look-ahead
-        how = "with" if tuned.get("lm_lookahead", False) else "without"
-        print(f"asr: {path} was tuned {how} the LM look-ahead, so its weights are not used; tune again "
-              f"(asr tune-lm) or decode {how} it ({'drop' if how == 'with' else 'add'} --no-lm-lookahead)",
-              file=sys.stderr)
+    # the search the weights were tuned for (older files: true = unigram; no key = before the look-ahead)
+    mode = lookahead_mode(tuned.get("lm_lookahead", False))
+    if out.get("lm_lookahead", mode) != mode:
+        print(f"asr: {path} was tuned with --lm-lookahead {mode}, so its weights are not used with "
+              f"--lm-lookahead {out['lm_lookahead']}; tune again (asr tune-lm --lm-lookahead "
+              f"{out['lm_lookahead']}) or drop the option", file=sys.stderr)
         return
     for key in ("lm_weight", "word_bonus"):
         out.setdefault(key, tuned[key])
-    print(f"asr: using lm_weight {out['lm_weight']} and word_bonus {out['word_bonus']} (tuned: {path})",
-          file=sys.stderr)
+    out.setdefault("lm_lookahead", mode)
+    print(f"asr: using lm_weight {out['lm_weight']} and word_bonus {out['word_bonus']} with --lm-lookahead "
+          f"{out['lm_lookahead']} (tuned: {path})", file=sys.stderr)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from asr.cli_decode import add_lookahead_args
 from asr.errors import CLIError, ManifestError
 
 
@@ -136,8 +137,7 @@ def _add_tune_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--no-refine", action="store_true",
                    help="only the grid (default: then hill-climb from its best pair, also beyond its edges)")
     t.add_argument("--beam-size", type=int, default=16)
-    t.add_argument("--no-lm-lookahead", dest="lm_lookahead", action="store_false",
-                   help="tune for the search without the LM look-ahead (asr evaluate --no-lm-lookahead)")
+    add_lookahead_args(t, default="context")
     t.add_argument("--workers", type=int, default=1, help="decoding threads")
     t.add_argument("--limit", type=int, default=0, help="only the first N utterances")
     t.add_argument("--device", default="auto", help="cpu, cuda or auto")

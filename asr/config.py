@@ -214,7 +214,14 @@ class DecodeConfig:
     nbest: int = 1  # hypotheses returned per utterance
     oov_penalty: float = -10.0  # added per word the LM does not know (with an LM, no lexicon)
     num_workers: int = 1  # threads decoding the utterances of a batch in parallel
-    lm_lookahead: bool = True  # LM + lexicon: score partial words by their best unigram (smearing)
+    # LM + lexicon: score a partial word by the best LM score of the words it can become: "context" (given
+    # its LM history), "unigram" (flashlight's smearing) or "off"; true/false (older configs): unigram/off
+    lm_lookahead: str = "context"
+
+    def __post_init__(self):
+        old = {"on": "unigram", "true": "unigram", "false": "off"}
+        object.__setattr__(self, "lm_lookahead", old.get(str(self.lm_lookahead).lower(), self.lm_lookahead))
+        _check_choice("decode.lm_lookahead", self.lm_lookahead, ("context", "unigram", "off"))
 
 
 @dataclass(frozen=True)

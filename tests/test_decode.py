@@ -17,6 +17,7 @@ from asr.decode import BeamOptions, beam_search, greedy_search, prefix_beam_sear
 from asr.decode import beam as beam_mod
 from asr.decode.lm import LN10, NGramLM, arpa_text
 from asr.decode.reference import words_of
+from asr.errors import ConfigError
 from asr.lm_build import estimate
 
 IMPLS = ["native", "python"]
@@ -134,7 +135,7 @@ def test_native_equals_reference(lm, tokens, use_lm, lexicon, dense, monkeypatch
         o = BeamOptions(beam_size=6, nbest=4, token_min_logp=-4.0, lm_weight=0.7, word_bonus=0.3,
                         beam_threshold=8.0 if trial % 2 else 0.0, oov_penalty=-2.0 if trial % 3 else 0.0,
                         token_topk=5 if trial == 4 else 0,
-                        lm_lookahead=trial < 4)
+                        lm_lookahead=("context", "unigram", "off")[trial // 2])
         a = beam_search(lp, lens, o, tokens, lm if use_lm else None, lex)
         b = beam_search(lp, lens, BeamOptions(**{**o.__dict__, "implementation": "python"}), tokens,
                         lm if use_lm else None, lex)
@@ -337,7 +338,8 @@ def test_cli_uses_tuned_weights_for_the_same_lm(tmp_path, capsys):
                     word_bonus=None, lexicon=None)
         return argparse.Namespace(**{**base, **kw})
 
-    assert _decode_overrides(args()) == {"lm_path": str(lm_file), "method": "beam", "lm_weight": 0.7, "word_bonus": 2.0}
+    assert _decode_overrides(args()) == {"lm_path": str(lm_file), "method": "beam", "lm_weight": 0.7, "word_bonus": 2.0,
+                                         "lm_lookahead": "unigram"}  # the search it was tuned for (true: unigram)
     assert "tuned" in capsys.readouterr().err
     assert _decode_overrides(args(lm_weight=0.1))["lm_weight"] == 0.1  # the command line wins
     other = _decode_overrides(args(lm_path=str(tmp_path / "other.arpa")))
@@ -348,12 +350,16 @@ def test_cli_uses_tuned_weights_for_the_same_lm(tmp_path, capsys):
                                                         "lexicon": str(words.resolve()), "lm_lookahead": True}))
     assert _decode_overrides(args(lexicon=str(words)))["lm_weight"] == 0.4
     assert "lm_weight" not in _decode_overrides(args())  # tuned with a lexicon, used without
-    # tuned for the other search: a file of before the look-ahead (no key) serves only --no-lm-lookahead
+    # a file of before the look-ahead (no key): its weights decode without it, unless another search is asked for
     (tmp_path / "model.lm.json").write_text(json.dumps({"lm_weight": 0.6, "word_bonus": 2.0, "lm_path": str(lm_file)}))
+    assert _decode_overrides(args())["lm_lookahead"] == "off"
     capsys.readouterr()
-    assert "lm_weight" not in _decode_overrides(args())
-    assert "tuned without the LM look-ahead" in capsys.readouterr().err
-    assert _decode_overrides(args(lm_lookahead=False))["lm_weight"] == 0.6
+    assert "lm_weight" not in _decode_overrides(args(lm_lookahead="context"))
+    assert "tuned with --lm-lookahead off" in capsys.readouterr().err
+    (tmp_path / "model.lm.json").write_text(json.dumps({"lm_weight": 0.5, "word_bonus": -1.0, "lm_path": str(lm_file),
+                                                        "lm_lookahead": "context"}))
+    assert _decode_overrides(args(lm_lookahead="context"))["lm_weight"] == 0.5
+    assert "lm_weight" not in _decode_overrides(args(lm_lookahead="unigram"))
 
 
 # ---- LM look-ahead -------------------------------------------------------------------------
@@ -382,3 +388,43 @@ def test_lm_lookahead_keeps_the_prefix_of_the_likely_word(impl, tmp_path):
     with_la = best(1, True)
     assert with_la.words == ["ab"] and with_la.score == pytest.approx(wide.score, abs=1e-9)
     assert with_la.lm_score == pytest.approx((-0.05 - 1.0) * LN10)  # the real LM score, not the look-ahead
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_context_lookahead_uses_the_word_history(impl, tmp_path):
+    """After "x" the bigram makes "cd" 18x likelier than "ab", which alone is 50x likelier than "cd";
+    the frame after "x " slightly prefers "a". A beam of one with the unigram look-ahead keeps "a"
+    and ends in "x ab"; the context look-ahead keeps "c" and finds the wide beam's "x cd"."""
+    tokens = ["<blank>", " ", "a", "b", "c", "d", "x"]
+    (tmp_path / "lm.arpa").write_text(
+        "\\data\\\nngram 1=6\nngram 2=2\n\n\\1-grams:\n-1.0 </s>\n-99 <s> 0\n-0.5 x -1.0\n"
+        "-0.3 ab 0\n-2.0 cd 0\n-3.0 <unk> 0\n\n\\2-grams:\n-0.1 <s> x\n-0.05 x cd\n\n\\end\\\n")
+    lm = NGramLM.from_arpa(tmp_path / "lm.arpa")
+    probs = torch.tensor([[0.01, 0.001, 0.001, 0.001, 0.001, 0.001, 0.98],
+                          [0.01, 0.98, 0.001, 0.001, 0.001, 0.001, 0.001],
+                          [0.01, 0.001, 0.54, 0.001, 0.44, 0.001, 0.001],
+                          [0.01, 0.001, 0.001, 0.49, 0.001, 0.49, 0.001]])
+    lp = torch.log(probs / probs.sum(1, keepdim=True))[None]
+    lex = {"ab", "cd", "x"}
+
+    def best(beam: int, lookahead: str):
+        o = opts(impl, beam_size=beam, lm_weight=1.0, word_bonus=0.0, lm_lookahead=lookahead)
+        return beam_search(lp, [4], o, tokens, lm, lex)[0][0]
+
+    wide = best(16, "off")
+    assert wide.words == ["x", "cd"]
+    assert best(1, "unigram").words == ["x", "ab"]  # the unigram look-ahead misleads a narrow beam
+    ctx = best(1, "context")
+    assert ctx.words == ["x", "cd"] and ctx.score == pytest.approx(wide.score, abs=1e-9)
+    assert ctx.lm_score == pytest.approx((-0.1 - 0.05 - 1.0) * LN10)  # the real LM score
+
+
+def test_old_lookahead_settings_read_as_their_modes():
+    from asr.config import DecodeConfig
+
+    assert DecodeConfig().lm_lookahead == "context"
+    assert DecodeConfig(lm_lookahead=True).lm_lookahead == "unigram"  # configs of before the context one
+    assert DecodeConfig(lm_lookahead="off").lm_lookahead == "off"
+    assert BeamOptions(lm_lookahead=False).lm_lookahead is False  # read as "off" by the search
+    with pytest.raises(ConfigError, match="decode.lm_lookahead must be one of context, unigram, off"):
+        DecodeConfig(lm_lookahead="bigram")

@@ -19,10 +19,14 @@
 //       pronunciation several words, which the search tells apart by their LM history)
 //   decode(decoder, log_probs: buffer float32 (B, T, V), lengths: buffer int64 (B,),
 //          beam_size, token_topk, token_min_logp, alpha, beta, oov_penalty, nbest, beam_threshold,
-//          threads, lm_lookahead)
+//          threads, lm_lookahead: 0 off, 1 unigram, 2 context)
 //       lm_lookahead (with an LM and a lexicon): a partial word is scored alpha * the best unigram
 //       ln P of the lexicon words it can still become (flashlight's smearing), replaced by the real
-//       LM score when the word completes, so that a beam keeps the prefixes of likely words
+//       LM score when the word completes, so that a beam keeps the prefixes of likely words; the
+//       context look-ahead instead takes the best over the LM state's back-off chain of (back-offs
+//       so far + the best ln P of the words below that the chain's state lists), an upper bound of
+//       the best ln P(word | history) (Ortmanns et al. 1996's LM look-ahead, with the n-gram's own
+//       back-off structure), computed per (state, trie node) on first use
 //       -> list (B) of lists of (token ids, score, ctc_score, lm_score, words | None)
 //          (words: the lexicon words of a pronunciation lexicon, else None)
 
@@ -87,6 +91,13 @@ class U64Map {
     }
 
     size_t bytes() const { return keys_.capacity() * sizeof(uint64_t) + vals_.capacity() * sizeof(int32_t); }
+
+    // f(key, value) for every entry, in table order
+    template <typename F>
+    void for_each(F f) const {
+        for (size_t i = 0; i < keys_.size(); ++i)
+            if (keys_[i] != EMPTY) f(keys_[i], vals_[i]);
+    }
 
   private:
     static constexpr uint64_t EMPTY = ~0ULL;
@@ -366,6 +377,36 @@ class NGramModel {
     // n-grams per order as the file's header announced them (index 0 unused)
     std::vector<long> header_counts;
 
+    // The words listed after each state, for the context LM look-ahead: state s's are
+    // succ_word/succ_entry[succ_off[s] .. succ_off[s + 1]). Built on first use (thread-safe).
+    void build_successors() const {
+        std::call_once(succ_once_, [this]() {
+            const size_t S = backoff.size();
+            succ_off.assign(S + 1, 0);
+            table.for_each([&](uint64_t key, int32_t) { ++succ_off[(key >> 32) + 1]; });
+            for (size_t i = 0; i < S; ++i) succ_off[i + 1] += succ_off[i];
+            succ_word.assign(succ_off[S], 0);
+            succ_entry.assign(succ_off[S], 0);
+            std::vector<int64_t> fill(succ_off.begin(), succ_off.end() - 1);
+            table.for_each([&](uint64_t key, int32_t e) {
+                const int64_t i = fill[key >> 32]++;
+                succ_word[i] = static_cast<int32_t>(key & 0xffffffffu);
+                succ_entry[i] = e;
+            });
+            // the lowest sum of back-offs along a state's suffix chain (ln): how far below the
+            // unigram look-ahead a context look-ahead can be
+            chain_min = 0.0;
+            std::vector<double> chain(S, 0.0);
+            for (size_t st = 1; st < S; ++st) {  // suffixes are listed before the states that extend them
+                chain[st] = backoff[st] * LN10 + chain[suffix[st]];
+                chain_min = std::min(chain_min, chain[st]);
+            }
+        });
+    }
+    mutable std::vector<int64_t> succ_off;
+    mutable std::vector<int32_t> succ_word, succ_entry;
+    mutable double chain_min = 0.0;
+
     // bytes held by the model's tables
     size_t memory_bytes() const {
         size_t b = prob.capacity() * sizeof(double) + entry_state.capacity() * sizeof(int32_t) +
@@ -450,6 +491,7 @@ class NGramModel {
         table.put(pair_key(ctx, ids[n - 1]), e);
     }
 
+    mutable std::once_flag succ_once_;
     int max_order = 0;
     std::vector<int32_t> last_ctx_ids{-1};  // (none yet: no context has a word id -1)
     int32_t last_ctx = -1;
@@ -485,6 +527,9 @@ struct Decoder {
     // and the most that completing a word can restore (-min over nodes)
     std::vector<double> lookahead;
     double lookahead_gap = 0.0;
+    // context look-ahead: LM word id -> the trie nodes where it ends (leaf_node[leaf_off[w] ..
+    // leaf_off[w + 1]))
+    std::vector<int32_t> leaf_off, leaf_node;
 
     // trie node after token c's symbols from ``node``: its UTF-8 bytes, or the token itself (pron)
     int32_t trie_walk(int32_t node, int c) const {
@@ -576,6 +621,24 @@ struct Decoder {
         lookahead_gap = 0.0;
         for (size_t i = 1; i < n; ++i)
             if (lookahead[i] > NEG_INF) lookahead_gap = std::max(lookahead_gap, -lookahead[i]);
+        // where each LM word ends in the trie (a word may have several pronunciations)
+        const size_t W = lm->words.size();
+        leaf_off.assign(W + 1, 0);
+        auto each_leaf = [&](auto f) {
+            for (size_t i = 1; i < n; ++i) {
+                if (pron) {
+                    for (int32_t idx : node_words[i])
+                        if (lex_lm[idx] >= 0) f(lex_lm[idx], static_cast<int32_t>(i));
+                } else if (trie_word[i] >= 0) {
+                    f(trie_word[i], static_cast<int32_t>(i));
+                }
+            }
+        };
+        each_leaf([&](int32_t w, int32_t) { ++leaf_off[w + 1]; });
+        for (size_t w = 0; w < W; ++w) leaf_off[w + 1] += leaf_off[w];
+        leaf_node.assign(leaf_off[W], 0);
+        std::vector<int32_t> fill(leaf_off.begin(), leaf_off.end() - 1);
+        each_leaf([&](int32_t w, int32_t node) { leaf_node[fill[w]++] = node; });
     }
 
     std::vector<int32_t> trie_next;
@@ -591,7 +654,7 @@ struct Options {
     double oov_penalty = 0.0;
     int nbest = 1;
     double beam_threshold = 0.0;
-    int lm_lookahead = 1;
+    int lm_lookahead = 1;  // 0 off, 1 unigram, 2 the LM context (back-off chain of the state)
 };
 
 struct Result {
@@ -609,6 +672,7 @@ struct WordState {
     bool partial = false;  // the current word has characters
     int32_t last_word = -1;  // pronunciation lexicon: index of the last completed word
     double lm_score = 0.0; // ln P_lm of the completed words
+    double la = 0.0;       // LM look-ahead of the partial word (ln; with the look-ahead on)
 };
 
 // A prefix of the search: a node of the prefix tree. Nodes are canonical (one per prefix, found
@@ -648,7 +712,9 @@ struct Extension {
 class Search {
   public:
     Search(const Decoder& d, const Options& o)
-        : d_(d), o_(o), lookahead_(o.lm_lookahead && !d.lookahead.empty()) {}
+        : d_(d), o_(o), lookahead_(d.lookahead.empty() ? 0 : std::clamp(o.lm_lookahead, 0, 2)) {
+        if (lookahead_ == 2) d_.lm->build_successors();
+    }
 
     // Per frame: every beam entry keeps its prefix (blank, or a repeat of its last token) and
     // extends it by each candidate token. An extension that equals a prefix already in the beam
@@ -689,7 +755,9 @@ class Search {
         std::vector<double> rise(V, 0.0);
         if (d_.use_words) {
             const bool bounded = o_.alpha >= 0 && o_.oov_penalty <= 0 && (!d_.lm || d_.lm->nonpositive);
-            const double restore = lookahead_ ? o_.alpha * d_.lookahead_gap : 0.0;
+            // (a context look-ahead lies at most the back-off chain below the unigram one)
+            const double gap = d_.lookahead_gap - (lookahead_ == 2 ? d_.lm->chain_min : 0.0);
+            const double restore = lookahead_ ? o_.alpha * gap : 0.0;
             for (int c = 0; c < V; ++c)
                 if (d_.kind[c] == SEPARATOR || d_.kind[c] == WORD_START || !bounded)
                     rise[c] = bounded ? std::max(0.0, o_.beta + restore) : std::numeric_limits<double>::infinity();
@@ -851,8 +919,58 @@ class Search {
 
     inline double word_term(const WordState& w) const {
         double s = o_.alpha * w.lm_score + o_.beta * w.n_words + o_.oov_penalty * w.n_oov;
-        if (lookahead_ && w.partial && w.trie > 0) s += o_.alpha * d_.lookahead[w.trie];
+        if (lookahead_ && w.partial && w.trie > 0) s += o_.alpha * w.la;
         return s;
+    }
+
+    // The look-ahead of a partial word at trie ``node`` after LM state ``s``: unigram, the best
+    // unigram ln P of the words below the node; context, the best over the state's back-off chain
+    // s, suffix(s), ..., root of (back-offs summed so far + the best ln P of the words below the
+    // node that the chain's state lists; the unigram one at the root).
+    double lookahead_of(int32_t s, int32_t node) {
+        if (lookahead_ == 1) return d_.lookahead[node];
+        const NGramModel& lm = *d_.lm;
+        double best = NEG_INF, acc = 0.0;
+        while (s != 0) {
+            context_scores(s);
+            const int32_t i = ctx_index_.get(pair_key(s, node));
+            if (i >= 0) best = std::max(best, acc + ctx_vals_[i]);
+            acc += lm.backoff[s] * LN10;
+            s = lm.suffix[s];
+        }
+        return std::max(best, acc + d_.lookahead[node]);
+    }
+
+    // (state, node) -> the best ln P(w | state) over the words w below the node that the state
+    // lists, for the nodes that have one; computed once per state (kept across utterances)
+    void context_scores(int32_t s) {
+        if (ctx_done_.get(static_cast<uint64_t>(s)) >= 0) return;
+        if (ctx_vals_.size() > (size_t{1} << 24)) {  // bound the memory: start over
+            ctx_done_.reset(1024);
+            ctx_index_.reset(1024);
+            ctx_vals_.clear();
+        }
+        ctx_done_.put(static_cast<uint64_t>(s), 1);
+        const NGramModel& lm = *d_.lm;
+        for (int64_t k = lm.succ_off[s]; k < lm.succ_off[s + 1]; ++k) {
+            const int32_t w = lm.succ_word[k];
+            if (w < 0 || w + 1 >= static_cast<int32_t>(d_.leaf_off.size())) continue;
+            const double p = lm.prob[lm.succ_entry[k]] * LN10;
+            for (int32_t j = d_.leaf_off[w]; j < d_.leaf_off[w + 1]; ++j) {
+                for (int32_t node = d_.leaf_node[j]; node > 0; node = d_.trie_parent[node]) {
+                    const uint64_t key = pair_key(s, node);
+                    const int32_t i = ctx_index_.get(key);
+                    if (i < 0) {
+                        ctx_index_.put(key, static_cast<int32_t>(ctx_vals_.size()));
+                        ctx_vals_.push_back(p);
+                    } else if (ctx_vals_[i] < p) {
+                        ctx_vals_[i] = p;
+                    } else {
+                        break;  // this node and so its ancestors already hold at least p
+                    }
+                }
+            }
+        }
     }
 
     // The state after completing the partial word of ``w`` (LM score, lexicon check, OOV count);
@@ -923,6 +1041,7 @@ class Search {
                 if (d_.lexicon) return false;
                 if (d_.oov_mode && before >= 0) out.n_oov += 1;
             }
+            if (lookahead_ && out.trie > 0) out.la = lookahead_of(out.lm_state, out.trie);
             return true;
         }
         if (d_.pron) {
@@ -939,6 +1058,7 @@ class Search {
                 if (d_.lexicon) return false;
                 if (d_.oov_mode) out.n_oov += 1;
             }
+            if (lookahead_ && out.trie > 0) out.la = lookahead_of(out.lm_state, out.trie);
         }
         return true;
     }
@@ -1023,7 +1143,9 @@ class Search {
 
     const Decoder& d_;
     const Options& o_;
-    const bool lookahead_;
+    const int lookahead_;  // 0 off, 1 unigram, 2 context
+    U64Map ctx_done_{1024}, ctx_index_{1024};  // context look-ahead: states done, (state, node) -> value
+    std::vector<double> ctx_vals_;
     std::vector<Node> nodes_;
     std::vector<WordState> pool_;  // completions of nodes (pronunciation lexicon)
     U64Map children_{1024};
@@ -1287,7 +1409,7 @@ PyObject* py_decode(PyObject*, PyObject* args) {
     Py_buffer lp_buf, len_buf;
     Options o;
     int threads;
-    if (!PyArg_ParseTuple(args, "Oy*y*iiddddidi|p", &cap, &lp_buf, &len_buf, &o.beam_size, &o.token_topk,
+    if (!PyArg_ParseTuple(args, "Oy*y*iiddddidi|i", &cap, &lp_buf, &len_buf, &o.beam_size, &o.token_topk,
                           &o.token_min_logp, &o.alpha, &o.beta, &o.oov_penalty, &o.nbest, &o.beam_threshold,
                           &threads, &o.lm_lookahead))
         return nullptr;

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from asr.decode.reference import reference_search, token_kinds, words_of
+from asr.decode.reference import lookahead_mode, reference_search, token_kinds, words_of
 from asr.lexicon import pronunciation_pairs
 
 log = logging.getLogger("asr.decode")
@@ -77,9 +77,11 @@ class BeamOptions:
     # added per word outside the LM's vocabulary (LM without lexicon), as soon as its spelling
     # leaves the vocabulary; unweighted, like pyctcdecode's unk_score_offset and flashlight's unk_score
     oov_penalty: float = -10.0
-    # with an LM and a lexicon: score a partial word by alpha * the best unigram ln P of the words it
-    # can still become (flashlight's smearing), replaced by the LM score when it completes
-    lm_lookahead: bool = True
+    # with an LM and a lexicon, score a partial word by alpha * the best ln P of the words it can still
+    # become, replaced by the LM score when it completes: "context", the best given its LM history (the
+    # back-off chain of its state; as "unigram" with a KenLM binary); "unigram", the best unigram
+    # (flashlight's smearing); "off". True and False read as "unigram" and "off"
+    lm_lookahead: str = "context"
 
 
 @dataclass
@@ -94,6 +96,7 @@ class Hypothesis:
 
 
 _WARNED = False
+_LOOKAHEAD_CODE = {"off": 0, "unigram": 1, "context": 2}  # the C++ search's lm_lookahead
 _DECODERS: dict[tuple, tuple] = {}
 # the word trie becomes a dense (node x token) table up to this many cells (character vocabularies)
 DENSE_TRIE_CELLS = 1 << 23
@@ -218,8 +221,8 @@ def beam_search(
         workers = options.num_workers if options.num_workers > 0 else (os.cpu_count() or 1)
         raw = _ctcdecode.decode(dec, lp, np.ascontiguousarray(lens), options.beam_size, options.token_topk,
                                 options.token_min_logp, options.lm_weight, options.word_bonus,
-                                options.oov_penalty, options.nbest,
-                                options.beam_threshold, workers, options.lm_lookahead)
+                                options.oov_penalty, options.nbest, options.beam_threshold, workers,
+                                _LOOKAHEAD_CODE[lookahead_mode(options.lm_lookahead)])
     else:
         raw = [reference_search(lp[b], int(lens[b]), options, tokens, lm, lexicon) for b in range(lp.shape[0])]
     return [

@@ -88,6 +88,7 @@ class NGramLM:
         self._ngrams = ngrams
         self._native = None
         self._cache: dict[tuple[tuple[str, ...], str], tuple[float, tuple[str, ...]]] = {}
+        self._successors: dict | None = None
 
     @classmethod
     def from_arpa(cls, path: str | Path) -> NGramLM:
@@ -208,6 +209,22 @@ class NGramLM:
     def unigram(self, word: str) -> float:
         """ln P(word) without context (out-of-vocabulary words as ``<unk>``): the LM look-ahead."""
         return self.score((), word)[0]
+
+    def successors(self, state: tuple[str, ...]) -> list[tuple[str, float]]:
+        """The words the model lists after ``state``, with their ln P(word | state) (back-off
+        excluded): the context LM look-ahead. Empty for the empty state and unlisted ones."""
+        if self._successors is None:
+            index: dict[tuple[str, ...], list[tuple[str, float]]] = {}
+            for n in range(2, self.order + 1):
+                for words, (p, _) in self.ngrams[n].items():
+                    index.setdefault(words[:-1], []).append((words[-1], p * LN10))
+            self._successors = index
+        return self._successors.get(tuple(state), []) if state else []
+
+    def backoff(self, state: tuple[str, ...]) -> float:
+        """ln back-off weight of ``state`` (0 when the model does not list it)."""
+        entry = self.ngrams.get(len(state), {}).get(tuple(state)) if state else None
+        return entry[1] * LN10 if entry else 0.0
 
     def sentence_logprob(self, words: list[str], bos: bool = True, eos: bool = True) -> float:
         """ln P(sentence), from ``<s>`` when ``bos``, including ``</s>`` when ``eos``."""

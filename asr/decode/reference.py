@@ -109,6 +109,55 @@ def _lookahead(lm, words: Mapping[tuple[int, ...], list[str]] | set[str]) -> dic
     return best
 
 
+class _ContextLookahead:
+    """The context LM look-ahead (``lm_lookahead="context"``), as the C++ search computes it.
+
+    For a partial word after LM state ``s``: the best, over the back-off chain s, s[1:], ..., (),
+    of (the back-offs summed so far + the best ln P(w | state) over the lexicon words w below the
+    partial word that the chain's state lists), and at the empty state the unigram look-ahead.
+    An upper bound of the best ln P(w | s) of the words the partial word can become.
+    """
+
+    def __init__(self, lm, keys_of: dict[str, list], unigram: dict):
+        self.lm, self.keys_of, self.unigram = lm, keys_of, unigram
+        self.tables: dict[tuple, dict] = {}
+
+    def _table(self, state: tuple) -> dict:
+        table = self.tables.get(state)
+        if table is None:
+            table = {}
+            for word, p in self.lm.successors(state):
+                for key in self.keys_of.get(word, ()):
+                    for i in range(1, len(key) + 1):
+                        if table.get(key[:i], NEG_INF) < p:
+                            table[key[:i]] = p
+            self.tables[state] = table
+        return table
+
+    def __call__(self, state: tuple, key) -> float:
+        best, acc = NEG_INF, 0.0
+        state = tuple(state)
+        while state:
+            v = self._table(state).get(key)
+            if v is not None:
+                best = max(best, acc + v)
+            acc += self.lm.backoff(state)
+            state = state[1:]
+        return max(best, acc + self.unigram[key])
+
+
+def lookahead_mode(value) -> str:
+    """``BeamOptions.lm_lookahead`` as one of "context", "unigram", "off" (True: unigram, False: off)."""
+    if value is True or value is False:
+        return "unigram" if value else "off"
+    if value in LOOKAHEAD_MODES:
+        return value
+    raise ValueError(f"lm_lookahead must be one of {', '.join(LOOKAHEAD_MODES)}; got {value!r}")
+
+
+LOOKAHEAD_MODES = ("context", "unigram", "off")
+
+
 def reference_search(
     log_probs: np.ndarray,
     length: int,
@@ -155,13 +204,20 @@ def reference_search(
     prefixes = None if vocab is None else {w[:i] for w in vocab for i in range(len(w) + 1)}
     oov_mode = lm is not None and lexicon is None and vocab is not None
     alpha, beta, gamma = options.lm_weight, options.word_bonus, options.oov_penalty
-    lookahead = _lookahead(lm, homophones if pron else vocab) \
-        if options.lm_lookahead and lm is not None and lexicon is not None else None
+    mode = lookahead_mode(options.lm_lookahead) if lm is not None and lexicon is not None else "off"
+    lookahead = _lookahead(lm, homophones if pron else vocab) if mode != "off" else None
+    context = None
+    if mode == "context" and hasattr(lm, "successors"):  # (a KenLM binary: the unigram look-ahead)
+        keys_of: dict[str, list] = {}
+        for key, ws in (homophones.items() if pron else ((w, (w,)) for w in vocab)):
+            for w in ws:
+                keys_of.setdefault(lm.lm_word(w), []).append(key)
+        context = _ContextLookahead(lm, keys_of, lookahead)
 
     def word_term(w: _Words) -> float:
         s = alpha * w.lm_score + beta * w.n_words + gamma * w.n_oov
         if lookahead is not None and w.partial:
-            s += alpha * lookahead[w.partial]
+            s += alpha * (context(w.lm_state, w.partial) if context is not None else lookahead[w.partial])
         return s
 
     def complete(w: _Words, variant: int = 0) -> _Words | None:
