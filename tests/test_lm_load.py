@@ -90,6 +90,11 @@ def test_bad_arpa_files_name_the_file_and_line(arpa, tmp_path, monkeypatch, impl
     unknown.write_text(text[:first] + "\t".join([prob, "zebra " + words.split()[1], *bow]) + text[text.index("\n", first):])
     with pytest.raises(LMError, match=rf"unknown\.arpa: line {text[:first].count(chr(10)) + 1}: word 'zebra' is not"):
         load_lm(unknown)
+    extra = tmp_path / "extra.arpa"  # a field too many (a back-off and something else)
+    extra.write_text(text[:first] + "\t".join([prob, words, "-0.5", "-0.25"]) + text[text.index("\n", first):])
+    with pytest.raises(LMError, match=rf"extra\.arpa: line {text[:first].count(chr(10)) + 1}: expected a "
+                       r"probability, 2 words and maybe a back-off"):
+        load_lm(extra)
     (tmp_path / "bad.arpa").write_text("hello world\n")
     with pytest.raises(LMError, match=r"bad\.arpa: .*ARPA file"):
         load_lm(tmp_path / "bad.arpa")

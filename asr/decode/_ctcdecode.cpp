@@ -317,8 +317,8 @@ class NGramModel {
                 i = j;
             }
             const int n = section;
-            if (static_cast<int>(tok_begin.size()) < n + 1)
-                fail("expected " + std::to_string(n) + " words after the probability");
+            if (static_cast<int>(tok_begin.size()) < n + 1 || static_cast<int>(tok_begin.size()) > n + 2)
+                fail("expected a probability, " + std::to_string(n) + " words and maybe a back-off");
             double p, bo = 0.0;
             if (!parse_number(tok_begin[0], tok_len[0], &p))
                 fail("bad probability " + std::string(tok_begin[0], tok_len[0]));
