@@ -289,6 +289,8 @@ def main(argv=None) -> int:
     ap.add_argument("--alpha", type=float, help="LM weight (ln P; default 0.5)")
     ap.add_argument("--beta", type=float, help="word bonus (default 1.0)")
     ap.add_argument("--token-min-logp", type=float, default=-10.0, help="token pruning, all decoders")
+    ap.add_argument("--lm-lookahead", choices=["context", "unigram", "off"], default="context",
+                    help="ours with an LM and a lexicon (flashlight's lexicon decoder smears unigrams)")
     ap.add_argument("--decoders", default="ours,flashlight,pyctcdecode", help="comma-separated")
     ap.add_argument("--workers", type=int, default=0, help="also time ours with this many threads")
     ap.add_argument("--limit", type=int, default=0, help="first N utterances of the manifest")
@@ -345,7 +347,7 @@ def main(argv=None) -> int:
         for lm in settings:
             for label, backend, threads, with_lex in decoder_rows(names, lm, lexicon_file, args.workers):
                 options = {"beam_size": beam, "token_min_logp": args.token_min_logp, "lm_weight": args.alpha,
-                           "word_bonus": args.beta, "num_workers": threads}
+                           "word_bonus": args.beta, "num_workers": threads, "lm_lookahead": args.lm_lookahead}
                 spec = {"inputs": inputs, "backend": backend, "options": options, "lm": lm,
                         "lexicon": lexicon_file if with_lex and lm else None, "repeat": args.repeat}
                 r = run_isolated(spec)
