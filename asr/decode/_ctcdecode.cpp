@@ -945,7 +945,7 @@ class Search {
     // lists, for the nodes that have one; computed once per state (kept across utterances)
     void context_scores(int32_t s) {
         if (ctx_done_.get(static_cast<uint64_t>(s)) >= 0) return;
-        if (ctx_vals_.size() > (size_t{1} << 24)) {  // bound the memory: start over
+        if (ctx_vals_.size() > (size_t{1} << 22)) {  // bound the memory (~130 MB a thread): start over
             ctx_done_.reset(1024);
             ctx_index_.reset(1024);
             ctx_vals_.clear();
