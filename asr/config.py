@@ -219,9 +219,22 @@ class DecodeConfig:
     lm_lookahead: str = "context"
 
     def __post_init__(self):
-        old = {"on": "unigram", "true": "unigram", "false": "off"}
-        object.__setattr__(self, "lm_lookahead", old.get(str(self.lm_lookahead).lower(), self.lm_lookahead))
-        _check_choice("decode.lm_lookahead", self.lm_lookahead, ("context", "unigram", "off"))
+        object.__setattr__(self, "lm_lookahead", lookahead_mode(self.lm_lookahead, "decode.lm_lookahead"))
+
+
+LOOKAHEAD_MODES = ("context", "unigram", "off")  # decode.lm_lookahead, BeamOptions.lm_lookahead
+
+
+def lookahead_mode(value, name: str = "lm_lookahead") -> str:
+    """An LM look-ahead setting as one of ``LOOKAHEAD_MODES``: true (YAML on) and false, from configs,
+    options and tuned-weights files of before the context look-ahead, read as "unigram" and "off".
+
+    Raises:
+        ConfigError: any other value.
+    """
+    mode = {"true": "unigram", "on": "unigram", "false": "off"}.get(str(value).lower(), value)
+    _check_choice(name, mode, LOOKAHEAD_MODES)
+    return mode
 
 
 @dataclass(frozen=True)

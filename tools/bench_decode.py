@@ -51,6 +51,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from asr.config import LOOKAHEAD_MODES  # noqa: E402
 from asr.data import read_manifest  # noqa: E402
 from asr.decode import BeamOptions, greedy_search  # noqa: E402
 from asr.decode.backends import BackendError, lm_vocabulary, make_decoder  # noqa: E402
@@ -289,7 +290,7 @@ def main(argv=None) -> int:
     ap.add_argument("--alpha", type=float, help="LM weight (ln P; default 0.5)")
     ap.add_argument("--beta", type=float, help="word bonus (default 1.0)")
     ap.add_argument("--token-min-logp", type=float, default=-10.0, help="token pruning, all decoders")
-    ap.add_argument("--lm-lookahead", choices=["context", "unigram", "off"], default="context",
+    ap.add_argument("--lm-lookahead", choices=LOOKAHEAD_MODES, default="context",
                     help="ours with an LM and a lexicon (flashlight's lexicon decoder smears unigrams)")
     ap.add_argument("--decoders", default="ours,flashlight,pyctcdecode", help="comma-separated")
     ap.add_argument("--workers", type=int, default=0, help="also time ours with this many threads")

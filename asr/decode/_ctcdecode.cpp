@@ -953,8 +953,7 @@ class Search {
         ctx_done_.put(static_cast<uint64_t>(s), 1);
         const NGramModel& lm = *d_.lm;
         for (int64_t k = lm.succ_off[s]; k < lm.succ_off[s + 1]; ++k) {
-            const int32_t w = lm.succ_word[k];
-            if (w < 0 || w + 1 >= static_cast<int32_t>(d_.leaf_off.size())) continue;
+            const int32_t w = lm.succ_word[k];  // an LM word id: leaf_off covers every one
             const double p = lm.prob[lm.succ_entry[k]] * LN10;
             for (int32_t j = d_.leaf_off[w]; j < d_.leaf_off[w + 1]; ++j) {
                 for (int32_t node = d_.leaf_node[j]; node > 0; node = d_.trie_parent[node]) {

@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from asr.decode.reference import lookahead_mode, reference_search, token_kinds, words_of
+from asr.config import lookahead_mode
+from asr.decode.reference import reference_search, token_kinds, words_of
 from asr.lexicon import pronunciation_pairs
 
 log = logging.getLogger("asr.decode")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from asr.config import lookahead_mode
 from asr.lexicon import pronunciation_pairs
 from asr.wordpieces import piece_role, pieces_to_words
 
@@ -144,18 +145,6 @@ class _ContextLookahead:
             acc += self.lm.backoff(state)
             state = state[1:]
         return max(best, acc + self.unigram[key])
-
-
-def lookahead_mode(value) -> str:
-    """``BeamOptions.lm_lookahead`` as one of "context", "unigram", "off" (True: unigram, False: off)."""
-    if value is True or value is False:
-        return "unigram" if value else "off"
-    if value in LOOKAHEAD_MODES:
-        return value
-    raise ValueError(f"lm_lookahead must be one of {', '.join(LOOKAHEAD_MODES)}; got {value!r}")
-
-
-LOOKAHEAD_MODES = ("context", "unigram", "off")
 
 
 def reference_search(
