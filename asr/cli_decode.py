@@ -9,8 +9,10 @@ import json
 import sys
 from pathlib import Path
 
-from asr.config import LOOKAHEAD_MODES, lookahead_mode
 from asr.errors import CLIError
+
+# asr.config.LOOKAHEAD_MODES, spelled out: importing asr.config (yaml) would slow every --help
+LOOKAHEAD_CHOICES = ("context", "unigram", "off")
 
 
 def add_decode_args(p: argparse.ArgumentParser, nbest: bool = False) -> None:
@@ -31,7 +33,7 @@ def add_decode_args(p: argparse.ArgumentParser, nbest: bool = False) -> None:
 
 def add_lookahead_args(p: argparse.ArgumentParser, default: str | None) -> None:
     """``--lm-lookahead MODE`` and its short form ``--no-lm-lookahead`` (off)."""
-    p.add_argument("--lm-lookahead", choices=LOOKAHEAD_MODES, default=default,
+    p.add_argument("--lm-lookahead", choices=LOOKAHEAD_CHOICES, default=default,
                    help="with an LM and a lexicon, score a partial word by the best LM score of the words it "
                    "can still become: given its LM history (context), by unigrams (unigram) or not (off); "
                    "it keeps likely words in a small beam (default: "
@@ -64,6 +66,7 @@ def decode_overrides(args) -> dict:
 
 def tuned_weights(model: str, out: dict) -> None:
     """Take alpha/beta not given on the command line from ``asr tune-lm``'s file beside the model."""
+    from asr.config import lookahead_mode
     from asr.decode.tune import tuned_path
 
     path = tuned_path(model)

@@ -420,7 +420,10 @@ def test_context_lookahead_uses_the_word_history(impl, tmp_path):
 
 
 def test_old_lookahead_settings_read_as_their_modes():
-    from asr.config import DecodeConfig
+    from asr.cli_decode import LOOKAHEAD_CHOICES
+    from asr.config import LOOKAHEAD_MODES, DecodeConfig
+
+    assert LOOKAHEAD_CHOICES == LOOKAHEAD_MODES  # the CLI's copy (kept light for --help)
 
     assert DecodeConfig().lm_lookahead == "context"
     assert DecodeConfig(lm_lookahead=True).lm_lookahead == "unigram"  # configs of before the context one
