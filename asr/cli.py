@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=0, help="only the first N utterances")
     e.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of a checkpoint (CPU)")
     e.add_argument("--amp", choices=["auto", "off", "bf16"], default="auto",
-                   help="checkpoint precision: auto = bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32")
+                   help="checkpoint precision: auto = bf16 on CPUs with AMX (faster there), else fp32")
     _add_decode_args(e, nbest=True)
     e.set_defaults(func=cmd_evaluate)
 
@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="longest piece decoded at once (default 30)")
     tr.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of a checkpoint (CPU)")
     tr.add_argument("--amp", choices=["auto", "off", "bf16"], default="auto",
-                    help="checkpoint precision: auto = bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32")
+                    help="checkpoint precision: auto = bf16 on CPUs with AMX (faster there), else fp32")
     tr.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     _add_decode_args(tr, nbest=True)
     tr.set_defaults(func=cmd_transcribe)

@@ -170,7 +170,7 @@ class TrainConfig:
     accum_steps: int = 1  # gradient accumulation steps per optimizer update
     seed: int = 1234  # seeds python, numpy and torch
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
-    amp: str = "auto"  # "auto" (CUDA: bf16/fp16; CPU: bf16 where native (AMX/AVX512-BF16), else off), "off", "bf16" or "fp16" (CUDA)
+    amp: str = "auto"  # "auto" (CUDA: bf16/fp16; CPU: bf16 with AMX, the only CPUs where it is faster, else off), "off", "bf16" or "fp16" (CUDA)
     threads: int = 0  # CPU threads for torch; 0 means all cores
     direction_parallel: str = "auto"  # CPU: the two directions of each BiLSTM layer at once, one core each (asr.parallel_rnn); "auto" (off: measured no faster, see asr.parallel_rnn.AUTO_ON_CPU), "on" (true) or "off" (false); a runtime choice, checkpoints are the same
     keep_last: int = 3  # epoch checkpoints kept

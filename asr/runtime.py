@@ -30,14 +30,17 @@ def select_device(name: str) -> torch.device:
 
 
 def cpu_bf16_support() -> tuple[bool, str]:
-    """Whether this CPU computes bf16 natively (AMX-BF16 or AVX512-BF16), and how that was found.
+    """Whether bf16 is faster than fp32 on this CPU for our LSTMs (AMX-BF16), and how that was found.
 
+    Only AMX makes oneDNN's bf16 LSTM faster: measured 1.3-1.4x on an AMX Xeon (forward and
+    backward of the recipe's 4x256 model), but 0.44x (2.3x SLOWER) on a Xeon that shows
+    AVX512-BF16 without AMX (tools/bench_train.py, 2026-12-02). So AVX512-BF16 alone says no.
     Read from /proc/cpuinfo's flags where it exists (Linux x86); elsewhere oneDNN's own check
     (``torch.ops.mkldnn._is_mkldnn_bf16_supported``), which on x86 also says yes to plain
     AVX-512 (emulated bf16, not faster), so the flags are preferred.
 
     Returns:
-        (native, reason), e.g. (True, "CPU flags amx_bf16, avx512_bf16").
+        (native, reason), e.g. (True, "CPU flag amx_bf16").
     """
     try:
         with open("/proc/cpuinfo") as f:
@@ -45,10 +48,12 @@ def cpu_bf16_support() -> tuple[bool, str]:
     except OSError:
         flags = None
     if flags is not None:
-        found = sorted({"amx_bf16", "avx512_bf16"} & set(flags))
-        if found:
-            return True, f"CPU flags {', '.join(found)}"
-        return False, "no amx_bf16 or avx512_bf16 in the CPU flags"
+        if "amx_bf16" in flags:
+            return True, "CPU flag amx_bf16"
+        if "avx512_bf16" in flags:
+            return False, ("CPU flag avx512_bf16 but no amx_bf16 (without AMX oneDNN's bf16 LSTM "
+                           "measured 2.3x slower than fp32)")
+        return False, "no amx_bf16 in the CPU flags"
     try:
         ok = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -60,9 +65,9 @@ def resolve_amp(mode: str, device: torch.device) -> tuple[torch.dtype | None, st
     """The autocast dtype for ``mode`` ("auto", "off", "bf16", "fp16") on ``device``, and why.
 
     CUDA: auto = bf16 where the GPU supports it, else fp16 (with a gradient scaler).
-    CPU: auto = bf16 only where the CPU computes it natively (see cpu_bf16_support: oneDNN's
-    LSTM then runs forward and backward in bf16, measured 1.3-1.4x faster on AMX), fp32
-    elsewhere; bf16 forces it (emulated, slower, on CPUs without it); fp16 needs CUDA.
+    CPU: auto = bf16 only where it is faster (AMX, see cpu_bf16_support: oneDNN's LSTM then
+    runs forward and backward in bf16, measured 1.3-1.4x faster), fp32 elsewhere; bf16 forces
+    it (slower without AMX: 0.44x with AVX512-BF16 alone, emulated on older CPUs); fp16 needs CUDA.
     The CTC loss and the features stay fp32 in every case (asr.ctc, asr.features).
 
     Raises:

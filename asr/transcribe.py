@@ -329,7 +329,7 @@ def load_model(path: str | Path, device: str = "cpu", quantize: str = "", amp: s
         quantize: "int8" applies dynamic int8 quantisation to a checkpoint's LSTM and
             linear layers at load time (CPU only); "" keeps float32.
         amp: a checkpoint's precision: "auto" runs it under bf16 autocast on CPUs with native
-            bf16 (AMX/AVX512-BF16; see asr.runtime.cpu_bf16_support), fp32 elsewhere; "bf16"
+            bf16 (AMX; see asr.runtime.cpu_bf16_support), fp32 elsewhere; "bf16"
             forces it, "off" keeps fp32. Exported and int8 models ignore it.
 
     Returns:

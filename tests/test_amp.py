@@ -32,7 +32,7 @@ def test_cpu_flags_decide_native_bf16():
     flags = open("/proc/cpuinfo").read() if asr.runtime.os.path.exists("/proc/cpuinfo") else ""
     native, why = asr.runtime.cpu_bf16_support()
     if flags:
-        assert native == ("amx_bf16" in flags or "avx512_bf16" in flags), why
+        assert native == ("amx_bf16" in flags), why  # AVX512-BF16 alone: measured slower, so no
 
 
 def test_bf16_training_reaches_the_fp32_loss(tmp_path):

@@ -21,8 +21,8 @@ Opus decoding in the data loader) on the same utterances, side by side:
 - today:  data.cache=off, fp32 (each utterance decoded and resampled in every epoch);
 - cache:  data.cache=ram, measured once the cache holds every speed variant (a run reaches
           that after its first epochs; the CMVN pass fills the unperturbed waveforms);
-- bf16:   train.amp=bf16, only on CPUs with native bf16 (AMX / AVX512-BF16; otherwise the
-          row says "not supported on this CPU"; --force-bf16 measures the emulation anyway);
+- bf16:   train.amp=bf16, only on CPUs where train.amp=auto picks it (AMX; otherwise the row
+          says why not; --force-bf16 measures it anyway: AVX512-BF16 without AMX, or emulation);
 - cache + bf16.
 
 - direction-parallel: train.direction_parallel=on (the two directions of each layer at once,
@@ -270,7 +270,7 @@ def print_pipeline(res: dict, naive: float | None) -> None:
     print(f"{'':24}{'audio-s/s':>10}{'x today':>9}{'data s':>8}{'feats s':>8}{'model s':>8}{'updates':>8}")
     for name, r in rows.items():
         if r is None:
-            print(f"{name:24}{'not supported on this CPU':>51}")
+            print(f"{name:24}  not run: train.amp=auto would not pick bf16 here (--force-bf16 runs it)")
             continue
         print(f"{name:24}{r['audio_s_per_s']:10.1f}{r['audio_s_per_s'] / base:8.2f}x{r['data_s']:8.1f}"
               f"{r['features_s']:8.1f}{r['model_s']:8.1f}{r['updates']:8d}")
