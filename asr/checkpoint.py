@@ -319,6 +319,23 @@ def save_training(path: str | Path, cfg: Config, tokenizer: Tokenizer, model: AS
     })
 
 
+def init_weights(obj: dict, path: str | Path, model: ASRModel) -> None:
+    """Fine-tuning: copy a checkpoint's frontend (with its CMVN statistics) and model weights
+    (``obj``, read from ``path``) into a fresh model; its optimizer and schedule are not used.
+
+    Raises:
+        TrainingError: its model is not the one this config builds (layers, sizes, units, features).
+    """
+    try:
+        model.frontend.load_state_dict(obj["frontend"])
+        model.ctc.load_state_dict(obj["model"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        theirs = (obj.get("config") or {}).get("model")
+        raise TrainingError(f"train.init_from={path}: its model does not fit this config "
+                            f"({str(e).splitlines()[0]}); it was trained with model: {theirs}; give "
+                            "the same model.* and feature.* settings") from None
+
+
 def restore_training(obj: dict, path: str | Path, model: ASRModel, optimizer, scheduler, scaler) -> dict:
     """Load a :func:`save_training` checkpoint (already read: ``obj``) into the run's objects and
     restore the RNG states.

@@ -181,6 +181,7 @@ class TrainConfig:
     average_best: int = 0  # average the best N checkpoints (by dev WER, PER for phones) into model.pt at the end; 0 or 1: the best alone (the old name average_last is still read)
     valid_subset: int = 0  # validate on a fixed subset of N dev utterances after each epoch (selection, patience), the full dev set after the last; 0 = full dev every epoch
     eval_every: int = 0  # also compute dev loss/WER every N updates (logged; best checkpoints are chosen at epoch ends); 0 = off
+    init_from: str = ""  # fine-tuning: start from this checkpoint's weights, units and CMVN (model.pt or any checkpoint of the same model config) with a fresh optimizer and LR schedule; "" = random init; ignored when resuming
     select_on: tuple[str, ...] = ("dev",)  # dev sets whose mean WER ranks epochs (best checkpoints, patience): "dev" (data.dev_manifest) and/or manifest paths, e.g. degraded copies of dev (asr.selection)
 
     def __post_init__(self) -> None:

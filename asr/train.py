@@ -45,6 +45,7 @@ from tqdm import tqdm
 from asr.augment import WaveAugment
 from asr.checkpoint import (
     build_model,
+    init_weights,
     read_checkpoint,
     restore_training,
     retain_checkpoints,
@@ -129,8 +130,10 @@ class Trainer:
 
     def _setup_data_and_model(self) -> None:
         cfg = self.cfg
-        resumed_tok = tokenizer_from_dict(self.resume_obj["tokenizer"]) if self.resume_obj is not None else None
-        self.tokenizer, train_utts, dev_utts = read_training_data(cfg, resumed_tok)
+        init = read_checkpoint(cfg.train.init_from) if cfg.train.init_from and self.resume_obj is None else None
+        start = self.resume_obj or init  # a resumed run, or fine-tuning: that model's units
+        self.tokenizer, train_utts, dev_utts = read_training_data(
+            cfg, tokenizer_from_dict(start["tokenizer"]) if start is not None else None)
         pin = self.device.type == "cuda"
         augment = WaveAugment(cfg.augment, cfg.feature.sample_rate)
         warned: set[str] = set()  # unloadable training files are named once, not in every pass
@@ -172,6 +175,9 @@ class Trainer:
 
         if self.resume_obj is not None:
             self._restore(self.resume_obj)
+        elif init is not None:
+            init_weights(init, cfg.train.init_from, self.model)
+            log.info("fine-tuning: weights, units and CMVN from %s", cfg.train.init_from)
         elif cfg.feature.cmvn == "global":
             compute_cmvn(self.model, train_utts, self.tokenizer, cfg, self.device, self.rank, self.world,
                          warned, self.cache)

@@ -18,6 +18,7 @@ from conftest import ROOT, WORDS, make_digit_utterance
 
 from asr.checkpoint import read_checkpoint
 from asr.config import load_config, to_dict
+from asr.errors import TrainingError
 from asr.optim import LRSchedule
 from asr.train import Trainer, TrainState, train
 
@@ -209,3 +210,24 @@ def test_valid_subset_each_epoch_and_the_full_dev_set_at_the_end(tmp_path):
     assert [h["dev_utts"] for h in history] == [2, 2]
     assert history[-1]["dev_full_utts"] == 4 and history[-1]["dev_full_wer"] >= 0.0
     assert "full dev set: loss" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_fine_tuning_starts_from_the_given_model(tmp_path):
+    """train.init_from: a trained model's weights, units and CMVN with a fresh optimizer: the first
+    fine-tuning epoch starts where that run ended, far below a fresh start; a model of another shape
+    is refused, naming the file."""
+    m = write_manifest(tmp_path, "train", [[1, 2], [3], [4, 5], [6, 7], [8, 9], [0]])
+    common = ("model.hidden_size=64", "model.dropout=0", "augment.specaugment=false", "train.lr=5e-3",
+              "train.warmup_steps=5", "train.scheduler=constant", "data.max_batch_seconds=20")
+    base = train(config(tmp_path / "base", m, *common, "train.epochs=25"), resume=False)
+    tuned = train(config(tmp_path / "ft", m, *common, "train.epochs=2", f"train.init_from={base}"), resume=False)
+    h0 = json.loads((tmp_path / "base" / "history.json").read_text())
+    h1 = json.loads((tmp_path / "ft" / "history.json").read_text())
+    assert h0[-1]["train_loss"] < 0.3 * h0[0]["train_loss"], h0
+    assert h1[0]["train_loss"] < 2 * h0[-1]["train_loss"] < 0.6 * h0[0]["train_loss"], (h0, h1)
+    a, b = read_checkpoint(base), read_checkpoint(tuned)
+    assert a["tokenizer"] == b["tokenizer"]
+    assert all(torch.equal(a["frontend"][k], b["frontend"][k]) for k in a["frontend"])  # CMVN kept
+    assert "fine-tuning: weights, units and CMVN from" in (tmp_path / "ft" / "train.log").read_text()
+    with pytest.raises(TrainingError, match=r"train.init_from=.*base.*does not fit this config"):
+        Trainer(config(tmp_path / "bad", m, "model.hidden_size=48", f"train.init_from={base}"), resume=False)
