@@ -54,6 +54,24 @@ def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
     return x.gather(1, idx[..., None].expand(-1, -1, x.shape[2]))
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with a cheaper mask on the CPU: four 16-bit slices of each 64-bit random
+    word decide four elements (keep probability quantised to 1/65536), where ``bernoulli_`` draws
+    one random number per element. Measured on the 2-core Xeon, (12, 333, 640) bf16 activations:
+    12.5 ms against 44 ms per call, 8-10 % of a bf16 training step of the 4x320 model. Same
+    interface and expectation as ``nn.Dropout``, no state; on CUDA it is ``nn.Dropout``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: any shape -> same shape; each element zeroed with probability p, the rest scaled."""
+        if not self.training or self.p == 0.0 or x.is_cuda or x.numel() == 0:
+            return super().forward(x)
+        n = x.numel()
+        words = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+        r = words.view(torch.int16)[:n].view(x.shape)  # uniform on [-32768, 32767]
+        keep = r >= round(self.p * 65536) - 32768  # P(keep) = 1 - p (to 1/65536)
+        return x * (keep.to(x.dtype) * (1.0 / (1.0 - self.p)))
+
+
 class PeepholeLSTM(nn.Module):
     """Single-direction LSTM with peephole connections (Gers & Schmidhuber 2000).
 
@@ -270,7 +288,7 @@ class CTCModel(nn.Module):
             layers.append(layer)
             size = layer.output_size
         self.layers = nn.ModuleList(layers)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.head = nn.Linear(size, vocab_size)
 
     def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,14 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from asr.config import Config, FeatureConfig, ModelConfig
 from asr.features import Frontend
 from asr.frames import frame_geometry
-from asr.model import CTCModel, PeepholeLSTM, RNNLayer, count_parameters, reverse_within_lengths
+from asr.model import (
+    CTCModel,
+    Dropout,
+    PeepholeLSTM,
+    RNNLayer,
+    count_parameters,
+    reverse_within_lengths,
+)
 
 COMBOS = list(itertools.product(["lstm", "gru", "lstm_peephole"],
                                 ["none", "stack2", "stack3", "stack4", "conv2", "conv4"], [True, False]))
@@ -164,3 +171,25 @@ def test_large_inference_batch_uses_onednn_and_still_equals_single_utterances():
         for b in (0, len(lengths) - 1):
             single, _ = model(x[b : b + 1, : lens[b]], lens[b : b + 1])
             torch.testing.assert_close(out[b, : out_lens[b]], single[0], atol=1e-5, rtol=1e-5)
+
+
+def test_cheap_dropout_drops_p_scales_the_rest_and_backpropagates_through_the_mask():
+    torch.manual_seed(0)
+    d = Dropout(0.15)
+    x = torch.randn(400, 500, requires_grad=True)
+    y = d(x)
+    dropped = y == 0
+    assert abs(dropped.float().mean().item() - 0.15) < 0.005  # 200 k draws: sd 0.0008
+    assert torch.allclose(y[~dropped], x[~dropped] / 0.85)
+    y.sum().backward()
+    assert torch.allclose(x.grad, (~dropped).float() / 0.85)
+    # a fresh mask each call, reproducible from the seed, identity in eval mode
+    torch.manual_seed(1)
+    a = d(x)
+    torch.manual_seed(1)
+    assert torch.equal(d(x), a) and not torch.equal((a == 0), dropped)
+    d.eval()
+    assert torch.equal(d(x), x)
+    # bf16 activations keep their dtype; an odd element count (one partial random word) works
+    z = Dropout(0.5).train()(torch.ones(3, 7, dtype=torch.bfloat16))
+    assert z.dtype == torch.bfloat16 and set(z.unique().tolist()) <= {0.0, 2.0}

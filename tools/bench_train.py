@@ -18,12 +18,15 @@ The recipe's whole training step (``--pipeline``, on by default): real updates o
 asr.train.Trainer with conf/mini_librispeech_cpu.yaml (speed perturbation, global CMVN,
 Opus decoding in the data loader) on the same utterances, side by side:
 
-- today:  data.cache=off, fp32 (each utterance decoded and resampled in every epoch);
+- today:  data.cache=off, fp32, torch's dropout (each utterance decoded and resampled in every
+          epoch: the recipe before issue 15);
 - cache:  data.cache=ram, measured once the cache holds every speed variant (a run reaches
           that after its first epochs; the CMVN pass fills the unperturbed waveforms);
-- bf16:   train.amp=bf16, only on CPUs where train.amp=auto picks it (AMX; otherwise the row
-          says why not; --force-bf16 measures it anyway: AVX512-BF16 without AMX, or emulation);
-- cache + bf16.
+- cache + bf16: train.amp=bf16, only on CPUs where train.amp=auto picks it (AMX; otherwise the
+          row says why not; --force-bf16 measures it anyway: AVX512-BF16 without AMX, or emulation);
+- + cheap dropout: asr.model.Dropout (4 mask elements per 64-bit random word) instead of
+          torch's (one ``bernoulli_`` draw per element): the recipe today;
+- + batch x2: twice the config's data.max_batch_seconds (oneDNN's bf16 LSTM gains with the batch).
 
 - direction-parallel: train.direction_parallel=on (the two directions of each layer at once,
           one core each, asr.parallel_rnn); the other rows run with it off.
@@ -62,7 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from asr.audio import load_audio  # noqa: E402
-from asr.config import FeatureConfig, ModelConfig  # noqa: E402
+from asr.config import FeatureConfig, ModelConfig, load_config  # noqa: E402
 from asr.data import BucketBatchSampler, Utterance, read_manifest, write_manifest  # noqa: E402
 from asr.features import Frontend  # noqa: E402
 from asr.model import CTCModel, Subsampling, count_parameters, set_direction_parallel  # noqa: E402
@@ -185,11 +188,10 @@ def peephole_ratio(threads: int) -> dict:
 
 
 def pipeline_run(name: str, manifest: Path, overrides: list[str], budget_s: float, warm_cache: bool,
-                 threads: int) -> dict:
+                 threads: int, torch_dropout: bool = False) -> dict:
     """Real training updates (asr.train.Trainer, the CPU recipe's config) through the real data
     loader until ``budget_s`` seconds of (speed-perturbed) audio are trained, after one warm-up
     update; wall time split into data loading, features and the rest of the step."""
-    from asr.config import load_config
     from asr.train import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,6 +199,8 @@ def pipeline_run(name: str, manifest: Path, overrides: list[str], budget_s: floa
             f"run_dir={tmp}", f"data.train_manifest={manifest}", "data.dev_manifest=",
             f"train.threads={threads}", "train.log_every=100000", *overrides])
         t = Trainer(cfg, resume=False)
+        if torch_dropout:  # the recipe's dropout before asr.model.Dropout
+            t.model.ctc.dropout = nn.Dropout(cfg.model.dropout)
         logging.getLogger("asr").setLevel(logging.WARNING)
         ds = t.train_loader.dataset
         if warm_cache and t.cache is not None:  # the state a run reaches after its first epochs
@@ -244,29 +248,36 @@ def pipeline_run(name: str, manifest: Path, overrides: list[str], budget_s: floa
 def pipeline_table(pool: list[Utterance], args) -> dict:
     native, why = cpu_bf16_support()
     bf16_ok = native or args.force_bf16
+    batch = args.pipeline_batch_seconds or load_config(ROOT / "conf" / "mini_librispeech_cpu.yaml").data.max_batch_seconds
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "pool.jsonl"
         write_manifest(pool, manifest)
-        rows = [("today (no cache, fp32)", ["data.cache=off", "train.amp=off"], False, True),
-                ("cache", ["data.cache=ram", "train.amp=off"], True, not args.directions),
-                ("bf16", ["data.cache=off", "train.amp=bf16"], False, bf16_ok and not args.directions),
-                ("cache + bf16", ["data.cache=ram", "train.amp=bf16"], True, bf16_ok and not args.directions),
-                ("direction-parallel", ["data.cache=off", "train.amp=off", "train.direction_parallel=on"],
-                 False, True)]
-        res = {"bf16_native": native, "bf16_why": why, "rows": {}}
-        for name, over, warm, ok in rows:
+        cheap = ["data.cache=ram", "train.amp=bf16" if bf16_ok else "train.amp=off"]
+        rows = [("today (no cache, fp32)", ["data.cache=off", "train.amp=off"], False, True, True),
+                ("cache", ["data.cache=ram", "train.amp=off"], True, not args.directions, True),
+                ("cache + bf16", ["data.cache=ram", "train.amp=bf16"], True, bf16_ok and not args.directions,
+                 True),
+                ("+ cheap dropout", cheap, True, True, False),
+                ("+ batch x2", [*cheap, f"data.max_batch_seconds={2 * batch}"], True, not args.directions,
+                 False),
+                ("direction-parallel", [*cheap, "train.direction_parallel=on"], True, True, False)]
+        res = {"bf16_native": native, "bf16_why": why, "batch": batch, "overrides": args.pipeline_override,
+               "rows": {}}
+        for name, over, warm, ok, torch_dropout in rows:
             if args.directions and not ok:
                 continue
-            over = ["train.direction_parallel=off", *over, f"data.max_batch_seconds={args.max_batch_seconds}"]
-            res["rows"][name] = (pipeline_run(name, manifest, over, args.pipeline_seconds, warm, args.threads)
-                                 if ok else None)
+            over = ["train.direction_parallel=off", f"data.max_batch_seconds={batch}", *args.pipeline_override,
+                    *over]
+            res["rows"][name] = (pipeline_run(name, manifest, over, args.pipeline_seconds, warm, args.threads,
+                                              torch_dropout) if ok else None)
     return res
 
 
 def print_pipeline(res: dict, naive: float | None) -> None:
     rows = res["rows"]
     base = rows["today (no cache, fp32)"]["audio_s_per_s"]
-    print(f"\nThe recipe's training step through the real data pipeline (bf16: {res['bf16_why']})")
+    print(f"\nThe recipe's training step through the real data pipeline, batches of <= {res['batch']:.0f} padded "
+          f"seconds{''.join(' ' + o for o in res['overrides'])} (bf16: {res['bf16_why']})")
     print(f"{'':24}{'audio-s/s':>10}{'x today':>9}{'data s':>8}{'feats s':>8}{'model s':>8}{'updates':>8}")
     for name, r in rows.items():
         if r is None:
@@ -315,6 +326,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--pipeline-seconds", type=float, default=600,
                     help="audio trained on per row of the recipe-pipeline table (0 skips the table)")
+    ap.add_argument("--pipeline-batch-seconds", type=float,
+                    help="data.max_batch_seconds of the pipeline rows (default: the recipe config's)")
+    ap.add_argument("--pipeline-override", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for every pipeline row, e.g. model.hidden_size=256 (repeatable)")
     ap.add_argument("--force-bf16", action="store_true", help="measure bf16 also where it is not native")
     ap.add_argument("--skip-model-bench", action="store_true",
                     help="only the recipe-pipeline table (no ours/naive model comparison)")
