@@ -319,6 +319,22 @@ def save_training(path: str | Path, cfg: Config, tokenizer: Tokenizer, model: AS
     })
 
 
+def init_units(obj: dict, path: str | Path, kind: str) -> dict:
+    """Fine-tuning: the units (tokenizer dict) of checkpoint ``obj`` read from ``path``, which the
+    new run keeps (its lexicon and vocabulary fit the weights); ``kind`` is the config's
+    ``tokenizer.kind``.
+
+    Raises:
+        TrainingError: the checkpoint's units are of another kind than the config asks for.
+    """
+    theirs = obj["tokenizer"].get("kind")
+    if theirs != kind:
+        raise TrainingError(f"train.init_from={path}: that model outputs {theirs} units but this config has "
+                            f"tokenizer.kind={kind}; fine-tuning keeps the model's units: give "
+                            f"tokenizer.kind={theirs}, or train from scratch")
+    return obj["tokenizer"]
+
+
 def init_weights(obj: dict, path: str | Path, model: ASRModel) -> None:
     """Fine-tuning: copy a checkpoint's frontend (with its CMVN statistics) and model weights
     (``obj``, read from ``path``) into a fresh model; its optimizer and schedule are not used.

@@ -45,6 +45,7 @@ from tqdm import tqdm
 from asr.augment import WaveAugment
 from asr.checkpoint import (
     build_model,
+    init_units,
     init_weights,
     read_checkpoint,
     restore_training,
@@ -131,9 +132,10 @@ class Trainer:
     def _setup_data_and_model(self) -> None:
         cfg = self.cfg
         init = read_checkpoint(cfg.train.init_from) if cfg.train.init_from and self.resume_obj is None else None
-        start = self.resume_obj or init  # a resumed run, or fine-tuning: that model's units
-        self.tokenizer, train_utts, dev_utts = read_training_data(
-            cfg, tokenizer_from_dict(start["tokenizer"]) if start is not None else None)
+        units = (self.resume_obj["tokenizer"] if self.resume_obj is not None  # a resumed run's units, or
+                 else init_units(init, cfg.train.init_from, cfg.tokenizer.kind) if init is not None else None)
+        self.tokenizer, train_utts, dev_utts = read_training_data(  # fine-tuning: that model's units
+            cfg, tokenizer_from_dict(units) if units is not None else None)
         pin = self.device.type == "cuda"
         augment = WaveAugment(cfg.augment, cfg.feature.sample_rate)
         warned: set[str] = set()  # unloadable training files are named once, not in every pass
