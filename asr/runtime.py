@@ -6,6 +6,8 @@ Small pieces the training loop (asr.train) calls at setup; none of them knows ab
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import random
 
@@ -27,6 +29,29 @@ def select_device(name: str) -> torch.device:
         if dev.index is None:
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return dev
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse rather than hand it back to the kernel.
+
+    A training step allocates and frees the same large activations every time; by default glibc
+    returns freed blocks above a threshold to the kernel and the next step faults them in again,
+    zeroed. Measured on the 2-core Xeon, 4x320 BiLSTM step on the CPU: system time 0.8 -> 0.2 s
+    per 4 steps, page faults 4x fewer (tools/bench_train.py's "keep freed memory" row). The
+    memory stays with the process (the peak it reached anyway). Returns False where the C
+    library is not glibc (nothing changed).
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):
+        return False
+    if mallopt is None:
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # malloc.h
+    return bool(mallopt(m_mmap_threshold, 32 << 20) and mallopt(m_trim_threshold, 1 << 30)
+                and mallopt(m_top_pad, 256 << 20))
 
 
 def cpu_bf16_support() -> tuple[bool, str]:

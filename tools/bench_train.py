@@ -25,11 +25,13 @@ Opus decoding in the data loader) on the same utterances, side by side:
 - cache + bf16: train.amp=bf16, only on CPUs where train.amp=auto picks it (AMX; otherwise the
           row says why not; --force-bf16 measures it anyway: AVX512-BF16 without AMX, or emulation);
 - + cheap dropout: asr.model.Dropout (4 mask elements per 64-bit random word) instead of
-          torch's (one ``bernoulli_`` draw per element): the recipe today;
-- + batch x2: twice the config's data.max_batch_seconds (oneDNN's bf16 LSTM gains with the batch).
-
-- direction-parallel: train.direction_parallel=on (the two directions of each layer at once,
-          one core each, asr.parallel_rnn); the other rows run with it off.
+          torch's (one ``bernoulli_`` draw per element);
+- + direction-parallel: train.direction_parallel=on (the two directions of each layer at once,
+          one core each, asr.parallel_rnn);
+- + batch x2: twice the config's data.max_batch_seconds (oneDNN's bf16 LSTM gains with the batch);
+- + keep freed memory: asr.runtime.keep_freed_memory (glibc malloc keeps freed activations for
+          the next step instead of returning them to the kernel): the recipe today. Last, as it
+          cannot be undone within the process; the rows above run without it.
 
 Each row also splits the wall time into data loading (decode, speed perturbation, collate),
 features (the frontend) and the rest (model, CTC, backward, Adam).
@@ -37,7 +39,7 @@ features (the frontend) and the rest (model, CTC, backward, Adam).
 Direction parallelism on the bare model (``ours``, same batches and audio budget): sequential
 with 1 thread, sequential with --threads threads, and the two directions in parallel (one
 thread each; the rest of the step on --threads). ``--directions`` runs only that table and the
-pipeline's today and direction-parallel rows:
+pipeline's today, + cheap dropout and + direction-parallel rows:
 
     .venv/bin/python tools/bench_train.py --directions --train-seconds 600 --pipeline-seconds 600
 
@@ -69,7 +71,7 @@ from asr.config import FeatureConfig, ModelConfig, load_config  # noqa: E402
 from asr.data import BucketBatchSampler, Utterance, read_manifest, write_manifest  # noqa: E402
 from asr.features import Frontend  # noqa: E402
 from asr.model import CTCModel, Subsampling, count_parameters, set_direction_parallel  # noqa: E402
-from asr.runtime import cpu_bf16_support  # noqa: E402
+from asr.runtime import cpu_bf16_support, keep_freed_memory  # noqa: E402
 from asr.text import CharTokenizer  # noqa: E402
 
 LIBRI = Path("/work/shared/data/mini_librispeech/LibriSpeech/train-clean-5")
@@ -188,12 +190,15 @@ def peephole_ratio(threads: int) -> dict:
 
 
 def pipeline_run(name: str, manifest: Path, overrides: list[str], budget_s: float, warm_cache: bool,
-                 threads: int, torch_dropout: bool = False) -> dict:
+                 threads: int, torch_dropout: bool = False, keep_memory: bool = False) -> dict:
     """Real training updates (asr.train.Trainer, the CPU recipe's config) through the real data
     loader until ``budget_s`` seconds of (speed-perturbed) audio are trained, after one warm-up
     update; wall time split into data loading, features and the rest of the step."""
+    import asr.train
     from asr.train import Trainer
 
+    # glibc's malloc settings cannot be undone in a process: the rows before the last run without them
+    asr.train.keep_freed_memory = keep_freed_memory if keep_memory else (lambda: False)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(ROOT / "conf" / "mini_librispeech_cpu.yaml", [
             f"run_dir={tmp}", f"data.train_manifest={manifest}", "data.dev_manifest=",
@@ -253,23 +258,25 @@ def pipeline_table(pool: list[Utterance], args) -> dict:
         manifest = Path(tmp) / "pool.jsonl"
         write_manifest(pool, manifest)
         cheap = ["data.cache=ram", "train.amp=bf16" if bf16_ok else "train.amp=off"]
-        rows = [("today (no cache, fp32)", ["data.cache=off", "train.amp=off"], False, True, True),
-                ("cache", ["data.cache=ram", "train.amp=off"], True, not args.directions, True),
+        # (name, overrides, warm cache, run it, torch's dropout, keep freed memory: process-wide, so last)
+        rows = [("today (no cache, fp32)", ["data.cache=off", "train.amp=off"], False, True, True, False),
+                ("cache", ["data.cache=ram", "train.amp=off"], True, not args.directions, True, False),
                 ("cache + bf16", ["data.cache=ram", "train.amp=bf16"], True, bf16_ok and not args.directions,
-                 True),
-                ("+ cheap dropout", cheap, True, True, False),
+                 True, False),
+                ("+ cheap dropout", cheap, True, True, False, False),
+                ("+ direction-parallel", [*cheap, "train.direction_parallel=on"], True, True, False, False),
                 ("+ batch x2", [*cheap, f"data.max_batch_seconds={2 * batch}"], True, not args.directions,
-                 False),
-                ("direction-parallel", [*cheap, "train.direction_parallel=on"], True, True, False)]
+                 False, False),
+                ("+ keep freed memory", cheap, True, not args.directions, False, True)]
         res = {"bf16_native": native, "bf16_why": why, "batch": batch, "overrides": args.pipeline_override,
                "rows": {}}
-        for name, over, warm, ok, torch_dropout in rows:
+        for name, over, warm, ok, torch_dropout, keep in rows:
             if args.directions and not ok:
                 continue
             over = ["train.direction_parallel=off", f"data.max_batch_seconds={batch}", *args.pipeline_override,
                     *over]
             res["rows"][name] = (pipeline_run(name, manifest, over, args.pipeline_seconds, warm, args.threads,
-                                              torch_dropout) if ok else None)
+                                              torch_dropout, keep) if ok else None)
     return res
 
 
@@ -334,7 +341,7 @@ def main() -> None:
     ap.add_argument("--skip-model-bench", action="store_true",
                     help="only the recipe-pipeline table (no ours/naive model comparison)")
     ap.add_argument("--directions", action="store_true",
-                    help="only direction parallelism: its bare-model table and the pipeline's today and "
+                    help="only direction parallelism: its bare-model table and the pipeline's today, + cheap dropout and "
                          "direction-parallel rows")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
