@@ -134,9 +134,10 @@ class Trainer:
     def _setup_data_and_model(self) -> None:
         cfg = self.cfg
         init = read_checkpoint(cfg.train.init_from) if cfg.train.init_from and self.resume_obj is None else None
-        units = (self.resume_obj["tokenizer"] if self.resume_obj is not None  # a resumed run's units, or
-                 else init_units(init, cfg.train.init_from, cfg.tokenizer.kind) if init is not None else None)
-        self.tokenizer, train_utts, dev_utts = read_training_data(  # fine-tuning: that model's units
+        units = self.resume_obj["tokenizer"] if self.resume_obj is not None else None  # a resumed run's units
+        if init is not None:  # fine-tuning: that model's units, if of the config's kind
+            units = init_units(init, cfg.train.init_from, cfg.tokenizer.kind)
+        self.tokenizer, train_utts, dev_utts = read_training_data(
             cfg, tokenizer_from_dict(units) if units is not None else None)
         pin = self.device.type == "cuda"
         augment = WaveAugment(cfg.augment, cfg.feature.sample_rate)
