@@ -1,4 +1,4 @@
-"""Training-time channel simulation: codec round trips, band limits, narrow-band resampling, gain.
+"""Training-time channel simulation: codec round trips, rooms, band limits, narrow-band resampling, gain.
 
 The audio people bring went through channels the training audio did not: MP3s and Opus at low
 bit rates (which low-pass at 4-7 kHz), telephone lines (8 kHz sampling, 300-3400 Hz), small
@@ -11,9 +11,11 @@ Cost. An encoder is slow (measured on one core: LAME ~80x real time, libopus ~17
 ``k`` encoded with a codec kind chosen by (utterance id, k) alone, built the first time it is
 drawn and kept by the run's wave cache (``data.cache=ram``), so every later epoch reuses it.
 Without the cache (or with loader workers) a variant is encoded again at each draw, in the
-worker processes when there are some. The filters (a steep elliptic low-pass, a Butterworth
-high-pass: IIR designs made once per 50 Hz of cut-off) and the 8 kHz round trip run per draw
-at thousands of times real time. ``tools/bench_channel.py`` measures each piece.
+worker processes when there are some. The filters (a synthetic room impulse response, a steep
+elliptic low-pass, a Butterworth high-pass: IIR designs made once per 50 Hz of cut-off) and the
+8 kHz round trip run per draw at hundreds to thousands of times real time.
+``tools/bench_channel.py`` measures each piece. The room comes after the codec (which is cached
+from the dry audio): the reverse of the physical order, a price of encoding each variant once.
 
 Exactness: a variant depends only on its key (the utterance, k), so a run resumed with an
 empty cache builds the same audio; the draws come from the utterance's per-epoch generator.
@@ -30,7 +32,15 @@ import numpy as np
 
 from asr.audio import resample
 from asr.config import ChannelAugmentConfig
-from asr.degrade import DegradeError, Kind, check_writable, degrade, parse_kind
+from asr.degrade import (
+    DegradeError,
+    Kind,
+    check_writable,
+    degrade,
+    parse_kind,
+    reverberate,
+    room_impulse_response,
+)
 from asr.errors import ConfigError
 
 DESIGN_STEP_HZ = 50.0  # cut-offs are rounded to this for the filter design cache
@@ -45,6 +55,7 @@ class ChannelDraw:
     lowpass_hz: float | None = None
     highpass_hz: float | None = None
     gain_db: float | None = None
+    reverb: tuple[float, float, int] | None = None  # a room: (RT60 s, DRR dB, seed of its response)
 
 
 @functools.lru_cache(maxsize=256)
@@ -149,7 +160,8 @@ class ChannelAugment:
     @property
     def active(self) -> bool:
         c = self.cfg
-        return any(p > 0 for p in (c.codec_prob, c.narrowband_prob, c.lowpass_prob, c.highpass_prob, c.gain_prob))
+        return any(p > 0 for p in (c.codec_prob, c.narrowband_prob, c.lowpass_prob, c.highpass_prob, c.gain_prob,
+                                   c.reverb_prob))
 
     def draw(self, rng: np.random.Generator) -> ChannelDraw:
         """The channel of one utterance: a fixed sequence of draws for a given config."""
@@ -164,8 +176,13 @@ class ChannelAugment:
         if c.codec_prob > 0 and rng.random() < c.codec_prob:
             variant = int(rng.integers(c.codec_variants))
         nb = bool(c.narrowband_prob > 0 and rng.random() < c.narrowband_prob)
-        return ChannelDraw(variant, nb, maybe(c.lowpass_prob, c.lowpass_hz), maybe(c.highpass_prob, c.highpass_hz),
-                           maybe(c.gain_prob, c.gain_db))
+        low, high, gain = maybe(c.lowpass_prob, c.lowpass_hz), maybe(c.highpass_prob, c.highpass_hz), \
+            maybe(c.gain_prob, c.gain_db)
+        reverb = None  # drawn last (and only when on), so configs without it draw as before
+        if c.reverb_prob > 0 and rng.random() < c.reverb_prob:
+            reverb = (float(rng.uniform(*c.reverb_rt60)), float(rng.uniform(*c.reverb_drr_db)),
+                      int(rng.integers(2**31)))
+        return ChannelDraw(variant, nb, low, high, gain, reverb)
 
     def variant_kind(self, uid: str, k: int) -> Kind:
         """The codec of variant ``k`` of utterance ``uid`` (the same in every run and epoch)."""
@@ -192,7 +209,10 @@ class ChannelAugment:
         return make() if cached is None else cached(("codec", k, kind.spec), make)
 
     def filters(self, wav: np.ndarray, d: ChannelDraw) -> np.ndarray:
-        """Narrow-band round trip, low-pass and high-pass, as drawn (float32 in, float32 out)."""
+        """Room, narrow-band round trip, low-pass and high-pass, as drawn (float32 in, float32 out)."""
+        if d.reverb is not None:
+            rt60, drr, seed = d.reverb
+            wav = reverberate(wav, room_impulse_response(rt60, drr, np.random.default_rng(seed), self.sample_rate))
         if d.narrowband:
             wav = narrowband(wav, self.cfg.narrowband_rate, self.sample_rate)
         if d.lowpass_hz is not None:
@@ -212,6 +232,9 @@ class ChannelAugment:
             parts.append(f"low-pass {c.lowpass_hz[0]:g}-{c.lowpass_hz[1]:g} Hz p={c.lowpass_prob:g}")
         if c.highpass_prob:
             parts.append(f"high-pass {c.highpass_hz[0]:g}-{c.highpass_hz[1]:g} Hz p={c.highpass_prob:g}")
+        if c.reverb_prob:
+            parts.append(f"room RT60 {c.reverb_rt60[0]:g}-{c.reverb_rt60[1]:g} s, DRR {c.reverb_drr_db[0]:g}-"
+                         f"{c.reverb_drr_db[1]:g} dB p={c.reverb_prob:g}")
         if c.gain_prob:
             parts.append(f"gain {c.gain_db[0]:g}..{c.gain_db[1]:g} dB p={c.gain_prob:g}")
         return "; ".join(parts) or "off"

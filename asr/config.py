@@ -68,18 +68,23 @@ class ChannelAugmentConfig:
     highpass_hz: tuple[float, float] = (50.0, 300.0)  # its cut-off, drawn uniformly
     gain_prob: float = 0.0  # probability of a gain change (applied last, clipped at full scale)
     gain_db: tuple[float, float] = (-30.0, 10.0)  # the gain, drawn uniformly
+    reverb_prob: float = 0.0  # probability of a synthetic room (asr.degrade.room_impulse_response)
+    reverb_rt60: tuple[float, float] = (0.2, 1.0)  # its reverberation time, seconds, drawn uniformly
+    reverb_drr_db: tuple[float, float] = (0.0, 12.0)  # its direct-to-reverberant ratio, dB, drawn uniformly
 
     def __post_init__(self) -> None:
-        for name in ("codec_prob", "narrowband_prob", "lowpass_prob", "highpass_prob", "gain_prob"):
+        for name in ("codec_prob", "narrowband_prob", "lowpass_prob", "highpass_prob", "gain_prob", "reverb_prob"):
             _check_range(f"augment.channel.{name}", getattr(self, name), 0.0, 1.0)
         _check_range("augment.channel.codec_variants", self.codec_variants, 1)
         _check_range("augment.channel.narrowband_rate", self.narrowband_rate, 1000)
-        for name in ("lowpass_hz", "highpass_hz", "gain_db"):
+        for name in ("lowpass_hz", "highpass_hz", "gain_db", "reverb_rt60", "reverb_drr_db"):
             lo_hi = getattr(self, name)
             if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
                 raise ConfigError(f"augment.channel.{name} must be [low, high] with low <= high; got {list(lo_hi)}")
         if min(self.lowpass_hz + self.highpass_hz) <= 0:
             raise ConfigError("augment.channel.lowpass_hz and highpass_hz must be above 0 Hz")
+        if not (0.05 <= self.reverb_rt60[0] and self.reverb_rt60[1] <= 3.0):
+            raise ConfigError(f"augment.channel.reverb_rt60 must lie in 0.05-3.0 s; got {list(self.reverb_rt60)}")
         if self.codec_prob > 0 and not self.codecs:
             raise ConfigError("augment.channel.codec_prob > 0 needs augment.channel.codecs (e.g. [mp3:24, opus:12])")
 

@@ -1,4 +1,4 @@
-"""Channel degradations: codecs, telephone band, additive noise, level.
+"""Channel degradations: codecs, telephone band, additive noise, level, reverberation.
 
 Pure functions of a waveform (and a seeded ``numpy.random.Generator`` where chance is
 involved), used by ``asr data degrade`` to build degraded copies of a dev set and
@@ -12,6 +12,8 @@ reusable for training augmentation. A degradation is named by a *kind* string:
     noise:SNR    white or pink noise (or a noise recording) at SNR dB over the utterance
     level:DBFS   scaled so that the utterance's RMS is DBFS (20 log10 rms; a full-scale
                  square wave is 0 dBFS)
+    reverb:RT60  a room: convolved with a synthetic impulse response whose reverberant tail
+                 decays 60 dB in RT60 seconds, 3 dB below the direct sound (DRR 3 dB)
 
 >>> parse_kind("mp3:24").folder
 'mp3_24'
@@ -36,6 +38,8 @@ MP3_RATES = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
 OPUS_KBPS = (6.0, 256.0)  # the range libsndfile's compression level spans
 DEFAULT_KINDS = ("mp3:24", "mp3:40", "opus:12", "phone", "noise:10", "level:-30")
 PHONE_BAND_HZ = (300.0, 3400.0)
+REVERB_RT60_S = (0.05, 3.0)  # the range a reverb kind accepts, seconds
+REVERB_DRR_DB = 3.0  # direct-to-reverberant ratio of a reverb kind (a talker 1-2 m away in a room)
 PHONE_RATE = 8000
 
 VORBIS_QUALITY = (0.0, 10.0)
@@ -55,8 +59,8 @@ class DegradeError(ValueError):
 class Kind:
     """One degradation, parsed from its kind string."""
 
-    name: str  # mp3, opus, vorbis, phone, noise, level
-    value: float | None  # kbit/s, Vorbis quality, SNR dB or dBFS; None for phone
+    name: str  # mp3, opus, vorbis, phone, noise, level, reverb
+    value: float | None  # kbit/s, Vorbis quality, SNR dB, dBFS or RT60 seconds; None for phone
     spec: str  # the kind string, e.g. "mp3:24"
 
     @property
@@ -73,7 +77,8 @@ class Kind:
         return CODECS[self.name][2] if self.codec else ".flac"
 
 
-_USAGE = "kinds: mp3:KBPS, opus:KBPS, vorbis:QUALITY, phone, noise:SNR_DB, level:DBFS (e.g. " + " ".join(DEFAULT_KINDS) + ")"
+_USAGE = ("kinds: mp3:KBPS, opus:KBPS, vorbis:QUALITY, phone, noise:SNR_DB, level:DBFS, reverb:RT60_S "
+          "(e.g. " + " ".join(DEFAULT_KINDS) + ")")
 
 
 def parse_kind(spec: str) -> Kind:
@@ -88,7 +93,7 @@ def parse_kind(spec: str) -> Kind:
         if raw:
             raise DegradeError(f"kind {spec!r}: phone takes no value; {_USAGE}")
         return Kind("phone", None, "phone")
-    if name not in ("mp3", "opus", "vorbis", "noise", "level"):
+    if name not in ("mp3", "opus", "vorbis", "noise", "level", "reverb"):
         raise DegradeError(f"unknown kind {spec!r}; {_USAGE}")
     try:
         value = float(raw)
@@ -106,6 +111,8 @@ def parse_kind(spec: str) -> Kind:
                            "(as oggenc -q)")
     if name == "level" and value > 0:
         raise DegradeError(f"kind {spec!r}: a level is at most 0 dBFS")
+    if name == "reverb" and not REVERB_RT60_S[0] <= value <= REVERB_RT60_S[1]:
+        raise DegradeError(f"kind {spec!r}: RT60 must be {REVERB_RT60_S[0]:g}-{REVERB_RT60_S[1]:g} s")
     return Kind(name, value, f"{name}:{value:g}")
 
 
@@ -292,6 +299,54 @@ def telephone(wav: np.ndarray, sample_rate: int = SAMPLE_RATE, band_hz: tuple[fl
     return band_pass(back, band_hz[0], band_hz[1], sample_rate)
 
 
+def room_impulse_response(rt60_s: float, drr_db: float, rng: np.random.Generator,
+                          sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A synthetic room impulse response: the direct sound, then an exponentially decaying
+    Gaussian tail (the statistical model of late reverberation, Polack 1988).
+
+    The tail starts 2.5 ms after the direct sound (about where a room's first reflections
+    arrive), decays 60 dB in ``rt60_s`` and is cut there; its energy is ``drr_db`` below the
+    direct sound's. The decay is the same at every frequency (real rooms lose the highs
+    faster): it smears each band in time as a room does, which is what a recogniser of
+    spectral features meets, for the cost of one FFT convolution.
+
+    Args:
+        rt60_s: reverberation time, seconds.
+        drr_db: direct-to-reverberant energy ratio, dB.
+        rng: seeded generator (the tail's noise).
+        sample_rate: rate of the response.
+
+    Returns:
+        float32 (taps,), taps = 2.5 ms + rt60_s of samples; the direct sound is tap 0, 1.0.
+    """
+    gap = int(round(0.0025 * sample_rate))
+    n = max(1, int(round(rt60_s * sample_rate)))
+    t = np.arange(n, dtype=np.float64) / sample_rate
+    tail = rng.standard_normal(n) * np.exp(-3.0 * math.log(10) * t / rt60_s)  # -60 dB at rt60
+    tail *= math.sqrt(10 ** (-drr_db / 10) / max(1e-30, float(np.sum(tail**2))))
+    return np.concatenate([[1.0], np.zeros(gap - 1), tail]).astype(np.float32)
+
+
+def reverberate(wav: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    """Convolve with an impulse response (direct sound at tap 0, so nothing is delayed),
+    cut to the input's length and scaled to keep its RMS level; clipped to [-1, 1].
+
+    Args:
+        wav: float32 (samples,).
+        rir: float32 (taps,), e.g. from ``room_impulse_response``.
+
+    Returns:
+        float32 (samples,).
+    """
+    from scipy.signal import oaconvolve
+
+    if wav.size == 0:
+        return wav
+    out = oaconvolve(wav.astype(np.float64), rir.astype(np.float64))[: wav.size]
+    gain = math.sqrt((float(np.mean(wav.astype(np.float64) ** 2)) + 1e-20) / (float(np.mean(out**2)) + 1e-20))
+    return np.clip(out * gain, -1.0, 1.0).astype(np.float32)
+
+
 def rms_dbfs(wav: np.ndarray) -> float:
     """RMS level in dBFS (20 log10 rms; -inf for silence).
 
@@ -349,6 +404,8 @@ def degrade(wav: np.ndarray, kind: Kind, rng: np.random.Generator, noise: np.nda
         return telephone(wav, sample_rate)
     if kind.name == "level":
         return set_level(wav, kind.value)
+    if kind.name == "reverb":
+        return reverberate(wav, room_impulse_response(kind.value, REVERB_DRR_DB, rng, sample_rate))
     if kind.name == "noise":
         if noise is None:
             noise = generated_noise(wav.size, rng)

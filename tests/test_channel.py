@@ -4,6 +4,7 @@ off at evaluation, a tiny training learns with it, bad codecs and bad noise file
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -78,6 +79,25 @@ def test_off_by_default_and_seeded(speech):
     assert {d.codec_variant for d in draws} == {None, 0, 1}
     lows = [d.lowpass_hz for d in draws if d.lowpass_hz is not None]
     assert 3400 <= min(lows) and max(lows) <= 7500 and 0.4 < len(lows) / 200 < 0.6
+
+
+def test_room_is_drawn_seeded_and_applied(speech):
+    cfg = ChannelAugmentConfig(reverb_prob=0.5, reverb_rt60=(0.3, 0.9), reverb_drr_db=(0.0, 6.0))
+    aug = WaveAugment(AugmentConfig(channel=cfg), SR)
+    assert aug.channel.active and "room RT60 0.3-0.9 s, DRR 0-6 dB p=0.5" in aug.channel.describe()
+    draws = [aug.channel.draw(np.random.default_rng([3, e])) for e in range(200)]
+    rooms = [d.reverb for d in draws if d.reverb is not None]
+    assert 0.4 < len(rooms) / 200 < 0.6
+    assert all(0.3 <= rt <= 0.9 and 0 <= drr <= 6 for rt, drr, _ in rooms) and len({r[2] for r in rooms}) == len(rooms)
+    e = next(e for e, d in enumerate(draws) if d.reverb is not None)
+    out = aug(speech, np.random.default_rng([3, e]))
+    assert out.shape == speech.shape and np.array_equal(out, aug(speech, np.random.default_rng([3, e])))
+    assert 0.2 < np.corrcoef(out, speech)[0, 1] < 0.95  # the room smears the waveform, the direct sound stays
+    # a config without a room draws exactly what it drew before rooms existed
+    plain = WaveAugment(everything(), SR)
+    roomy = WaveAugment(everything(reverb_prob=1e-9), SR)
+    a, b = plain.channel.draw(np.random.default_rng(7)), roomy.channel.draw(np.random.default_rng(7))
+    assert a == dataclasses.replace(b, reverb=None)
 
 
 def test_codec_variant_is_band_limited(speech):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import fsdd_file
+from conftest import MINI_LIBRISPEECH, fsdd_file, shared_data
 
 from asr.audio import load_audio
 from asr.cli import main
@@ -24,13 +24,14 @@ from asr.degrade import (
     encode,
     parse_kind,
     rms_dbfs,
+    room_impulse_response,
     snr_db,
     telephone,
 )
 from asr.degraded_sets import degrade_manifest
 
 SR = 16000
-MINI = Path("/work/shared/data/mini_librispeech/LibriSpeech/train-clean-5")
+MINI = shared_data(*MINI_LIBRISPEECH)
 UTTS = ["1088/134315/1088-134315-0000", "118/47824/118-47824-0000", "163/122947/163-122947-0000"]
 
 
@@ -131,6 +132,37 @@ def test_level_and_noise_kinds(speech):
         assert gain_snr(speech, out) == pytest.approx(snr, abs=0.2)
 
 
+def quiet_floor_db(wav: np.ndarray) -> float:
+    """Energy of the quietest 10 % of 20 ms frames (the pauses), in dB relative to the mean."""
+    f = wav[: wav.size // 320 * 320].reshape(-1, 320).astype(np.float64)
+    energy = 10 * np.log10((f**2).mean(1) + 1e-12)
+    return float(np.percentile(energy, 10) - 10 * np.log10((f**2).mean()))
+
+
+def test_room_impulse_response_has_its_rt60_and_drr():
+    for rt60, drr in ((0.3, 0.0), (0.8, 6.0)):
+        rir = room_impulse_response(rt60, drr, np.random.default_rng(0)).astype(np.float64)
+        energy = rir**2
+        assert rir[0] == 1.0 and 10 * np.log10(energy[0] / energy[1:].sum()) == pytest.approx(drr, abs=0.01)
+        # Schroeder backward integration, T20 (-5 to -25 dB) extrapolated to 60 dB, as ISO 3382 measures
+        decay = np.cumsum(energy[1:][::-1])[::-1]
+        decay_db = 10 * np.log10(decay / decay[0])
+        t5, t25 = np.argmax(decay_db < -5) / SR, np.argmax(decay_db < -25) / SR
+        assert 3 * (t25 - t5) == pytest.approx(rt60, rel=0.1)
+
+
+def test_reverb_kind_fills_the_pauses_and_keeps_the_level(speech):
+    floors = []
+    for rt60 in (0.3, 1.0):
+        out = degrade(speech, parse_kind(f"reverb:{rt60}"), np.random.default_rng(1))
+        assert out.shape == speech.shape and out.dtype == np.float32
+        assert rms_dbfs(out) == pytest.approx(rms_dbfs(speech), abs=0.05)
+        assert np.array_equal(out, degrade(speech, parse_kind(f"reverb:{rt60}"), np.random.default_rng(1)))
+        floors.append(quiet_floor_db(out))
+    # the tail of each sound runs into the next pause: a longer room fills the pauses more
+    assert quiet_floor_db(speech) + 3 < floors[0] < floors[1] - 3
+
+
 def test_built_sets_have_the_measured_properties(clips, built):
     out, lines = built
     kinds = ["mp3:24", "mp3:40", "opus:12", "phone", "noise:10", "level:-30"]
@@ -226,7 +258,8 @@ def test_noise_dir_with_empty_and_corrupt_files(clips, tmp_path, caplog):
 
 @pytest.mark.parametrize("spec,msg", [("mp4:24", "unknown kind"), ("mp3:30", "bit rates 8, 16, 24"),
                                       ("opus:2", "6-256"), ("noise", "needs a number"),
-                                      ("level:+3", "at most 0 dBFS"), ("phone:8", "no value")])
+                                      ("level:+3", "at most 0 dBFS"), ("phone:8", "no value"),
+                                      ("reverb:9", "RT60 must be 0.05-3 s")])
 def test_bad_kinds_are_one_line_errors(clips, tmp_path, capsys, spec, msg):
     assert main(["data", "degrade", str(clips), "--kind", spec, "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err

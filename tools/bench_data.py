@@ -31,7 +31,7 @@ from asr.data import AudioDataset, BucketBatchSampler, collate, padding_fraction
 from asr.importers import import_librispeech  # noqa: E402
 from asr.text import CharTokenizer  # noqa: E402
 
-LIBRI = Path("/work/shared/data/mini_librispeech/LibriSpeech/train-clean-5")
+LIBRI = ROOT.parent / "shared" / "data" / "mini_librispeech" / "LibriSpeech" / "train-clean-5"
 
 
 def random_batches(durations: list[float], max_seconds: float, max_batch_size: int,

@@ -74,7 +74,7 @@ from asr.model import CTCModel, Subsampling, count_parameters, set_direction_par
 from asr.runtime import cpu_bf16_support, keep_freed_memory  # noqa: E402
 from asr.text import CharTokenizer  # noqa: E402
 
-LIBRI = Path("/work/shared/data/mini_librispeech/LibriSpeech/train-clean-5")
+LIBRI = ROOT.parent / "shared" / "data" / "mini_librispeech" / "LibriSpeech" / "train-clean-5"
 
 
 def mini_librispeech_manifest(path: Path) -> list[Utterance]:
