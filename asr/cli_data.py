@@ -121,11 +121,12 @@ def add_data_parsers(sub) -> None:
     st.add_argument("manifests", nargs="+")
     st.add_argument("--bins", type=int, default=10, help="histogram bins")
     dg = dsub.add_parser("degrade", help="degraded copies of a manifest (codecs, telephone band, noise, "
-                                         "level): OUT/<kind>/manifest.jsonl per kind")
+                                         "level, room): OUT/<kind>/manifest.jsonl per kind")
     dg.add_argument("manifest")
     dg.add_argument("--kind", action="append",
                     help="mp3:KBPS (8-160, MPEG-2 rates), opus:KBPS (6-256), phone (8 kHz, 300-3400 Hz), "
-                         "noise:SNR_DB, level:DBFS (RMS); repeat for several (default: "
+                         "vorbis:Q (0-10), noise:SNR_DB, level:DBFS (RMS), reverb:RT60_S (a room, 0.05-3 s); "
+                         "repeat for several (default: "
                          "mp3:24 mp3:40 opus:12 phone noise:10 level:-30)")
     dg.add_argument("--out", "-o", required=True, help="folder: one sub-folder per kind")
     dg.add_argument("--noise-dir", help="noise recordings for noise kinds (random stretches); "

@@ -17,13 +17,18 @@
 #         line), words limited to the 200 k LibriSpeech vocabulary (also the lexicon), entropy-pruned (--lm-prune);
 #         or --lm-arpa FILE (e.g. OpenSLR 11's 3-gram.pruned.1e-7.arpa.gz), lower-cased to match the tokenizer;
 #      c) book + transcript LM interpolated, weights by perplexity on a held-out 10 % of the TRAINING transcripts
-#   2  train (resumes automatically if the run folder has a checkpoint); a config whose train.select_on names
-#      degraded dev copies (conf/mini_librispeech_cpu_robust.yaml) gets them built first (as in stage 5)
-#   3  average the best checkpoints into model.pt (done by training when train.average_best > 1)
+#   2  train (resumes automatically if the run folder has a checkpoint) into $exp/base when stage 3 fine-tunes,
+#      else into $exp; a config whose train.select_on names degraded dev copies (conf/mini_librispeech_cpu_robust.yaml)
+#      gets them built first (as in stage 5)
+#   3  average the best checkpoints into model.pt when training did not (train.average_best); then channel
+#      fine-tuning (--finetune-conf; on by default with the CPU config): the stage-2 model trained a few more
+#      epochs with codec round trips, rooms, band limits, 8 kHz round trips and noise, epochs ranked on clean dev
+#      and its MP3 24 / telephone / 10 dB-noise copies -> $exp/model.pt, the model stages 4-5 decode
+#      (--finetune-conf none: no fine-tuning, stage 2 trains $exp/model.pt itself)
 #   4  decode dev: greedy, beam, then beam + each LM (--lm-modes; default all) with and without its lexicon,
 #      alpha/beta tuned on dev for each (at --tune-beam 64, then decoded at --beam 1024); HTML + JSON reports
 #   5  robustness: degraded copies of dev (MP3 24/40 kbit/s, Opus 12 kbit/s, telephone band, noise at
-#      10 dB SNR, -30 dBFS; seeded, cached in $exp/data/degraded), decoded like clean dev
+#      10 dB SNR, -30 dBFS, a room with RT60 0.6 s; seeded, cached in $exp/data/degraded), decoded like clean dev
 #      (--robust-modes: greedy and/or beam-lm, the book LM open-vocabulary as in stage 4); table clean vs
 #      degraded -> $exp/robustness.md
 # Extra arguments of the form key=value are passed to `asr train` as config overrides (give them before
@@ -40,7 +45,7 @@ lm_order=3
 beam=1024      # beam of the dev decodes (the LM look-ahead makes wide beams cheap: 90 CPU-s per dev pass)
 tune_beam=64   # beam of the alpha/beta grid (about 40 dev decodes per LM and lexicon)
 dev_speakers=1088,1898,118,163
-robust_kinds="mp3:24 mp3:40 opus:12 phone noise:10 level:-30"
+robust_kinds="mp3:24 mp3:40 opus:12 phone noise:10 level:-30 reverb:0.6"
 robust_modes="greedy"
 books=../shared/data/books_lm
 lm_text=("$books/books-lm-norm.txt.xz")  # book LM text: plain, .gz or .xz files, one sentence per line
@@ -49,6 +54,7 @@ vocab_src=$books/librispeech-vocab.txt # the book LM's vocabulary and the lexico
 lm_prune=1e-7                          # entropy pruning threshold of the book LM (SRILM/KenLM style)
 lm_download=text                       # with --download: OpenSLR 11 LM text (text) or pruned 3-gram (arpa)
 lm_modes="trans book mix"              # LMs decoded in stage 4
+finetune_conf=auto  # stage 3: auto = conf/mini_librispeech_cpu_robust_ft.yaml with the default CPU config, else none
 overrides=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -70,6 +76,7 @@ while [ $# -gt 0 ]; do
     --tune-beam) tune_beam=$2; shift 2;;
     --robust-kinds) robust_kinds=$2; shift 2;;
     --robust-modes) robust_modes=$2; shift 2;;
+    --finetune-conf) finetune_conf=$2; shift 2;;
     -h|--help) sed -n '2,30p' "$0"; exit 0;;
     *=*) overrides+=("$1"); shift;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2;;
@@ -84,6 +91,12 @@ if [ -z "${PY:-}" ]; then
 fi
 ASR="$PY -m asr"
 data=$exp/data
+if [ "$finetune_conf" = auto ]; then
+  finetune_conf=none
+  [ "$conf" != conf/mini_librispeech_cpu.yaml ] || finetune_conf=conf/mini_librispeech_cpu_robust_ft.yaml
+fi
+base=$exp  # stage 2's run folder: $exp/base when stage 3 fine-tunes its model into $exp
+[ "$finetune_conf" = none ] || base=$exp/base
 mkdir -p "$data"
 
 if [ "$download" = true ]; then
@@ -194,21 +207,39 @@ build_degraded() {
 }
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  if grep -q "degraded/" "$conf" || [[ " ${overrides[*]:-} " == *"train.select_on="*"degraded/"* ]]; then
+  if grep -q "^[^#]*degraded/" "$conf" || [[ " ${overrides[*]:-} " == *"train.select_on="*"degraded/"* ]]; then
     log "stage 2: the config selects epochs on degraded dev copies: building them first ($robust_kinds)"
     build_degraded
   fi
-  log "stage 2: training with $conf into $exp (log: $exp/train.log; tensorboard --logdir $exp/tb)"
-  $ASR train -c "$conf" run_dir="$exp" data.train_manifest="$data/train.jsonl" \
+  log "stage 2: training with $conf into $base (log: $base/train.log; tensorboard --logdir $base/tb)"
+  $ASR train -c "$conf" run_dir="$base" data.train_manifest="$data/train.jsonl" \
     data.dev_manifest="$data/dev.jsonl" "${overrides[@]}"
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  if [ ! -f "$exp/model.pt" ]; then
-    log "stage 3: averaging the best checkpoints into $exp/model.pt"
-    $ASR average "$exp"/checkpoints/best-epoch-*.pt -o "$exp/model.pt"
+  if [ ! -f "$base/model.pt" ]; then
+    log "stage 3: averaging the best checkpoints into $base/model.pt"
+    $ASR average "$base"/checkpoints/best-epoch-*.pt -o "$base/model.pt"
   else
-    log "stage 3: $exp/model.pt exists (averaged by training: train.average_best)"
+    log "stage 3: $base/model.pt exists (averaged by training: train.average_best)"
+  fi
+  if [ "$finetune_conf" != none ] && [ "$exp/model.pt" -nt "$base/model.pt" ]; then
+    log "stage 3: $exp/model.pt (fine-tuned) is newer than $base/model.pt: kept"
+  elif [ "$finetune_conf" != none ]; then
+    if [ "$base/model.pt" -nt "$exp/checkpoints/last.pt" ] && [ -f "$exp/checkpoints/last.pt" ]; then
+      echo "run.sh: $exp/checkpoints holds a fine-tuning of an older $base/model.pt: move it away to fine-tune" \
+           "the new one, or touch $exp/checkpoints/last.pt to resume that fine-tuning" >&2; exit 2
+    fi
+    # the base model's shape and units carry over (model.*, tokenizer.*, feature.* overrides of stage 2)
+    ft_overrides=()
+    for o in "${overrides[@]}"; do case "$o" in model.*|tokenizer.*|feature.*) ft_overrides+=("$o");; esac; done
+    log "stage 3: channel fine-tuning with $finetune_conf from $base/model.pt into $exp (log: $exp/train.log;" \
+        "epochs ranked on dev and three degraded copies, built first; --finetune-conf none skips this)"
+    $ASR data degrade "$data/dev.jsonl" --kind mp3:24 --kind phone --kind noise:10 -o "$data/degraded" --seed 0
+    $ASR train -c "$finetune_conf" run_dir="$exp" train.init_from="$base/model.pt" \
+      data.train_manifest="$data/train.jsonl" data.dev_manifest="$data/dev.jsonl" \
+      train.select_on="[dev, $data/degraded/mp3_24/manifest.jsonl, $data/degraded/phone/manifest.jsonl, $data/degraded/noise_10/manifest.jsonl]" \
+      "${ft_overrides[@]}"
   fi
 fi
 
