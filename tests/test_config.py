@@ -68,3 +68,12 @@ def test_saved_config_loads_back_identically(tmp_path):
     again = load_config(tmp_path / "config.yaml")
     assert again == cfg
     assert to_dict(again)["augment"]["noise_snr_db"] == [5.0, 15.0]
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "conf").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_round_trips(path, tmp_path):
+    """Each conf/*.yaml is valid (unknown keys and bad values raise ConfigError) and survives save/load."""
+    cfg = load_config(path)
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
