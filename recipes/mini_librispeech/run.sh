@@ -22,7 +22,7 @@
 #      gets them built first (as in stage 5)
 #   3  average the best checkpoints into model.pt when training did not (train.average_best); then channel
 #      fine-tuning (--finetune-conf; on by default with the CPU config): the stage-2 model trained a few more
-#      epochs with codec round trips, rooms, band limits, 8 kHz round trips and noise, epochs ranked on clean dev
+#      epochs with codec round trips, band limits, 8 kHz round trips and noise, epochs ranked on clean dev
 #      and its MP3 24 / telephone / 10 dB-noise copies -> $exp/model.pt, the model stages 4-5 decode
 #      (--finetune-conf none: no fine-tuning, stage 2 trains $exp/model.pt itself)
 #   4  decode dev: greedy, beam, then beam + each LM (--lm-modes; default all) with and without its lexicon,
@@ -227,8 +227,9 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     log "stage 3: $exp/model.pt (fine-tuned) is newer than $base/model.pt: kept"
   elif [ "$finetune_conf" != none ]; then
     if [ "$base/model.pt" -nt "$exp/checkpoints/last.pt" ] && [ -f "$exp/checkpoints/last.pt" ]; then
-      echo "run.sh: $exp/checkpoints holds a fine-tuning of an older $base/model.pt: move it away to fine-tune" \
-           "the new one, or touch $exp/checkpoints/last.pt to resume that fine-tuning" >&2; exit 2
+      echo "run.sh: $exp/checkpoints/last.pt is older than $base/model.pt (a fine-tuning of an earlier model, or a" \
+           "run from before stage 2 moved to base/): move $exp/checkpoints away to fine-tune the new model, or" \
+           "touch $exp/checkpoints/last.pt to resume that fine-tuning" >&2; exit 2
     fi
     # the base model's shape and units carry over (model.*, tokenizer.*, feature.* overrides of stage 2)
     ft_overrides=()
