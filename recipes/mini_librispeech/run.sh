@@ -7,6 +7,7 @@
 #   bash recipes/mini_librispeech/run.sh --download --corpus /data/LibriSpeech   # fetch OpenSLR 31 (+ OpenSLR 11 LM text)
 #   bash recipes/mini_librispeech/run.sh --stage 1 --stop-stage 1 --lm-text my-books.txt.gz more.txt   # your own LM text
 #   bash recipes/mini_librispeech/run.sh --lm-arpa /data/3-gram.pruned.1e-7.arpa.gz   # an existing book ARPA
+#   bash recipes/mini_librispeech/run.sh --finetune-conf none   # without stage 3's channel fine-tuning
 #
 # Stages:
 #   0  data: import the LibriSpeech-layout folder (any audio extension) -> manifest; fixed speaker-disjoint
@@ -77,7 +78,7 @@ while [ $# -gt 0 ]; do
     --robust-kinds) robust_kinds=$2; shift 2;;
     --robust-modes) robust_modes=$2; shift 2;;
     --finetune-conf) finetune_conf=$2; shift 2;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0;;
     *=*) overrides+=("$1"); shift;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2;;
   esac
