@@ -38,9 +38,9 @@ MP3_RATES = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
 OPUS_KBPS = (6.0, 256.0)  # the range libsndfile's compression level spans
 DEFAULT_KINDS = ("mp3:24", "mp3:40", "opus:12", "phone", "noise:10", "level:-30")
 PHONE_BAND_HZ = (300.0, 3400.0)
+PHONE_RATE = 8000
 REVERB_RT60_S = (0.05, 3.0)  # the range a reverb kind accepts, seconds
 REVERB_DRR_DB = 3.0  # direct-to-reverberant ratio of a reverb kind (a talker 1-2 m away in a room)
-PHONE_RATE = 8000
 
 VORBIS_QUALITY = (0.0, 10.0)
 # kind name -> (libsndfile format, subtype, file suffix); kinds not listed are written as FLAC
@@ -342,8 +342,9 @@ def reverberate(wav: np.ndarray, rir: np.ndarray) -> np.ndarray:
 
     if wav.size == 0:
         return wav
-    out = oaconvolve(wav.astype(np.float64), rir.astype(np.float64))[: wav.size]
-    gain = math.sqrt((float(np.mean(wav.astype(np.float64) ** 2)) + 1e-20) / (float(np.mean(out**2)) + 1e-20))
+    dry = wav.astype(np.float64)
+    out = oaconvolve(dry, rir.astype(np.float64))[: wav.size]
+    gain = math.sqrt((float(np.mean(dry**2)) + 1e-20) / (float(np.mean(out**2)) + 1e-20))
     return np.clip(out * gain, -1.0, 1.0).astype(np.float32)
 
 
