@@ -333,6 +333,18 @@ def test_robustness_table_from_reports(tmp_path, capsys):
     rows = out.read_text().splitlines()
     assert rows[0] == "| dev set | greedy PER % | x clean | greedy WER % | x clean | greedy CER % | x clean |"
     assert rows[3] == "| mp3:24 | 45.00 | 1.50 | 50.00 | 1.00 | 20.00 | 1.00 |"
+    # the recipe's beam-lm clean row is stage 4's book-LM report, named with --clean MODE=FOLDER
+    for name, wer in [("eval-dev-beam-booklm-lex", 0.25), ("eval-dev-mp3_24-beam-lm", 0.30)]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps({"summary": {"wer": wer, "cer": 0.1}}))
+    assert tool.main([str(tmp_path), "--kinds", "mp3_24", "--modes", "beam-lm", "--clean",
+                      "beam-lm=eval-dev-beam-booklm-lex", "-o", str(out)]) == 0
+    rows = out.read_text().splitlines()
+    assert rows[2] == "| clean | 25.00 | 1.00 | 10.00 | 1.00 |"  # not eval-dev-beam-lm's 40 %
+    assert rows[3] == "| mp3:24 | 30.00 | 1.20 | 10.00 | 1.00 |"
+    with pytest.raises(SystemExit):
+        tool.main([str(tmp_path), "--kinds", "mp3_24", "--clean", "beam-lm"])
+    assert "expected MODE=FOLDER" in capsys.readouterr().err
 
 
 def test_two_runs_on_one_folder_at_once(clips, tmp_path):

@@ -1,6 +1,7 @@
-"""recipes/mini_librispeech/run.sh stages 2-3 (train, then channel fine-tuning) with a stand-in for Python
-that records each `asr` command and writes the model files: which folders, configs and overrides each stage
-uses, a finished fine-tuning kept, stale fine-tuning checkpoints refused."""
+"""recipes/mini_librispeech/run.sh stages 2-3 (train, then channel fine-tuning) and 5 (degraded dev sets)
+with a stand-in for Python that records each `asr` command and writes the model files: which folders, configs
+and overrides each stage uses, a finished fine-tuning kept, stale fine-tuning checkpoints refused, which
+decodings stage 5 runs and which clean report its table compares with."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from conftest import ROOT
 RUN = ROOT / "recipes" / "mini_librispeech" / "run.sh"
 FAKE_PY = """#!/usr/bin/env bash
 # stand-in for `python -m asr ...`: log the command, write model.pt into run_dir for `train`
+[ "$1" != -c ] || { echo "${FAKE_UNITS:-phone}"; exit 0; }  # run.sh's question: the model's units
+case "$1" in *.py) echo "tool $*" >> "$ASR_LOG"; exit 0;; esac  # tools/robustness_table.py
 shift 2  # -m asr
 echo "$*" >> "$ASR_LOG"
 if [ "$1" = train ]; then
@@ -74,3 +77,37 @@ def test_finetune_conf_none_trains_into_exp_alone(tmp_path):
     p, calls = run(tmp_path, "--stage", "2", "--stop-stage", "3", "--conf", "conf/mini_librispeech_gpu.yaml")
     train = [c for c in calls if c.startswith("train ")]
     assert p.returncode == 0 and len(train) == 1 and "init_from" not in train[0]
+
+
+def test_stage_5_decodes_each_set_and_compares_beam_lm_with_the_book_lm_row(tmp_path, monkeypatch):
+    exp = tmp_path / "exp"
+    for f in ("model.pt", "data/dev.jsonl", "lm/book-3gram.arpa", "lm/book-words.txt", "lm/book-phones.txt"):
+        (exp / f).parent.mkdir(parents=True, exist_ok=True)
+        (exp / f).write_text("x\n")
+    os.utime(exp / "lm" / "book-words.txt", (1_000_000, 1_000_000))  # the phone lexicon is up to date
+    args = ("--stage", "5", "--stop-stage", "5", "--robust-kinds", "mp3:24 phone", "--robust-modes", "greedy beam-lm")
+    p, calls = run(tmp_path, *args)
+    assert p.returncode == 0, p.stderr
+    evals = [c for c in calls if c.startswith("evaluate ")]
+    # clean dev once (beam-lm: stage 4 did not run, so stage 5 decodes it), then each set in each mode
+    assert len(evals) == 5
+    clean = evals[0]
+    assert f"--manifest {exp}/data/dev.jsonl" in clean and f"--out {exp}/eval-dev-beam-booklm-lex" in clean
+    assert f"--lexicon {exp}/lm/book-phones.txt" in clean and "--beam-size 1024" in clean
+    assert f"--manifest {exp}/data/degraded/mp3_24/manifest.jsonl --method greedy" in evals[1]
+    assert f"--out {exp}/eval-dev-phone-beam-lm" in evals[4]
+    (tool,) = [c for c in calls if c.startswith("tool ")]
+    assert "--modes greedy beam-lm --clean beam-lm=eval-dev-beam-booklm-lex" in tool
+
+    # stage 4's book-LM row newer than the model: clean dev is not decoded again; a character model's
+    # clean row is the open-vocabulary one
+    (exp / "eval-dev-beam-booklm").mkdir()
+    (exp / "eval-dev-beam-booklm" / "report.json").write_text("{}")
+    monkeypatch.setenv("FAKE_UNITS", "char")
+    p, calls = run(tmp_path, *args)
+    assert p.returncode == 0, p.stderr
+    evals = [c for c in calls if c.startswith("evaluate ")]
+    assert len(evals) == 4 and all("data/dev.jsonl" not in c for c in evals)
+    assert all("--lexicon" not in c for c in evals)
+    (tool,) = [c for c in calls if c.startswith("tool ")]
+    assert "--clean beam-lm=eval-dev-beam-booklm " in tool + " "

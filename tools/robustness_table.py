@@ -5,6 +5,9 @@ Reads the report.json files a recipe's evaluation stages write into its exp fold
     EXP/eval-dev-<mode>/report.json            clean dev (stage 4)
     EXP/eval-dev-<kind>-<mode>/report.json     each degraded dev set (stage 5)
 
+(``--clean MODE=FOLDER`` names another clean report: the recipe's beam-lm mode is stage 4's
+book-LM decoding, ``eval-dev-beam-booklm-lex`` for a phone model.)
+
 where <kind> is a folder of ``asr data degrade`` (mp3_24, phone, ...) and <mode> is e.g.
 greedy or beam-lm. A missing report is shown as "-".
 
@@ -28,7 +31,7 @@ def _summary(path: Path) -> dict | None:
         return None
 
 
-def table(exp: Path, kinds: list[str], modes: list[str]) -> str:
+def table(exp: Path, kinds: list[str], modes: list[str], clean_dirs: dict[str, str] | None = None) -> str:
     """The markdown table: a row per dev set; per mode WER and CER (and PER first for a phone
     model), each with its ratio to clean dev.
 
@@ -36,11 +39,14 @@ def table(exp: Path, kinds: list[str], modes: list[str]) -> str:
         exp: the recipe's exp folder.
         kinds: degraded set folders (``mp3_24``, ...), in row order.
         modes: decoding modes (report folder suffixes), in column order.
+        clean_dirs: mode -> the folder (under ``exp``) of its clean-dev report, where that is not
+            ``eval-dev-<mode>`` (the recipe's beam-lm mode is stage 4's book-LM decoding).
 
     Returns:
         markdown text (a table and a one-line legend).
     """
-    clean = {m: _summary(exp / f"eval-dev-{m}") for m in modes}
+    clean_dirs = clean_dirs or {}
+    clean = {m: _summary(exp / clean_dirs.get(m, f"eval-dev-{m}")) for m in modes}
     # a phone model's reports also carry the PER of its greedy phones: the meaningful greedy figure
     keys = {m: ("per", "wer", "cer") if clean[m] and "per" in clean[m] else ("wer", "cer") for m in modes}
     head = "| dev set | " + " | ".join(f"{m} {k.upper()} % | x clean" for m in modes for k in keys[m]) + " |"
@@ -65,14 +71,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("exp", type=Path, help="the recipe's exp folder")
     p.add_argument("--kinds", nargs="+", required=True, help="degraded set folders: mp3_24 phone ...")
     p.add_argument("--modes", nargs="+", default=["greedy"], help="decoding modes: greedy beam-lm ...")
+    p.add_argument("--clean", action="append", default=[], metavar="MODE=FOLDER",
+                   help="the clean-dev report of MODE is EXP/FOLDER/report.json (default EXP/eval-dev-MODE)")
     p.add_argument("--out", "-o", type=Path, help="also write the table here")
     a = p.parse_args(argv)
     kinds = [k.replace(":", "_") for k in a.kinds]
-    missing = [m for m in a.modes if _summary(a.exp / f"eval-dev-{m}") is None]
+    clean_dirs = {}
+    for item in a.clean:
+        mode, sep, folder = item.partition("=")
+        if not sep or not mode or not folder:
+            p.error(f"--clean {item!r}: expected MODE=FOLDER, e.g. beam-lm=eval-dev-beam-booklm-lex")
+        clean_dirs[mode] = folder
+    missing = [f"{a.exp}/{clean_dirs.get(m, f'eval-dev-{m}')}/report.json" for m in a.modes
+               if _summary(a.exp / clean_dirs.get(m, f"eval-dev-{m}")) is None]
     if missing:
-        print(f"robustness_table: warning: no clean report {a.exp}/eval-dev-<{'|'.join(missing)}>/report.json "
-              "(the recipe's stage 4 writes it); those columns have no 'x clean'", file=sys.stderr)
-    text = table(a.exp, kinds, a.modes)
+        print(f"robustness_table: warning: no clean report {', '.join(missing)} (the recipe's stage 4 writes "
+              "it); those columns have no 'x clean'", file=sys.stderr)
+    text = table(a.exp, kinds, a.modes, clean_dirs)
     sys.stdout.write(text)
     if a.out:
         tmp = a.out.with_name(f".{a.out.name}.{os.getpid()}.tmp")

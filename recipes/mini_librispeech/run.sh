@@ -316,13 +316,20 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   kind=$(unit_kind)
   robust_lex=()  # beam-lm: the book LM open-vocabulary, or through its words' phone lexicon for a phone model
   [ "$kind" != phone ] || robust_lex=(--lexicon "$(lexicon_for "$lmd/book-words.txt")")
+  # beam-lm's clean row is stage 4's book-LM decoding with the same lexicon and weights (model.lm.json)
+  clean_lm=eval-dev-beam-booklm
+  [ "$kind" != phone ] || clean_lm=eval-dev-beam-booklm-lex
   folders=()
   for k in $robust_kinds; do folders+=("${k//:/_}"); done
   build_degraded
-  for f in "${folders[@]}"; do
+  for f in clean "${folders[@]}"; do
     m=$deg/$f/manifest.jsonl
     for mode in $robust_modes; do
       out=$exp/eval-dev-$f-$mode
+      if [ "$f" = clean ]; then  # stage 4 decoded clean dev; only beam-lm without stage 4's book rows needs it
+        [ "$mode" = beam-lm ] || continue
+        m=$data/dev.jsonl out=$exp/$clean_lm
+      fi
       if [ "$out/report.json" -nt "$exp/model.pt" ] && [ "$out/report.json" -nt "$m" ]; then
         log "stage 5: $out is newer than the model and the data: kept"; continue
       fi
@@ -335,7 +342,8 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
       esac
     done
   done
-  $PY tools/robustness_table.py "$exp" --kinds "${folders[@]}" --modes $robust_modes -o "$exp/robustness.md"
+  $PY tools/robustness_table.py "$exp" --kinds "${folders[@]}" --modes $robust_modes --clean "beam-lm=$clean_lm" \
+    -o "$exp/robustness.md"
   log "robustness table: $exp/robustness.md"
 fi
 log "done"
