@@ -76,14 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", "-o", type=Path, help="also write the table here")
     a = p.parse_args(argv)
     kinds = [k.replace(":", "_") for k in a.kinds]
-    clean_dirs = {}
+    clean_dirs = {m: f"eval-dev-{m}" for m in a.modes}
     for item in a.clean:
         mode, sep, folder = item.partition("=")
         if not sep or not mode or not folder:
             p.error(f"--clean {item!r}: expected MODE=FOLDER, e.g. beam-lm=eval-dev-beam-booklm-lex")
         clean_dirs[mode] = folder
-    missing = [f"{a.exp}/{clean_dirs.get(m, f'eval-dev-{m}')}/report.json" for m in a.modes
-               if _summary(a.exp / clean_dirs.get(m, f"eval-dev-{m}")) is None]
+    missing = [f"{a.exp}/{clean_dirs[m]}/report.json" for m in a.modes if _summary(a.exp / clean_dirs[m]) is None]
     if missing:
         print(f"robustness_table: warning: no clean report {', '.join(missing)} (the recipe's stage 4 writes "
               "it); those columns have no 'x clean'", file=sys.stderr)

@@ -23,7 +23,7 @@
 #      gets them built first (as in stage 5)
 #   3  average the best checkpoints into model.pt when training did not (train.average_best); then channel
 #      fine-tuning (--finetune-conf; on by default with the CPU config): the stage-2 model trained a few more
-#      epochs with codec round trips, band limits, 8 kHz round trips and noise, epochs ranked on clean dev
+#      epochs with codec round trips, rooms, band limits, 8 kHz round trips and noise, epochs ranked on clean dev
 #      and its MP3 24 / telephone / 10 dB-noise copies -> $exp/model.pt, the model stages 4-5 decode
 #      (--finetune-conf none: no fine-tuning, stage 2 trains $exp/model.pt itself)
 #   4  decode dev: greedy, beam, then beam + each LM (--lm-modes; default all) with and without its lexicon,
