@@ -17,8 +17,13 @@ elliptic low-pass, a Butterworth high-pass: IIR designs made once per 50 Hz of c
 ``tools/bench_channel.py`` measures each piece. The room comes after the codec (which is cached
 from the dry audio): the reverse of the physical order, a price of encoding each variant once.
 
+Off the training thread: with the cache, training encodes every variant before epoch 1 in
+``augment.channel.encode_processes`` worker processes of one thread each (``encode_variant``; see
+asr.train_data.encode_codec_variants), so the training step never waits for an encoder.
+
 Exactness: a variant depends only on its key (the utterance, k), so a run resumed with an
-empty cache builds the same audio; the draws come from the utterance's per-epoch generator.
+empty cache builds the same audio, and encoding it before training or at its first draw gives
+the same samples; the draws come from the utterance's per-epoch generator.
 """
 
 from __future__ import annotations
@@ -189,6 +194,10 @@ class ChannelAugment:
         r = np.random.default_rng([zlib.crc32(uid.encode()), k])
         return self.kinds[int(r.integers(len(self.kinds)))]
 
+    def variant_kinds(self, uid: str) -> list[tuple[int, Kind]]:
+        """``(k, codec)`` of each of the utterance's codec variants ([] when codecs are off)."""
+        return [(k, self.variant_kind(uid, k)) for k in range(self.cfg.codec_variants)] if self.kinds else []
+
     def codec(self, wav: np.ndarray, uid: str, k: int,
               cached: Callable[[tuple, Callable[[], np.ndarray]], np.ndarray] | None = None) -> np.ndarray:
         """Codec variant ``k`` of the utterance: encoded and decoded once per run through ``cached``.
@@ -204,9 +213,8 @@ class ChannelAugment:
             float32 (samples',): samples' is samples plus the decoder's delay (LAME: up to 1,408).
         """
         kind = self.variant_kind(uid, k)
-        # codecs draw nothing from the generator: the variant is a function of (wav, kind)
-        make = functools.partial(degrade, wav, kind, np.random.default_rng(0), None, self.sample_rate)
-        return make() if cached is None else cached(("codec", k, kind.spec), make)
+        make = functools.partial(encode_variant, wav, kind.spec, self.sample_rate)
+        return make() if cached is None else cached(variant_tag(k, kind), make)
 
     def filters(self, wav: np.ndarray, d: ChannelDraw) -> np.ndarray:
         """Room, narrow-band round trip, low-pass and high-pass, as drawn (float32 in, float32 out)."""
@@ -240,4 +248,19 @@ class ChannelAugment:
         return "; ".join(parts) or "off"
 
 
-__all__ = ["ChannelAugment", "ChannelDraw", "apply_gain", "highpass", "lowpass", "narrowband"]
+def variant_tag(k: int, kind: Kind) -> tuple:
+    """The wave-cache tag of codec variant ``k`` (added to the utterance's key)."""
+    return ("codec", k, kind.spec)
+
+
+def encode_variant(wav: np.ndarray, spec: str, sample_rate: int = 16000) -> np.ndarray:
+    """One codec round trip: float32 (samples,) -> float32 (samples',) (a decoder delay added).
+
+    A function of (wav, spec) alone (codecs draw nothing from the generator), picklable by name:
+    worker processes run it (asr.train_data.encode_codec_variants).
+    """
+    return degrade(wav, parse_kind(spec), np.random.default_rng(0), None, sample_rate)
+
+
+__all__ = ["ChannelAugment", "ChannelDraw", "apply_gain", "encode_variant", "highpass", "lowpass", "narrowband",
+           "variant_tag"]

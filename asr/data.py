@@ -205,15 +205,15 @@ class AudioDataset(Dataset):
     def __getitem__(self, i: int):
         u = self.utts[i]
         try:
-            wav = self._wave(u)
+            wav = self.waveform(u)
             tokens = self.tokenizer.encode(u.text) if self.tokenizer is not None else []
             if self.augment is not None:
                 rng = np.random.default_rng([zlib.crc32(u.id.encode()), self.epoch, self.seed])
                 if self.cache is None:
                     wav = self.augment(wav, rng, uid=u.id)
                 else:  # speed and codec variants from the cache (see asr.augment.WaveAugment)
-                    wav = self.augment(wav, rng, lambda f: self._wave(u, f),
-                                       lambda tag, make: self.cache.get(self._key(u) + tag, make), u.id)
+                    wav = self.augment(wav, rng, lambda f: self.waveform(u, f),
+                                       lambda tag, make: self.cache.get(self.cache_key(u) + tag, make), u.id)
         except (AudioError, ValueError, RuntimeError, MemoryError) as e:
             # One bad utterance must never stop an epoch: report it with its id, count it, skip it.
             # Named once: a file that fails in epoch 1 fails again in every later epoch. (DataLoader
@@ -230,20 +230,20 @@ class AudioDataset(Dataset):
         return {"id": u.id, "wav": torch.from_numpy(wav), "tokens": torch.tensor(tokens, dtype=torch.long)}
 
 
-    def _key(self, u: Utterance) -> tuple:
+    def cache_key(self, u: Utterance) -> tuple:
         """The cache key of the utterance's audio; its variants add a tag (speed, codec)."""
         return (u.audio, u.offset, u.duration, self.sample_rate)
 
-    def _wave(self, u: Utterance, speed: float = 1.0) -> np.ndarray:
+    def waveform(self, u: Utterance, speed: float = 1.0) -> np.ndarray:
         """The utterance's waveform at the working rate (played ``speed`` times faster), through
         the cache when there is one."""
         if self.cache is None:
             wav = load_utterance(u, self.sample_rate)
             return wav if speed == 1.0 else speed_perturb(wav, speed, self.sample_rate)
-        key = self._key(u) + (speed,)
+        key = self.cache_key(u) + (speed,)
         if speed == 1.0:
             return self.cache.get(key, lambda: load_utterance(u, self.sample_rate))
-        return self.cache.get(key, lambda: speed_perturb(self._wave(u), speed, self.sample_rate))
+        return self.cache.get(key, lambda: speed_perturb(self.waveform(u), speed, self.sample_rate))
 
 
 def collate(items: list) -> dict | None:

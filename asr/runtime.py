@@ -157,6 +157,15 @@ def micro_batch_seed(seed: int, step: int, micro: int) -> int:
     return (seed * 1_000_003 + step * 10_007 + micro) % (2**62)
 
 
+def all_reduce_sum(values: list[float], device: torch.device, world: int) -> list[float]:
+    """Sum a few numbers over the DDP ranks (identity when ``world`` is 1)."""
+    if world == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
 def init_distributed(device: torch.device) -> tuple[int, int]:
     """(rank, world_size); initialises the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -4,14 +4,16 @@
       ├─ setup: device, threads, seeds, run folder, logging (asr.runlog), DDP
       ├─ data: manifests -> tokenizer -> filters (asr.train_data) -> bucketed loaders, dev set (asr.validation)
       ├─ model: frontend (+ CMVN statistics) + CTC model, optimizer, LR schedule
+      ├─ codec variants of the channel augmentation encoded into the wave cache (worker processes)
       ├─ resume from <run>/checkpoints/last.pt if it exists (asr.checkpoint.restore_training)
-      └─ for each epoch: train_one_epoch (train_step per update) -> validate -> save (-> early stop)
+      └─ for each epoch: train_one_epoch (asr.update.Updater per update) -> validate -> save (-> early stop)
          then: the full dev set once (with train.valid_subset) -> model.pt (best or average of the best)
 
 Works on CPU (tested) and CUDA (AMP, pinned memory, packed RNNs); DDP through
 ``torchrun --nproc_per_node N -m asr train ...``. Device, precision, seeding and process-group
 helpers live in asr.runtime; train.log, metrics.jsonl and TensorBoard in asr.runlog; optimizers
-and LR schedules in asr.optim; the CTC forward (loss) in asr.ctc; dev metrics and which dev
+and LR schedules in asr.optim; the CTC forward (loss) in asr.ctc; one optimizer update (exact
+over ranks and micro-batches, non-finite updates skipped) in asr.update; dev metrics and which dev
 utterances are scored when in asr.validation; checkpoint writing, resuming and retention in
 asr.checkpoint.
 
@@ -26,7 +28,6 @@ for step.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import json
@@ -54,7 +55,6 @@ from asr.checkpoint import (
     write_final_model,
 )
 from asr.config import Config, save_config, to_dict
-from asr.ctc import compute_loss
 from asr.data import BucketBatchSampler
 from asr.model import count_parameters, set_direction_parallel
 from asr.optim import LRSchedule, make_optimizer
@@ -62,16 +62,23 @@ from asr.parallel_rnn import resolve_direction_parallel
 from asr.runlog import RunLog
 from asr.runtime import (
     TrainingError,
+    all_reduce_sum,
     init_distributed,
     keep_freed_memory,
-    micro_batch_seed,
     resolve_amp,
     seed_everything,
     select_device,
 )
 from asr.selection import Selection
 from asr.text import tokenizer_from_dict
-from asr.train_data import compute_cmvn, make_cache, make_loader, read_training_data
+from asr.train_data import (
+    compute_cmvn,
+    encode_codec_variants,
+    make_cache,
+    make_loader,
+    read_training_data,
+)
+from asr.update import Updater
 from asr.validation import Validator
 
 log = logging.getLogger("asr.train")
@@ -117,11 +124,10 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_dir.mkdir(exist_ok=True)
         self.state = TrainState()
-        self.bad_updates = 0  # consecutive updates with a non-finite loss or gradient
         last = self.ckpt_dir / "last.pt"
         self.resume_obj = read_checkpoint(last) if (resume and last.is_file()) else None
         if self.world > 1:
-            (resuming,) = self._all_reduce([float(self.resume_obj is not None)])
+            (resuming,) = all_reduce_sum([float(self.resume_obj is not None)], self.device, self.world)
             if resuming not in (0, self.world):
                 raise TrainingError(f"only {int(resuming)} of {self.world} processes found {last}: "
                                     "run_dir must be on storage that every node shares")
@@ -177,6 +183,8 @@ class Trainer:
         steps_per_epoch = math.ceil(len(self.train_loader.batch_sampler) / cfg.train.accum_steps)
         self.schedule = LRSchedule(self.optimizer, cfg, steps_per_epoch * cfg.train.epochs, self.state)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        self.updater = Updater(cfg, self.model, self.ctc_module, self.optimizer, self.schedule, self.scaler,
+                               self.device, self.amp, self.rank, self.world)
 
         if self.resume_obj is not None:
             self._restore(self.resume_obj)
@@ -186,8 +194,19 @@ class Trainer:
         elif cfg.feature.cmvn == "global":
             compute_cmvn(self.model, train_utts, self.tokenizer, cfg, self.device, self.rank, self.world,
                          warned, self.cache)
+        if self.cache is not None and augment.channel.kinds and cfg.augment.channel.encode_processes:
+            self._encode_codec_variants(augment)
         if self.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
+
+    def _encode_codec_variants(self, augment: WaveAugment) -> None:
+        """Every codec variant into the wave cache before epoch 1, in worker processes (asr.train_data)."""
+        n = self.cfg.augment.channel.encode_processes
+        n = n if n > 0 else torch.get_num_threads()
+        st = encode_codec_variants(self.train_loader.dataset, augment.channel, n, self.is_main)
+        log.info("codec variants: %d encoded before training in %.0f s by %d processes (%.0f audio-s/s)%s",
+                 st["variants"], st["wall"], n, st["seconds"] / max(1e-9, st["wall"]),
+                 f"; {st['failed']} not encoded (encoded at their draw, or the utterance skipped)" if st["failed"] else "")
 
     def _restore(self, obj: dict) -> None:
         last = self.ckpt_dir / "last.pt"
@@ -199,23 +218,6 @@ class Trainer:
         self.runlog.resumed_at(self.state.step)
         log.info("resumed from %s: epoch %d, batch %d, step %d", last, self.state.epoch + 1,
                  self.state.batch_in_epoch, self.state.step)
-
-    # -- distributed helpers
-
-    def _all_reduce(self, values: list[float]) -> list[float]:
-        """Sum a few numbers over ranks (identity without DDP)."""
-        if self.world == 1:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return t.tolist()
-
-    def _dummy_loss(self) -> torch.Tensor:
-        """A zero loss through the DDP module, for a rank whose micro-batches all failed to load:
-        it still takes part in the gradient all-reduce, so the other ranks do not hang."""
-        feats = torch.zeros(1, 8, self.model.frontend.dim, device=self.device)
-        log_probs, _ = self.ctc_module(feats, torch.tensor([8], device=self.device))
-        return log_probs.sum() * 0.0
 
     # -- checkpoints
 
@@ -248,69 +250,8 @@ class Trainer:
     # -- the loop
 
     def train_step(self, batches: list[dict]) -> dict | None:
-        """One optimizer update over this rank's micro-batches (None entries failed to load).
-
-        Returns:
-            {"loss": mean loss per utterance of the global batch, "utts", "audio_seconds",
-             "grad_norm", "lr", "finite"}, or None when no rank had any utterance.
-        """
-        cfg, st = self.cfg, self.state
-        batches = [b for b in batches if b is not None]
-        # 1. size of the global batch, so the update is the mean over all its utterances
-        n_local = sum(len(b["ids"]) for b in batches)
-        (n_global,) = self._all_reduce([float(n_local)])
-        if n_global == 0:
-            return None
-        # DDP averages gradients over ranks; multiplying by world undoes that, so each
-        # rank's summed loss is weighted 1/n_global exactly as in a single process.
-        weight = self.world / n_global
-        loss_sum, secs, bad_ids = 0.0, 0.0, []
-        micro_batches: list[dict | None] = list(batches) or [None]
-        for j, batch in enumerate(micro_batches):
-            # 2. dropout and SpecAugment seeded by (step, micro-batch) for exact resume and DDP
-            seed = micro_batch_seed(cfg.train.seed, st.step, self.rank * cfg.train.accum_steps + j)
-            torch.manual_seed(seed)
-            gen = torch.Generator().manual_seed(seed)
-            last = j == len(micro_batches) - 1
-            sync = self.ctc_module.no_sync() if (self.world > 1 and not last) else contextlib.nullcontext()
-            with sync:
-                # 3. forward + loss (AMP inside compute_loss), backward (scaled for fp16)
-                if batch is None:
-                    loss = self._dummy_loss()
-                else:
-                    loss, _, _ = compute_loss(self.model, self.ctc_module, batch, self.device, cfg,
-                                              self.amp, gen)
-                    value = float(loss.detach())
-                    if not math.isfinite(value):
-                        bad_ids += batch["ids"][:3]
-                    loss_sum += value
-                    secs += float(batch["wav_lens"].sum()) / cfg.feature.sample_rate
-                self.scaler.scale(loss * weight).backward()
-        # 4. unscale, clip, step: a non-finite gradient (all-reduced, so every rank agrees)
-        #    skips the update; the fp16 scaler then lowers its scale
-        self.scaler.unscale_(self.optimizer)
-        clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else math.inf
-        gnorm = float(torch.nn.utils.clip_grad_norm_(self.model.ctc.parameters(), clip))
-        lr = self.schedule.step(st.step)
-        finite = math.isfinite(gnorm)
-        if finite or self.scaler.is_enabled():
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        st.step += 1
-        loss_sum, secs = self._all_reduce([loss_sum, secs])
-        st.audio_seconds += secs
-        if finite:
-            self.bad_updates = 0
-        else:
-            self.bad_updates += 1
-            log.warning("non-finite loss or gradient at step %d%s; update skipped", st.step,
-                        f" (utterances {','.join(bad_ids)})" if bad_ids else "")
-            if self.bad_updates >= cfg.train.max_bad_steps:
-                raise TrainingError(f"{self.bad_updates} consecutive non-finite updates: stopping. Lower "
-                                    "train.lr, check the data with `asr data validate`, or disable AMP.")
-        return {"loss": loss_sum / n_global, "utts": int(n_global), "audio_seconds": secs,
-                "grad_norm": gnorm, "lr": lr, "finite": finite}
+        """One optimizer update over this rank's micro-batches (asr.update.Updater)."""
+        return self.updater(batches, self.state)
 
     def train_one_epoch(self) -> dict:
         """Train until the epoch ends (or max_steps); returns epoch metrics."""

@@ -1,18 +1,23 @@
 """The training loop's data side: manifests and tokenizer, CTC-feasibility filtering, bucketed
-loaders, the waveform cache, the CMVN pass."""
+loaders, the waveform cache (and its codec variants, encoded before epoch 1), the CMVN pass."""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
+import os
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from asr.channel import ChannelAugment, encode_variant, variant_tag
 from asr.config import Config
 from asr.data import AudioDataset, BucketBatchSampler, collate, filter_by_duration, read_manifest
-from asr.errors import TrainingError
+from asr.errors import AudioError, TrainingError
 from asr.features import CMVNAccumulator
 from asr.frames import frame_geometry, min_frames_for
 from asr.text import train_tokenizer
@@ -136,6 +141,84 @@ def make_cache(cfg: Config):
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # several torch processes spinning on few cores is ~10x slower
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def encode_codec_variants(ds: AudioDataset, channel: ChannelAugment, processes: int, show: bool = True) -> dict:
+    """Encode every codec variant of every utterance of ``ds`` into its wave cache, before training.
+
+    The training process reads each waveform (through the cache, so it is decoded once) and hands
+    it to ``processes`` worker processes of one thread each, which run the encoder and decoder
+    (``asr.channel.encode_variant``); the results go into the cache under the keys the
+    augmentation asks for, so training never waits for an encoder and draws exactly what it would
+    have encoded itself. A waveform that cannot be read or encoded is reported and skipped (the
+    training draw meets it again and skips the utterance as usual); a full cache stops the pass.
+
+    Args:
+        ds: the training AudioDataset, with a cache (``data.cache=ram``).
+        channel: the run's ChannelAugment (its codec kinds choose each variant).
+        processes: worker processes (>= 1).
+        show: progress bar.
+    Returns:
+        {"variants": encoded, "seconds": audio seconds encoded, "wall": seconds, "failed": n}.
+    """
+    todo = [(u, [(k, kind) for k, kind in channel.variant_kinds(u.id)
+                 if ds.cache_key(u) + variant_tag(k, kind) not in ds.cache]) for u in ds.utts]
+    todo = [(u, ks) for u, ks in todo if ks]
+    stats = {"variants": 0, "seconds": 0.0, "wall": 0.0, "failed": 0}
+    if not todo:
+        return stats
+    t0 = time.perf_counter()
+    window = 4 * processes  # variants in flight: bounded memory
+    pending: list[tuple[Future, object, int, object]] = []
+    bar = tqdm(total=sum(len(ks) for _, ks in todo), desc="codec variants", unit="variant", leave=False,
+               disable=not show or None)
+
+    def collect(f: Future, u, k: int, kind) -> None:
+        try:
+            out = f.result()
+        except Exception as e:  # an encoder that fails on one waveform: its draw tries again (or skips it)
+            stats["failed"] += 1
+            log.warning("codec variant %d (%s) of %s not encoded before training: %s", k, kind.spec, u.id, e)
+        else:
+            ds.cache.get(ds.cache_key(u) + variant_tag(k, kind), lambda: out)
+            stats["variants"] += 1
+            stats["seconds"] += out.size / ds.sample_rate
+        bar.update(1)
+
+    ctx = mp.get_context("spawn")  # no fork of a process holding torch's thread pools
+    env_threads = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # the workers' numpy/torch start with one thread
+    try:
+        with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_one_thread) as pool:
+            for u, ks in todo:
+                if ds.cache.full:
+                    log.warning("data.cache is full: the remaining codec variants are encoded at their first draw")
+                    break
+                try:
+                    wav = ds.waveform(u)
+                except (AudioError, ValueError, RuntimeError, MemoryError) as e:
+                    stats["failed"] += len(ks)
+                    bar.update(len(ks))
+                    log.warning("codec variants of %s not encoded before training (training skips it): %s", u.id, e)
+                    continue
+                for k, kind in ks:
+                    pending.append((pool.submit(encode_variant, wav, kind.spec, ds.sample_rate), u, k, kind))
+                while len(pending) >= window or (pending and pending[0][0].done()):
+                    collect(*pending.pop(0))
+            for item in pending:
+                collect(*item)
+    finally:
+        if env_threads is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env_threads
+        bar.close()
+    stats["wall"] = time.perf_counter() - t0
+    return stats
 
 
 # ---------------------------------------------------------------- model and optimisation

@@ -45,6 +45,14 @@ class WaveCache:
     def __len__(self) -> int:
         return len(self._store)
 
+    def __contains__(self, key: tuple) -> bool:
+        return key in self._store
+
+    @property
+    def full(self) -> bool:
+        """True once a waveform could not be stored (``max_bytes`` reached)."""
+        return self._full_warned
+
     def get(self, key: tuple, make: Callable[[], np.ndarray]) -> np.ndarray:
         """The cached waveform for ``key``, or ``make()`` (stored for next time).
 

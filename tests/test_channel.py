@@ -134,7 +134,8 @@ def test_training_encodes_each_variant_once_with_the_cache(tmp_path, monkeypatch
     real = asr.channel.degrade
     monkeypatch.setattr(asr.channel, "degrade", lambda *a, **k: calls.append(a[1].spec) or real(*a, **k))
     chan = ["augment.channel.codec_prob=0.8", "augment.channel.codecs=[mp3:24,opus:12,vorbis:0]",
-            "augment.channel.codec_variants=2", "augment.channel.lowpass_prob=0.5"]
+            "augment.channel.codec_variants=2", "augment.channel.lowpass_prob=0.5",
+            "augment.channel.encode_processes=0"]  # each variant at its first draw (the next test: before)
     items = {}
     for mode, epochs in (("ram", range(6)), ("resumed", range(3, 6)), ("off", range(6))):
         calls.clear()
@@ -157,6 +158,46 @@ def test_training_encodes_each_variant_once_with_the_cache(tmp_path, monkeypatch
         assert a.shape == b.shape
         for lo, hi in ((0, 1000), (1000, 3000), (3000, 8000)):
             assert abs(band_db(a, lo, hi, share=False) - band_db(b, lo, hi, share=False)) < 3.0, (key, lo)
+
+
+def test_variants_encoded_before_training_in_worker_processes_are_the_drawn_audio(tmp_path, monkeypatch):
+    """augment.channel.encode_processes: every variant is in the cache before epoch 1 (encoded by
+    worker processes, none by the training process), and each epoch's augmented audio is the
+    same as when each variant is encoded at its first draw; an unreadable file is reported and
+    skipped by the pass (and by training, as before)."""
+    m = write_manifest(tmp_path, "train", [[1, 2], [3, 4], [5, 6], [7, 8]])
+    lines = [json.loads(x) for x in m.read_text().splitlines()]
+    lines.append({**lines[0], "id": "broken", "audio": str(tmp_path / "missing.flac")})
+    m.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    chan = ["data.cache=ram", "augment.channel.codec_prob=0.8", "augment.channel.codecs=[mp3:24,opus:12,vorbis:0]",
+            "augment.channel.codec_variants=2", "augment.channel.lowpass_prob=0.5"]
+    items, real = {}, asr.channel.degrade
+    for n in (0, 2):
+        t = Trainer(config(tmp_path / f"p{n}", m, *chan, f"augment.channel.encode_processes={n}"), resume=False)
+        log_text = (tmp_path / f"p{n}" / "train.log").read_text()
+        codec_keys = [k for k in t.cache._store if "codec" in k]
+        calls: list[str] = []
+        monkeypatch.setattr(asr.channel, "degrade", lambda *a, calls=calls, **k: calls.append(a[1].spec) or real(*a, **k))
+        ds = t.train_loader.dataset
+        assert len(ds) == 5
+        items[n] = {}
+        for epoch in range(4):
+            ds.epoch = epoch
+            items[n].update({(epoch, i): ds[i] for i in range(len(ds))})
+        monkeypatch.setattr(asr.channel, "degrade", real)
+        if n:
+            assert len(codec_keys) == 8  # 4 readable utterances x 2 variants, before any draw
+            assert calls == []  # the training process encoded nothing
+            assert "codec variants: 8 encoded before training" in log_text
+            assert "codec variants of broken not encoded" in log_text and "2 not encoded" in log_text
+        else:
+            assert codec_keys == [] and calls  # encoded at the draws
+        assert items[n][(0, 4)] is None  # the unreadable utterance is skipped by training too
+    for key, a in items[0].items():
+        b = items[2][key]
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert np.array_equal(a["wav"].numpy(), b["wav"].numpy()), key
 
 
 def test_eval_path_is_untouched(tmp_path):

@@ -523,9 +523,9 @@ def test_manifest_ids_cannot_make_a_report_write_outside_its_folder(tiny_digits_
 
 def _poison(monkeypatch, bad_ids: set[str] | None):
     """Make the training loss NaN for batches holding one of ``bad_ids`` (None: every batch)."""
-    import asr.train
+    import asr.update
 
-    real = asr.train.compute_loss
+    real = asr.update.compute_loss
 
     def compute_loss(model, ctc_module, batch, *a, **k):
         loss, log_probs, out_lens = real(model, ctc_module, batch, *a, **k)
@@ -533,7 +533,7 @@ def _poison(monkeypatch, bad_ids: set[str] | None):
             loss = loss * float("nan")
         return loss, log_probs, out_lens
 
-    monkeypatch.setattr(asr.train, "compute_loss", compute_loss)
+    monkeypatch.setattr(asr.update, "compute_loss", compute_loss)
 
 
 def test_a_nan_loss_skips_the_update_and_names_the_utterance(tmp_path, monkeypatch):

@@ -214,7 +214,7 @@ def pipeline_run(name: str, manifest: Path, overrides: list[str], budget_s: floa
         if warm_cache and t.cache is not None:  # the state a run reaches after its first epochs
             for u in tqdm(ds.utts, desc=f"{name}: fill cache", leave=False):
                 for f in cfg.augment.speed_perturb or [1.0]:
-                    ds._wave(u, float(f))
+                    ds.waveform(u, float(f))
         feat_s = [0.0]
         t0_box = [0.0]
         t.model.frontend.register_forward_pre_hook(lambda *_: t0_box.__setitem__(0, time.perf_counter()))
