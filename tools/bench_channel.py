@@ -5,7 +5,10 @@
    low-pass, high-pass, narrow-band round trip, gain, generated noise;
 2. the whole training augmentation of a config (``augment``: speed, channel, noise) over
    ``--utts`` utterances for ``--epochs`` epochs: without the wave cache (each codec draw
-   encoded), and with it (each codec variant encoded once: epoch 1 pays, later epochs reuse);
+   encoded), with it (each codec variant encoded once, at its first draw: epoch 1 pays, later
+   epochs reuse), and with every variant encoded before training by 1 and by ``--processes``
+   worker processes (asr.train_data.encode_codec_variants, what training does by default:
+   the pass's wall-clock rate, then the training thread's rate per epoch);
 3. beside it, the training step's own rate when ``--train-rate`` is given (tools/bench_data.py
    or train.log's audio-s/s), so the slowdown reads directly.
 
@@ -30,9 +33,10 @@ sys.path.insert(0, str(ROOT))
 from asr.augment import WaveAugment  # noqa: E402
 from asr.channel import apply_gain, highpass, lowpass, narrowband  # noqa: E402
 from asr.config import load_config  # noqa: E402
-from asr.data import load_utterance  # noqa: E402
+from asr.data import AudioDataset, load_utterance  # noqa: E402
 from asr.degrade import degrade, generated_noise  # noqa: E402
 from asr.importers import import_librispeech  # noqa: E402
+from asr.train_data import encode_codec_variants  # noqa: E402
 from asr.wavecache import WaveCache  # noqa: E402
 
 LIBRI = ROOT.parent / "shared" / "data" / "mini_librispeech" / "LibriSpeech" / "train-clean-5"
@@ -61,11 +65,12 @@ def pieces(aug: WaveAugment, wavs: list[np.ndarray]) -> None:
         print(f"  {name:46s} {rate(fn, wavs):9.0f} audio-s/s")
 
 
-def pipeline(cfg, utts, epochs: int, use_cache: bool) -> list[float]:
-    """Audio-s/s of the augmentation per epoch (decoding excluded: base waveforms are given)."""
+def pipeline(cfg, utts, epochs: int, use_cache: bool, cache: WaveCache | None = None) -> list[float]:
+    """Audio-s/s of the augmentation per epoch (decoding excluded: base waveforms are given);
+    ``cache``: a wave cache already holding the codec variants."""
     aug = WaveAugment(cfg.augment, SR)
     lowpass(np.zeros(SR, dtype=np.float32), 4000.0)  # import scipy.signal once, outside the timing
-    cache = WaveCache(64.0) if use_cache else None
+    cache = cache if cache is not None else WaveCache(64.0) if use_cache else None
     base = {u.id: load_utterance(u, SR) for u in utts}
     out = []
     for epoch in range(epochs):
@@ -84,6 +89,17 @@ def pipeline(cfg, utts, epochs: int, use_cache: bool) -> list[float]:
     return out
 
 
+def before_training(cfg, utts, processes: int) -> tuple[float, WaveCache]:
+    """Wall-clock audio-s/s of encoding every codec variant of ``utts`` before training in
+    ``processes`` worker processes (base waveforms decoded first, outside the timing)."""
+    cache = WaveCache(64.0)
+    ds = AudioDataset(utts, None, SR, cache=cache)
+    for u in utts:
+        ds.waveform(u)
+    st = encode_codec_variants(ds, WaveAugment(cfg.augment, SR).channel, processes, show=False)
+    return st["seconds"] / max(1e-9, st["wall"]), cache
+
+
 def aug_speed(wav: np.ndarray, factor: float) -> np.ndarray:
     from asr.audio import speed_perturb
 
@@ -96,6 +112,7 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=LIBRI)
     ap.add_argument("--utts", type=int, default=20, help="utterances (every k-th of the corpus)")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--processes", type=int, default=2, help="worker processes encoding before training")
     ap.add_argument("--train-rate", type=float, default=0.0, help="the training step's audio-s/s, for the ratio")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -111,13 +128,19 @@ def main() -> None:
     pieces(aug, [load_utterance(u, SR) for u in utts[:5]])
     print(f"== training augmentation, {len(utts)} utterances ({sum(u.duration for u in utts):.0f} s), "
           f"{args.epochs} epochs, audio-s/s per epoch (CPU time, decoding excluded)")
-    for use_cache in (False, True):
-        rates = pipeline(cfg, utts, args.epochs, use_cache)
-        name = "data.cache=ram (variants kept)" if use_cache else "no cache (every codec draw encoded)"
+    rows = [("no cache (every codec draw encoded)", False, None),
+            ("data.cache=ram, encoded at first draw", True, None)]
+    for n in sorted({1, args.processes}):
+        wall, cache = before_training(cfg, utts, n)
+        print(f"  encoding every variant before training, {n} process{'es' if n > 1 else ''}: {wall:.0f} audio-s/s "
+              "of variants (wall clock)")
+        rows.append((f"data.cache=ram, encoded before ({n} proc.)", True, cache))
+    for name, use_cache, cache in rows:
+        rates = pipeline(cfg, utts, args.epochs, use_cache, cache)
         extra = ""
         if args.train_rate:
             extra = "; training slowed by " + ", ".join(f"{100 * args.train_rate / r:.0f}%" for r in rates)
-        print(f"  {name:38s} " + ", ".join(f"{r:.0f}" for r in rates) + extra)
+        print(f"  {name:42s} " + ", ".join(f"{r:.0f}" for r in rates) + extra)
 
 
 if __name__ == "__main__":
