@@ -18,8 +18,8 @@ elliptic low-pass, a Butterworth high-pass: IIR designs made once per 50 Hz of c
 from the dry audio): the reverse of the physical order, a price of encoding each variant once.
 
 Off the training thread: with the cache, training encodes every variant before epoch 1 in
-``augment.channel.encode_processes`` worker processes of one thread each (``encode_variant``; see
-asr.train_data.encode_codec_variants), so the training step never waits for an encoder.
+``data.cache_workers`` worker processes of one thread each (``encode_variant``, run by
+asr.train_data.fill_wave_cache), so the training step never waits for an encoder.
 
 Exactness: a variant depends only on its key (the utterance, k), so a run resumed with an
 empty cache builds the same audio, and encoding it before training or at its first draw gives
@@ -257,7 +257,7 @@ def encode_variant(wav: np.ndarray, spec: str, sample_rate: int = 16000) -> np.n
     """One codec round trip: float32 (samples,) -> float32 (samples',) (a decoder delay added).
 
     A function of (wav, spec) alone (codecs draw nothing from the generator), picklable by name:
-    worker processes run it (asr.train_data.encode_codec_variants).
+    worker processes run it (asr.train_data.fill_wave_cache).
     """
     return degrade(wav, parse_kind(spec), np.random.default_rng(0), None, sample_rate)
 

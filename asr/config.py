@@ -60,7 +60,6 @@ class ChannelAugmentConfig:
     codecs: tuple[str, ...] = ("mp3:16", "mp3:24", "mp3:32", "mp3:48", "opus:8", "opus:12", "opus:24",
                                "vorbis:0", "vorbis:4")  # asr.degrade codec kinds each variant draws from
     codec_variants: int = 2  # codec variants per utterance, each encoded once per run (kept by data.cache=ram)
-    encode_processes: int = -1  # with data.cache=ram: processes (1 thread each) encoding every variant before epoch 1; -1: one per training thread, 0: each at its first draw, in the training process
     narrowband_prob: float = 0.0  # probability of resampling through narrowband_rate and back
     narrowband_rate: int = 8000  # the narrow-band sample rate (telephone: 8000)
     lowpass_prob: float = 0.0  # probability of a steep low-pass
@@ -77,7 +76,6 @@ class ChannelAugmentConfig:
         for name in ("codec_prob", "narrowband_prob", "lowpass_prob", "highpass_prob", "gain_prob", "reverb_prob"):
             _check_range(f"augment.channel.{name}", getattr(self, name), 0.0, 1.0)
         _check_range("augment.channel.codec_variants", self.codec_variants, 1)
-        _check_range("augment.channel.encode_processes", self.encode_processes, -1)
         _check_range("augment.channel.narrowband_rate", self.narrowband_rate, 1000)
         for name in ("lowpass_hz", "highpass_hz", "gain_db", "reverb_rt60", "reverb_drr_db"):
             lo_hi = getattr(self, name)
@@ -158,10 +156,12 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes (each uses one torch thread)
     cache: str = "off"  # "ram": keep decoded (and speed-perturbed) waveforms as int16 in RAM, decoded once per run (asr.wavecache; needs num_workers=0)
     cache_max_gb: float = 8.0  # RAM the cache may use; beyond it audio is decoded every epoch
+    cache_workers: int = -1  # processes (1 thread each) filling the cache before epoch 1 (decoded audio, speed and codec variants); -1: one per training thread, 0: each waveform at first use, in the training process
 
     def __post_init__(self) -> None:
         _check_choice("data.cache", self.cache, ("off", "ram"))
         _check_range("data.cache_max_gb", self.cache_max_gb, 0.0)
+        _check_range("data.cache_workers", self.cache_workers, -1)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
     train(cfg)
       ├─ setup: device, threads, seeds, run folder, logging (asr.runlog), DDP
       ├─ data: manifests -> tokenizer -> filters (asr.train_data) -> bucketed loaders, dev set (asr.validation)
+      │        -> the wave cache filled by worker processes (decoded audio, speed and codec variants)
       ├─ model: frontend (+ CMVN statistics) + CTC model, optimizer, LR schedule
-      ├─ codec variants of the channel augmentation encoded into the wave cache (worker processes)
       ├─ resume from <run>/checkpoints/last.pt if it exists (asr.checkpoint.restore_training)
       └─ for each epoch: train_one_epoch (asr.update.Updater per update) -> validate -> save (-> early stop)
          then: the full dev set once (with train.valid_subset) -> model.pt (best or average of the best)
@@ -73,7 +73,7 @@ from asr.selection import Selection
 from asr.text import tokenizer_from_dict
 from asr.train_data import (
     compute_cmvn,
-    encode_codec_variants,
+    fill_wave_cache,
     make_cache,
     make_loader,
     read_training_data,
@@ -155,6 +155,8 @@ class Trainer:
         self.selection = Selection(cfg, self.tokenizer, pin, self.cache)  # train.select_on: sets ranking epochs
         self.score_name = self.validator.metric  # what ranks the checkpoints (the last epoch's, for the log)
         self.train_seconds = sum(u.duration for u in train_utts)
+        if self.cache is not None and cfg.data.cache_workers:
+            self._fill_cache()  # before the CMVN pass, which then reads the cache
 
         self.model = build_model(cfg, len(self.tokenizer)).to(self.device)
         n_params = count_parameters(self.model)
@@ -194,19 +196,18 @@ class Trainer:
         elif cfg.feature.cmvn == "global":
             compute_cmvn(self.model, train_utts, self.tokenizer, cfg, self.device, self.rank, self.world,
                          warned, self.cache)
-        if self.cache is not None and augment.channel.kinds and cfg.augment.channel.encode_processes:
-            self._encode_codec_variants(augment)
         if self.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
 
-    def _encode_codec_variants(self, augment: WaveAugment) -> None:
-        """Every codec variant into the wave cache before epoch 1, in worker processes (asr.train_data)."""
-        n = self.cfg.augment.channel.encode_processes
+    def _fill_cache(self) -> None:
+        """Decoded audio, speed and codec variants into the wave cache before epoch 1 (asr.train_data)."""
+        n = self.cfg.data.cache_workers
         n = n if n > 0 else torch.get_num_threads()
-        st = encode_codec_variants(self.train_loader.dataset, augment.channel, n, self.is_main)
-        log.info("codec variants: %d encoded before training in %.0f s by %d processes (%.0f audio-s/s)%s",
-                 st["variants"], st["wall"], n, st["seconds"] / max(1e-9, st["wall"]),
-                 f"; {st['failed']} not encoded (encoded at their draw, or the utterance skipped)" if st["failed"] else "")
+        st = fill_wave_cache(self.train_loader.dataset, n, self.is_main)
+        log.info("wave cache: %d waveforms of %d utterances (%.2f h of audio) made before training in %.0f s by "
+                 "%d processes (%.0f audio-s/s)%s", st["waveforms"], st["utts"], st["seconds"] / 3600, st["wall"],
+                 n, st["seconds"] / max(1e-9, st["wall"]),
+                 f"; {st['failed']} not made (made at first use, or the utterance skipped)" if st["failed"] else "")
 
     def _restore(self, obj: dict) -> None:
         last = self.ckpt_dir / "last.pt"

@@ -1,5 +1,5 @@
 """The training loop's data side: manifests and tokenizer, CTC-feasibility filtering, bucketed
-loaders, the waveform cache (and its codec variants, encoded before epoch 1), the CMVN pass."""
+loaders, the waveform cache (filled before epoch 1 by worker processes), the CMVN pass."""
 
 from __future__ import annotations
 
@@ -14,13 +14,22 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from asr.channel import ChannelAugment, encode_variant, variant_tag
+from asr.audio import speed_perturb
+from asr.channel import encode_variant, variant_tag
 from asr.config import Config
-from asr.data import AudioDataset, BucketBatchSampler, collate, filter_by_duration, read_manifest
-from asr.errors import AudioError, TrainingError
+from asr.data import (
+    AudioDataset,
+    BucketBatchSampler,
+    collate,
+    filter_by_duration,
+    load_utterance,
+    read_manifest,
+)
+from asr.errors import TrainingError
 from asr.features import CMVNAccumulator
 from asr.frames import frame_geometry, min_frames_for
 from asr.text import train_tokenizer
+from asr.wavecache import dequantize, quantize
 
 log = logging.getLogger("asr.train")
 
@@ -147,68 +156,104 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def encode_codec_variants(ds: AudioDataset, channel: ChannelAugment, processes: int, show: bool = True) -> dict:
-    """Encode every codec variant of every utterance of ``ds`` into its wave cache, before training.
-
-    The training process reads each waveform (through the cache, so it is decoded once) and hands
-    it to ``processes`` worker processes of one thread each, which run the encoder and decoder
-    (``asr.channel.encode_variant``); the results go into the cache under the keys the
-    augmentation asks for, so training never waits for an encoder and draws exactly what it would
-    have encoded itself. A waveform that cannot be read or encoded is reported and skipped (the
-    training draw meets it again and skips the utterance as usual); a full cache stops the pass.
+def utterance_waves(u, sample_rate: int, speeds: list[float], codecs: list[tuple[int, str]]) -> list[tuple]:
+    """Every waveform training asks the wave cache for, for one utterance (run by worker processes).
 
     Args:
-        ds: the training AudioDataset, with a cache (``data.cache=ram``).
-        channel: the run's ChannelAugment (its codec kinds choose each variant).
-        processes: worker processes (>= 1).
-        show: progress bar.
+        u: the asr.data.Utterance.
+        sample_rate: the working rate.
+        speeds: speed factors other than 1 (speed-perturbed variants of the decoded audio).
+        codecs: ``(k, codec kind)`` of each codec variant (asr.channel.encode_variant).
     Returns:
-        {"variants": encoded, "seconds": audio seconds encoded, "wall": seconds, "failed": n}.
+        ``[(tag, int16 q, scale, error)]``: tag ``(1.0,)`` for the decoded audio, ``(f,)`` for
+        speed ``f``, asr.channel.variant_tag for a codec variant; each made from the decoded
+        audio as the cache holds it (rounded to 16 bits), exactly as the training process would
+        make it; ``q`` None and ``error`` the message for a variant whose encoder failed.
+    Raises:
+        AudioError (and the like): the audio cannot be read.
     """
-    todo = [(u, [(k, kind) for k, kind in channel.variant_kinds(u.id)
-                 if ds.cache_key(u) + variant_tag(k, kind) not in ds.cache]) for u in ds.utts]
-    todo = [(u, ks) for u, ks in todo if ks]
-    stats = {"variants": 0, "seconds": 0.0, "wall": 0.0, "failed": 0}
+    q, scale = quantize(load_utterance(u, sample_rate))
+    out = [((1.0,), q, scale, None)]
+    base = dequantize(q, scale)
+    for f in speeds:
+        out.append(((f,), *quantize(speed_perturb(base, f, sample_rate)), None))
+    for k, spec in codecs:
+        tag = ("codec", k, spec)
+        try:
+            out.append((tag, *quantize(encode_variant(base, spec, sample_rate)), None))
+        except Exception as e:  # one encoder failing on one waveform: that draw tries again (or skips it)
+            out.append((tag, None, 0.0, str(e)))
+    return out
+
+
+def fill_wave_cache(ds: AudioDataset, processes: int, show: bool = True) -> dict:
+    """Fill ``ds``'s wave cache before training, in worker processes of one thread each.
+
+    For every utterance: the decoded audio, its speed-perturbed variants and its codec variants
+    (those ``ds.augment`` can draw), made by ``processes`` worker processes (``utterance_waves``)
+    instead of by the training thread at first use: decoding, resampling and the codecs (17-200x
+    real time on one core) then never hold up a training step, and the CMVN pass reads the cache.
+    The same samples as when made at first use. Audio that cannot be read is reported and skipped
+    (the CMVN pass and training meet it again and skip the utterance, as without this pass); a
+    full cache (data.cache_max_gb) stops the pass.
+
+    Args:
+        ds: an AudioDataset with a cache (``data.cache=ram``).
+        processes: worker processes (>= 1).
+        show: progress bar (rate and ETA).
+    Returns:
+        {"utts", "waveforms", "seconds" (audio made), "wall" (seconds), "failed" (utterances or
+        variants not made)}.
+    """
+    aug = ds.augment
+    speeds = sorted({float(f) for f in aug.cfg.speed_perturb} - {1.0}) if aug is not None else []
+    channel = aug.channel if aug is not None and aug.channel.active else None
+    todo = []
+    for u in ds.utts:
+        key = ds.cache_key(u)
+        tags = [(1.0,)] + [(f,) for f in speeds]
+        codecs = [(k, kind.spec) for k, kind in channel.variant_kinds(u.id)] if channel is not None else []
+        if any(key + t not in ds.cache for t in tags) or any(key + variant_tag(k, c) not in ds.cache
+                                                              for k, c in codecs):
+            todo.append(u)
+    stats = {"utts": 0, "waveforms": 0, "seconds": 0.0, "wall": 0.0, "failed": 0}
     if not todo:
         return stats
     t0 = time.perf_counter()
-    window = 4 * processes  # variants in flight: bounded memory
-    pending: list[tuple[Future, object, int, object]] = []
-    bar = tqdm(total=sum(len(ks) for _, ks in todo), desc="codec variants", unit="variant", leave=False,
-               disable=not show or None)
+    bar = tqdm(total=len(todo), desc="wave cache", unit="utt", leave=False, disable=not show or None)
 
-    def collect(f: Future, u, k: int, kind) -> None:
-        try:
-            out = f.result()
-        except Exception as e:  # an encoder that fails on one waveform: its draw tries again (or skips it)
-            stats["failed"] += 1
-            log.warning("codec variant %d (%s) of %s not encoded before training: %s", k, kind.spec, u.id, e)
-        else:
-            ds.cache.get(ds.cache_key(u) + variant_tag(k, kind), lambda: out)
-            stats["variants"] += 1
-            stats["seconds"] += out.size / ds.sample_rate
+    def collect(f: Future, u) -> None:
         bar.update(1)
+        try:
+            waves = f.result()
+        except Exception as e:  # unreadable audio: named here, skipped by training as before
+            stats["failed"] += 1
+            log.warning("wave cache: %s (%s) not read before training: %s", u.id, u.audio, e)
+            return
+        stats["utts"] += 1
+        for tag, q, scale, err in waves:
+            if q is None:
+                stats["failed"] += 1
+                log.warning("wave cache: %s variant %s not made before training: %s", u.id, tag, err)
+            elif ds.cache_key(u) + tag not in ds.cache:
+                ds.cache.put(ds.cache_key(u) + tag, q, scale)
+                stats["waveforms"] += 1
+                stats["seconds"] += q.size / ds.sample_rate
 
     ctx = mp.get_context("spawn")  # no fork of a process holding torch's thread pools
     env_threads = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"  # the workers' numpy/torch start with one thread
+    os.environ["OMP_NUM_THREADS"] = "1"  # the workers' numpy and torch start with one thread
+    pending: list[tuple[Future, object]] = []
     try:
         with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_one_thread) as pool:
-            for u, ks in todo:
+            for u in todo:
                 if ds.cache.full:
-                    log.warning("data.cache is full: the remaining codec variants are encoded at their first draw")
+                    log.warning("wave cache: full (data.cache_max_gb); the rest is made at first use")
                     break
-                try:
-                    wav = ds.waveform(u)
-                except (AudioError, ValueError, RuntimeError, MemoryError) as e:
-                    stats["failed"] += len(ks)
-                    bar.update(len(ks))
-                    log.warning("codec variants of %s not encoded before training (training skips it): %s", u.id, e)
-                    continue
-                for k, kind in ks:
-                    pending.append((pool.submit(encode_variant, wav, kind.spec, ds.sample_rate), u, k, kind))
-                while len(pending) >= window or (pending and pending[0][0].done()):
-                    collect(*pending.pop(0))
+                codecs = [(k, kind.spec) for k, kind in channel.variant_kinds(u.id)] if channel is not None else []
+                pending.append((pool.submit(utterance_waves, u, ds.sample_rate, speeds, codecs), u))
+                while len(pending) >= 4 * processes or (pending and pending[0][0].done()):
+                    collect(*pending.pop(0))  # in order, a bounded number in flight
             for item in pending:
                 collect(*item)
     finally:

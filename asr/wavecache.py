@@ -65,14 +65,15 @@ class WaveCache:
         hit = self._store.get(key)
         if hit is not None:
             self.hits += 1
-            q, scale = hit
-            return q.astype(np.float32) / np.float32(scale)
+            return dequantize(*hit)
         self.misses += 1
-        wav = make()
-        peak = float(np.abs(wav).max()) if wav.size else 0.0
-        # 32768 keeps 16-bit PCM exact (its samples are k / 32768); louder signals are scaled down
-        scale = 32768.0 if peak < 1.0 else 32767.0 / peak
-        q = np.clip(np.rint(wav * np.float32(scale)), -32768, 32767).astype(np.int16)
+        q, scale = quantize(make())
+        self.put(key, q, scale)
+        return dequantize(q, scale)
+
+    def put(self, key: tuple, q: np.ndarray, scale: float) -> None:
+        """Store a waveform already quantized by ``quantize`` (made elsewhere, e.g. by a worker
+        process); nothing is stored once ``max_bytes`` are held."""
         if self.nbytes + q.nbytes <= self.max_bytes:
             self._store[key] = (q, scale)
             self.nbytes += q.nbytes
@@ -80,4 +81,16 @@ class WaveCache:
             self._full_warned = True
             log.warning("data.cache: the RAM cache is full (%.1f GB, data.cache_max_gb); the "
                         "remaining audio is decoded every epoch", self.nbytes / 2**30)
-        return q.astype(np.float32) / np.float32(scale)
+
+
+def quantize(wav: np.ndarray) -> tuple[np.ndarray, float]:
+    """float32 (samples,) -> (int16 (samples,), scale): ``q / scale`` is the waveform rounded to 16 bits."""
+    peak = float(np.abs(wav).max()) if wav.size else 0.0
+    # 32768 keeps 16-bit PCM exact (its samples are k / 32768); louder signals are scaled down
+    scale = 32768.0 if peak < 1.0 else 32767.0 / peak
+    return np.clip(np.rint(wav * np.float32(scale)), -32768, 32767).astype(np.int16), scale
+
+
+def dequantize(q: np.ndarray, scale: float) -> np.ndarray:
+    """int16 (samples,) and its scale -> float32 (samples,)."""
+    return q.astype(np.float32) / np.float32(scale)

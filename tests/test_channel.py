@@ -11,6 +11,7 @@ import logging
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from conftest import MINI_LIBRISPEECH, ROOT, shared_data
 from test_train import config, write_manifest
 
@@ -135,7 +136,7 @@ def test_training_encodes_each_variant_once_with_the_cache(tmp_path, monkeypatch
     monkeypatch.setattr(asr.channel, "degrade", lambda *a, **k: calls.append(a[1].spec) or real(*a, **k))
     chan = ["augment.channel.codec_prob=0.8", "augment.channel.codecs=[mp3:24,opus:12,vorbis:0]",
             "augment.channel.codec_variants=2", "augment.channel.lowpass_prob=0.5",
-            "augment.channel.encode_processes=0"]  # each variant at its first draw (the next test: before)
+            "data.cache_workers=0"]  # each variant at its first draw (the next test: before training)
     items = {}
     for mode, epochs in (("ram", range(6)), ("resumed", range(3, 6)), ("off", range(6))):
         calls.clear()
@@ -160,39 +161,47 @@ def test_training_encodes_each_variant_once_with_the_cache(tmp_path, monkeypatch
             assert abs(band_db(a, lo, hi, share=False) - band_db(b, lo, hi, share=False)) < 3.0, (key, lo)
 
 
-def test_variants_encoded_before_training_in_worker_processes_are_the_drawn_audio(tmp_path, monkeypatch):
-    """augment.channel.encode_processes: every variant is in the cache before epoch 1 (encoded by
-    worker processes, none by the training process), and each epoch's augmented audio is the
-    same as when each variant is encoded at its first draw; an unreadable file is reported and
-    skipped by the pass (and by training, as before)."""
+def test_the_cache_filled_before_training_by_worker_processes_gives_the_same_audio(tmp_path, monkeypatch):
+    """data.cache_workers: before epoch 1, worker processes put every utterance's decoded audio,
+    speed variants and codec variants in the cache (the training process decodes, resamples and
+    encodes nothing), and the CMVN statistics and each epoch's augmented audio are exactly those
+    made at first use; an unreadable file is reported and skipped by the pass and by training."""
+    import asr.data
+
     m = write_manifest(tmp_path, "train", [[1, 2], [3, 4], [5, 6], [7, 8]])
     lines = [json.loads(x) for x in m.read_text().splitlines()]
     lines.append({**lines[0], "id": "broken", "audio": str(tmp_path / "missing.flac")})
     m.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    chan = ["data.cache=ram", "augment.channel.codec_prob=0.8", "augment.channel.codecs=[mp3:24,opus:12,vorbis:0]",
-            "augment.channel.codec_variants=2", "augment.channel.lowpass_prob=0.5"]
-    items, real = {}, asr.channel.degrade
+    chan = ["data.cache=ram", "augment.speed_perturb=[0.9,1.0,1.1]", "augment.channel.codec_prob=0.8",
+            "augment.channel.codecs=[mp3:24,opus:12,vorbis:0]", "augment.channel.codec_variants=2",
+            "augment.channel.lowpass_prob=0.5"]
+    items, cmvn = {}, {}
+    real = {"degrade": asr.channel.degrade, "speed": asr.data.speed_perturb, "load": asr.data.load_audio}
     for n in (0, 2):
-        t = Trainer(config(tmp_path / f"p{n}", m, *chan, f"augment.channel.encode_processes={n}"), resume=False)
+        made: list[str] = []
+        monkeypatch.setattr(asr.channel, "degrade", lambda *a, made=made, **k: made.append("codec") or real["degrade"](*a, **k))
+        monkeypatch.setattr(asr.data, "speed_perturb", lambda *a, made=made, **k: made.append("speed") or real["speed"](*a, **k))
+        monkeypatch.setattr(asr.data, "load_audio", lambda *a, made=made, **k: made.append(f"load {a[0]}") or real["load"](*a, **k))
+        t = Trainer(config(tmp_path / f"p{n}", m, *chan, f"data.cache_workers={n}"), resume=False)
         log_text = (tmp_path / f"p{n}" / "train.log").read_text()
-        codec_keys = [k for k in t.cache._store if "codec" in k]
-        calls: list[str] = []
-        monkeypatch.setattr(asr.channel, "degrade", lambda *a, calls=calls, **k: calls.append(a[1].spec) or real(*a, **k))
+        cmvn[n] = [b.clone() for b in t.model.frontend.buffers()]
         ds = t.train_loader.dataset
         assert len(ds) == 5
         items[n] = {}
         for epoch in range(4):
             ds.epoch = epoch
             items[n].update({(epoch, i): ds[i] for i in range(len(ds))})
-        monkeypatch.setattr(asr.channel, "degrade", real)
-        if n:
-            assert len(codec_keys) == 8  # 4 readable utterances x 2 variants, before any draw
-            assert calls == []  # the training process encoded nothing
-            assert "codec variants: 8 encoded before training" in log_text
-            assert "codec variants of broken not encoded" in log_text and "2 not encoded" in log_text
+        if n:  # 4 readable utterances: audio + 2 speeds + 2 codec variants each, before any draw
+            assert len(t.cache) == 4 * 5
+            # nothing decoded (but the broken file, by the CMVN pass and the draws), resampled or encoded here
+            assert made and all(x.startswith("load") and x.endswith("missing.flac") for x in made), made
+            assert "wave cache: 20 waveforms of 4 utterances" in log_text
+            assert "broken" in log_text.split("wave cache:")[1] and "1 not made" in log_text
         else:
-            assert codec_keys == [] and calls  # encoded at the draws
+            assert "codec" in made and "speed" in made and sum(x.startswith("load") for x in made) > 4
         assert items[n][(0, 4)] is None  # the unreadable utterance is skipped by training too
+    for a, b in zip(cmvn[0], cmvn[2]):
+        assert torch.equal(a, b)
     for key, a in items[0].items():
         b = items[2][key]
         assert (a is None) == (b is None)

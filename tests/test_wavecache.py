@@ -48,7 +48,8 @@ def test_training_with_the_cache_decodes_once_and_matches_training_without(tmp_p
     runs = {}
     for mode in ("off", "ram"):
         decodes.clear()
-        cfg = config(tmp_path / mode, m, f"data.cache={mode}", "augment.speed_perturb=[0.9,1.0,1.1]",
+        cfg = config(tmp_path / mode, m, f"data.cache={mode}", "data.cache_workers=0",  # at first use
+                     "augment.speed_perturb=[0.9,1.0,1.1]",
                      "model.dropout=0.2", "train.epochs=3", "data.max_batch_seconds=4")
         t = Trainer(cfg, resume=False)
         t.fit()

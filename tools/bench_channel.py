@@ -6,9 +6,10 @@
 2. the whole training augmentation of a config (``augment``: speed, channel, noise) over
    ``--utts`` utterances for ``--epochs`` epochs: without the wave cache (each codec draw
    encoded), with it (each codec variant encoded once, at its first draw: epoch 1 pays, later
-   epochs reuse), and with every variant encoded before training by 1 and by ``--processes``
-   worker processes (asr.train_data.encode_codec_variants, what training does by default:
-   the pass's wall-clock rate, then the training thread's rate per epoch);
+   epochs reuse), and with the cache filled before training by 1 and by ``--processes``
+   worker processes (asr.train_data.fill_wave_cache, what training does by default: decoded
+   audio, speed and codec variants; the pass's wall-clock rate, then the training thread's
+   rate per epoch);
 3. beside it, the training step's own rate when ``--train-rate`` is given (tools/bench_data.py
    or train.log's audio-s/s), so the slowdown reads directly.
 
@@ -36,7 +37,7 @@ from asr.config import load_config  # noqa: E402
 from asr.data import AudioDataset, load_utterance  # noqa: E402
 from asr.degrade import degrade, generated_noise  # noqa: E402
 from asr.importers import import_librispeech  # noqa: E402
-from asr.train_data import encode_codec_variants  # noqa: E402
+from asr.train_data import fill_wave_cache  # noqa: E402
 from asr.wavecache import WaveCache  # noqa: E402
 
 LIBRI = ROOT.parent / "shared" / "data" / "mini_librispeech" / "LibriSpeech" / "train-clean-5"
@@ -89,15 +90,12 @@ def pipeline(cfg, utts, epochs: int, use_cache: bool, cache: WaveCache | None = 
     return out
 
 
-def before_training(cfg, utts, processes: int) -> tuple[float, WaveCache]:
-    """Wall-clock audio-s/s of encoding every codec variant of ``utts`` before training in
-    ``processes`` worker processes (base waveforms decoded first, outside the timing)."""
+def before_training(cfg, utts, processes: int) -> tuple[dict, WaveCache]:
+    """The wave cache filled before training by ``processes`` worker processes, as training
+    does (asr.train_data.fill_wave_cache: decoded audio, speed and codec variants)."""
     cache = WaveCache(64.0)
-    ds = AudioDataset(utts, None, SR, cache=cache)
-    for u in utts:
-        ds.waveform(u)
-    st = encode_codec_variants(ds, WaveAugment(cfg.augment, SR).channel, processes, show=False)
-    return st["seconds"] / max(1e-9, st["wall"]), cache
+    ds = AudioDataset(utts, None, SR, augment=WaveAugment(cfg.augment, SR), cache=cache)
+    return fill_wave_cache(ds, processes, show=False), cache
 
 
 def aug_speed(wav: np.ndarray, factor: float) -> np.ndarray:
@@ -131,9 +129,10 @@ def main() -> None:
     rows = [("no cache (every codec draw encoded)", False, None),
             ("data.cache=ram, encoded at first draw", True, None)]
     for n in sorted({1, args.processes}):
-        wall, cache = before_training(cfg, utts, n)
-        print(f"  encoding every variant before training, {n} process{'es' if n > 1 else ''}: {wall:.0f} audio-s/s "
-              "of variants (wall clock)")
+        st, cache = before_training(cfg, utts, n)
+        print(f"  cache filled before training by {n} process{'es' if n > 1 else ''}: {st['waveforms']} waveforms "
+              f"({st['seconds']:.0f} s: audio, speed and codec variants) in {st['wall']:.1f} s wall, "
+              f"{st['seconds'] / max(1e-9, st['wall']):.0f} audio-s/s")
         rows.append((f"data.cache=ram, encoded before ({n} proc.)", True, cache))
     for name, use_cache, cache in rows:
         rates = pipeline(cfg, utts, args.epochs, use_cache, cache)
