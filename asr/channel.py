@@ -214,7 +214,7 @@ class ChannelAugment:
         """
         kind = self.variant_kind(uid, k)
         make = functools.partial(encode_variant, wav, kind.spec, self.sample_rate)
-        return make() if cached is None else cached(variant_tag(k, kind), make)
+        return make() if cached is None else cached(variant_tag(k, kind.spec), make)
 
     def filters(self, wav: np.ndarray, d: ChannelDraw) -> np.ndarray:
         """Room, narrow-band round trip, low-pass and high-pass, as drawn (float32 in, float32 out)."""
@@ -248,9 +248,9 @@ class ChannelAugment:
         return "; ".join(parts) or "off"
 
 
-def variant_tag(k: int, kind: Kind) -> tuple:
-    """The wave-cache tag of codec variant ``k`` (added to the utterance's key)."""
-    return ("codec", k, kind.spec)
+def variant_tag(k: int, spec: str) -> tuple:
+    """The wave-cache tag of codec variant ``k`` encoded as ``spec`` (added to the utterance's key)."""
+    return ("codec", k, spec)
 
 
 def encode_variant(wav: np.ndarray, spec: str, sample_rate: int = 16000) -> np.ndarray:

@@ -8,6 +8,7 @@ import multiprocessing as mp
 import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import torch
 import torch.distributed as dist
@@ -178,7 +179,7 @@ def utterance_waves(u, sample_rate: int, speeds: list[float], codecs: list[tuple
     for f in speeds:
         out.append(((f,), *quantize(speed_perturb(base, f, sample_rate)), None))
     for k, spec in codecs:
-        tag = ("codec", k, spec)
+        tag = variant_tag(k, spec)
         try:
             out.append((tag, *quantize(encode_variant(base, spec, sample_rate)), None))
         except Exception as e:  # one encoder failing on one waveform: that draw tries again (or skips it)
@@ -226,6 +227,8 @@ def fill_wave_cache(ds: AudioDataset, processes: int, show: bool = True) -> dict
         bar.update(1)
         try:
             waves = f.result()
+        except BrokenProcessPool:
+            raise
         except Exception as e:  # unreadable audio: named here, skipped by training as before
             stats["failed"] += 1
             log.warning("wave cache: %s (%s) not read before training: %s", u.id, u.audio, e)
@@ -256,6 +259,8 @@ def fill_wave_cache(ds: AudioDataset, processes: int, show: bool = True) -> dict
                     collect(*pending.pop(0))  # in order, a bounded number in flight
             for item in pending:
                 collect(*item)
+    except BrokenProcessPool as e:  # a worker killed (e.g. out of memory): training makes the rest itself
+        log.warning("wave cache: the worker processes stopped (%s); the rest is made at first use", e)
     finally:
         if env_threads is None:
             os.environ.pop("OMP_NUM_THREADS", None)

@@ -23,6 +23,7 @@ from asr.config import AugmentConfig, ChannelAugmentConfig, load_config
 from asr.degrade import check_writable
 from asr.errors import ConfigError
 from asr.train import Trainer
+from asr.train_data import fill_wave_cache
 
 SR = 16000
 UTT = ("1088", "134315", "1088-134315-0000.opus")
@@ -197,6 +198,8 @@ def test_the_cache_filled_before_training_by_worker_processes_gives_the_same_aud
             assert made and all(x.startswith("load") and x.endswith("missing.flac") for x in made), made
             assert "wave cache: 20 waveforms of 4 utterances" in log_text
             assert "broken" in log_text.split("wave cache:")[1] and "1 not made" in log_text
+            again = fill_wave_cache(ds, 1, show=False)  # a second pass: only the broken file is tried
+            assert again["waveforms"] == 0 and again["failed"] == 1 and len(t.cache) == 4 * 5
         else:
             assert "codec" in made and "speed" in made and sum(x.startswith("load") for x in made) > 4
         assert items[n][(0, 4)] is None  # the unreadable utterance is skipped by training too
