@@ -153,10 +153,6 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # several torch processes spinning on few cores is ~10x slower
 
 
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def utterance_waves(u, sample_rate: int, speeds: list[float], codecs: list[tuple[int, str]]) -> list[tuple]:
     """Every waveform training asks the wave cache for, for one utterance (run by worker processes).
 
@@ -209,14 +205,12 @@ def fill_wave_cache(ds: AudioDataset, processes: int, show: bool = True) -> dict
     aug = ds.augment
     speeds = sorted({float(f) for f in aug.cfg.speed_perturb} - {1.0}) if aug is not None else []
     channel = aug.channel if aug is not None and aug.channel.active else None
-    todo = []
+    todo = []  # (utterance, its codec variants) for those with a waveform not cached yet
     for u in ds.utts:
-        key = ds.cache_key(u)
-        tags = [(1.0,)] + [(f,) for f in speeds]
         codecs = [(k, kind.spec) for k, kind in channel.variant_kinds(u.id)] if channel is not None else []
-        if any(key + t not in ds.cache for t in tags) or any(key + variant_tag(k, c) not in ds.cache
-                                                              for k, c in codecs):
-            todo.append(u)
+        tags = [(1.0,), *[(f,) for f in speeds], *[variant_tag(k, c) for k, c in codecs]]
+        if any(ds.cache_key(u) + t not in ds.cache for t in tags):
+            todo.append((u, codecs))
     stats = {"utts": 0, "waveforms": 0, "seconds": 0.0, "wall": 0.0, "failed": 0}
     if not todo:
         return stats
@@ -248,12 +242,11 @@ def fill_wave_cache(ds: AudioDataset, processes: int, show: bool = True) -> dict
     os.environ["OMP_NUM_THREADS"] = "1"  # the workers' numpy and torch start with one thread
     pending: list[tuple[Future, object]] = []
     try:
-        with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_one_thread) as pool:
-            for u in todo:
+        with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_worker_init, initargs=(0,)) as pool:
+            for u, codecs in todo:
                 if ds.cache.full:
                     log.warning("wave cache: full (data.cache_max_gb); the rest is made at first use")
                     break
-                codecs = [(k, kind.spec) for k, kind in channel.variant_kinds(u.id)] if channel is not None else []
                 pending.append((pool.submit(utterance_waves, u, ds.sample_rate, speeds, codecs), u))
                 while len(pending) >= 4 * processes or (pending and pending[0][0].done()):
                     collect(*pending.pop(0))  # in order, a bounded number in flight
