@@ -43,10 +43,9 @@ from asr.degrade import (
     check_writable,
     degrade,
     parse_kind,
-    reverberate,
-    room_impulse_response,
 )
 from asr.errors import ConfigError
+from asr.room import reverberate, room_impulse_response
 
 DESIGN_STEP_HZ = 50.0  # cut-offs are rounded to this for the filter design cache
 

@@ -68,7 +68,7 @@ class ChannelAugmentConfig:
     highpass_hz: tuple[float, float] = (50.0, 300.0)  # its cut-off, drawn uniformly
     gain_prob: float = 0.0  # probability of a gain change (applied last, clipped at full scale)
     gain_db: tuple[float, float] = (-30.0, 10.0)  # the gain, drawn uniformly
-    reverb_prob: float = 0.0  # probability of a synthetic room (asr.degrade.room_impulse_response)
+    reverb_prob: float = 0.0  # probability of a synthetic room (asr.room.room_impulse_response)
     reverb_rt60: tuple[float, float] = (0.2, 1.0)  # its reverberation time, seconds, drawn uniformly
     reverb_drr_db: tuple[float, float] = (0.0, 12.0)  # its direct-to-reverberant ratio, dB, drawn uniformly
 

@@ -24,11 +24,11 @@ from asr.degrade import (
     encode,
     parse_kind,
     rms_dbfs,
-    room_impulse_response,
     snr_db,
     telephone,
 )
 from asr.degraded_sets import degrade_manifest
+from asr.room import room_impulse_response
 
 SR = 16000
 MINI = shared_data(*MINI_LIBRISPEECH)
