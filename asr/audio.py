@@ -1,4 +1,5 @@
-"""Reading audio: soundfile for decoding (any format it reads), torchaudio for resampling."""
+"""Reading audio: soundfile for decoding (any format it reads; FFmpeg through asr.media for the
+rest: video soundtracks, AAC, AMR, WMA...), torchaudio for resampling."""
 
 from __future__ import annotations
 
@@ -11,15 +12,18 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from asr import media
 from asr.errors import AudioError
 
 SAMPLE_RATE = 16000  # the toolkit's working rate
 
 # File extensions taken as audio when a folder is scanned (lower case, no dot): the one list, used
 # by `asr transcribe FOLDER`, the corpus importers, the noise banks and the server. Every format
-# this soundfile (libsndfile) build reads, plus the names its containers and codecs go by.
+# this soundfile (libsndfile) build reads, plus the names its containers and codecs go by, plus
+# what FFmpeg reads (asr.media) when PyAV is installed.
 AUDIO_EXTENSIONS = frozenset({k.lower() for k in sf.available_formats()} | {
-    "wav", "flac", "ogg", "oga", "opus", "mp3", "aif", "aiff", "au", "snd", "w64", "caf"})
+    "wav", "flac", "ogg", "oga", "opus", "mp3", "aif", "aiff", "au", "snd", "w64", "caf"}
+    | (media.MEDIA_EXTENSIONS if media.available() else frozenset()))
 
 
 def is_audio_file(path: str | Path) -> bool:
@@ -56,12 +60,42 @@ def resample(wav: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
     return out.numpy()
 
 
+def open_audio(source: str | Path | bytes, name: str | None = None):
+    """Open audio for reading: a ``soundfile.SoundFile``, or when soundfile cannot read the
+    format, an ``asr.media.MediaFile`` (FFmpeg) with the same ``samplerate``, ``channels``,
+    ``frames``, ``read`` and ``seek``. Close it (or use it in a ``with``).
+
+    Raises:
+        AudioError: neither can open it; the message names the file and both decoders' reasons.
+    """
+    name = name or ("<bytes>" if isinstance(source, (bytes, bytearray)) else str(source))
+    try:
+        return sf.SoundFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source))
+    except Exception as e:  # soundfile raises several types
+        sf_reason = _reason(e)
+    if not media.available():
+        raise AudioError(f"{name}: cannot decode audio ({sf_reason}); for video soundtracks, AAC (M4A), "
+                         f"AMR or WMA {media.INSTALL_HINT}")
+    try:
+        return media.MediaFile(source, name)
+    except media.MediaError as e:
+        raise AudioError(f"{name}: cannot decode audio (soundfile: {sf_reason}; FFmpeg: {e.reason})") from None
+
+
 def audio_info(path: str | Path) -> tuple[float, int, int]:
-    """(duration seconds, sample rate, channels) from the header, without decoding."""
+    """(duration seconds, sample rate, channels) from the header, without decoding (an FFmpeg
+    input whose header has no duration is decoded and counted)."""
     try:
         info = sf.info(str(path))
-    except Exception as e:  # soundfile raises several types
-        raise AudioError(f"{path}: cannot read audio header ({_reason(e)})") from None
+    except Exception:  # soundfile raises several types
+        info = None
+    if info is None:
+        try:
+            with open_audio(path) as f:
+                frames = f.frames if f.frames >= 0 else f.count_frames()
+                return frames / f.samplerate, f.samplerate, f.channels
+        except AudioError as e:
+            raise AudioError(str(e).replace("cannot decode audio", "cannot read audio header", 1)) from None
     if info.samplerate <= 0:
         raise AudioError(f"{path}: invalid sample rate {info.samplerate}")
     return info.frames / info.samplerate, info.samplerate, info.channels
@@ -81,7 +115,7 @@ def load_audio(
     """Read audio as mono float32 at ``sample_rate``.
 
     Args:
-        path: file path (any format soundfile reads), or the bytes of such a file.
+        path: file path (any format soundfile or, through asr.media, FFmpeg reads), or its bytes.
         sample_rate: target rate; the file is resampled if it differs.
         offset: start reading this many seconds in (only that segment is decoded).
         duration: seconds to read; None reads to the end.
@@ -98,13 +132,13 @@ def load_audio(
     size = len(path) if isinstance(path, (bytes, bytearray)) else Path(path).stat().st_size
     if size == 0:
         raise AudioError(f"{name}: file is empty (0 bytes)")
-    src = io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else str(path)
+    f = open_audio(path, name)
     try:
-        with sf.SoundFile(src) as f:
+        with f:
             sr = f.samplerate
             start = int(round(offset * sr))
             if start:
-                f.seek(min(start, f.frames))
+                f.seek(min(start, f.frames) if f.frames >= 0 else start)
             frames = -1 if duration is None else int(round(duration * sr))
             data = f.read(frames=frames, dtype="float32", always_2d=True)
     except AudioError:

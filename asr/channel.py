@@ -155,7 +155,7 @@ class ChannelAugment:
                 try:
                     kind = parse_kind(spec)
                     if not kind.codec:
-                        raise DegradeError(f"kind {spec!r} is not a codec (mp3:KBPS, opus:KBPS, vorbis:Q)")
+                        raise DegradeError(f"kind {spec!r} is not a codec (mp3:KBPS, opus:KBPS, vorbis:Q, aac:KBPS)")
                     check_writable(kind)
                 except DegradeError as e:
                     raise ConfigError(f"augment.channel.codecs: {e}") from None

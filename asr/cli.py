@@ -162,10 +162,9 @@ def _out_name(path: str, fmt: str, used: set[str]) -> str:
 
 
 def cmd_transcribe(args) -> int:
-    import soundfile as sf
     from tqdm import tqdm
 
-    from asr.audio import AudioError
+    from asr.audio import AudioError, audio_info
     from asr.subtitles import render
     from asr.transcribe import load_model, read_stdin
 
@@ -199,8 +198,8 @@ def cmd_transcribe(args) -> int:
     total = 0.0
     for p in paths:
         try:
-            total += sf.info(p).duration if p != "-" else 0.0
-        except Exception:  # unreadable files are reported when their turn comes
+            total += audio_info(p)[0] if p != "-" else 0.0
+        except AudioError:  # unreadable files are reported when their turn comes
             pass
     show = not args.quiet and (len(paths) > 1 or total > 60)
     bar = tqdm(total=round(total, 1), unit="audio-s", desc="transcribe", disable=None if show else True,

@@ -125,7 +125,8 @@ def add_data_parsers(sub) -> None:
     dg.add_argument("manifest")
     dg.add_argument("--kind", action="append",
                     help="mp3:KBPS (8-160, MPEG-2 rates), opus:KBPS (6-256), phone (8 kHz, 300-3400 Hz), "
-                         "vorbis:Q (0-10), noise:SNR_DB, level:DBFS (RMS), reverb:RT60_S (a room, 0.05-3 s); "
+                         "vorbis:Q (0-10), aac:KBPS (8-256, in an .m4a, through FFmpeg), noise:SNR_DB, level:DBFS (RMS), "
+                         "reverb:RT60_S (a room, 0.05-3 s); "
                          "repeat for several (default: "
                          "mp3:24 mp3:40 opus:12 phone noise:10 level:-30)")
     dg.add_argument("--out", "-o", required=True, help="folder: one sub-folder per kind")

@@ -8,6 +8,8 @@ reusable for training augmentation. A degradation is named by a *kind* string:
     opus:KBPS    Opus in Ogg at a target bit rate (libopus through libsndfile)
     vorbis:Q     Vorbis in Ogg at quality Q, 0-10 as ``oggenc -q`` (variable bit rate: about
                  27 kbit/s at 0, 77 at 10 on 16 kHz speech)
+    aac:KBPS     AAC-LC in an M4A at a target bit rate (FFmpeg's encoder through PyAV, asr.media):
+                 the codec of video soundtracks and phone recorders
     phone        telephone band: 8 kHz sampling and a 300-3400 Hz band-pass
     noise:SNR    white or pink noise (or a noise recording) at SNR dB over the utterance
     level:DBFS   scaled so that the utterance's RMS is DBFS (20 log10 rms; a full-scale
@@ -29,7 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
-from asr.audio import resample
+from asr import media
+from asr.audio import open_audio, resample
+from asr.errors import AudioError
 from asr.room import reverberate, room_impulse_response
 
 SAMPLE_RATE = 16000
@@ -44,9 +48,11 @@ REVERB_RT60_S = (0.05, 3.0)  # the range a reverb kind accepts, seconds
 REVERB_DRR_DB = 3.0  # direct-to-reverberant ratio of a reverb kind (a talker 1-2 m away in a room)
 
 VORBIS_QUALITY = (0.0, 10.0)
+AAC_KBPS = (8.0, 256.0)
 # kind name -> (libsndfile format, subtype, file suffix); kinds not listed are written as FLAC
 CODECS = {"mp3": ("MP3", "MPEG_LAYER_III", ".mp3"), "opus": ("OGG", "OPUS", ".opus"),
           "vorbis": ("OGG", "VORBIS", ".ogg")}
+FFMPEG_CODECS = {"aac": ".m4a"}  # kind name -> file suffix, encoded and decoded by FFmpeg (asr.media)
 INSTALL_HINT = ("install a soundfile whose libsndfile (>= 1.1) has MP3 (LAME, mpg123), Opus and Vorbis "
                 "support: `pip install -U 'soundfile>=0.12.1'` (its wheels bundle one), or a system "
                 "libsndfile built with them")
@@ -71,14 +77,16 @@ class Kind:
 
     @property
     def codec(self) -> bool:
-        return self.name in CODECS
+        return self.name in CODECS or self.name in FFMPEG_CODECS
 
     @property
     def suffix(self) -> str:
+        if self.name in FFMPEG_CODECS:
+            return FFMPEG_CODECS[self.name]
         return CODECS[self.name][2] if self.codec else ".flac"
 
 
-_USAGE = ("kinds: mp3:KBPS, opus:KBPS, vorbis:QUALITY, phone, noise:SNR_DB, level:DBFS, reverb:RT60_S "
+_USAGE = ("kinds: mp3:KBPS, opus:KBPS, vorbis:QUALITY, aac:KBPS, phone, noise:SNR_DB, level:DBFS, reverb:RT60_S "
           "(e.g. " + " ".join(DEFAULT_KINDS) + ")")
 
 
@@ -94,7 +102,7 @@ def parse_kind(spec: str) -> Kind:
         if raw:
             raise DegradeError(f"kind {spec!r}: phone takes no value; {_USAGE}")
         return Kind("phone", None, "phone")
-    if name not in ("mp3", "opus", "vorbis", "noise", "level", "reverb"):
+    if name not in ("mp3", "opus", "vorbis", "aac", "noise", "level", "reverb"):
         raise DegradeError(f"unknown kind {spec!r}; {_USAGE}")
     try:
         value = float(raw)
@@ -110,6 +118,8 @@ def parse_kind(spec: str) -> Kind:
     if name == "vorbis" and not VORBIS_QUALITY[0] <= value <= VORBIS_QUALITY[1]:
         raise DegradeError(f"kind {spec!r}: Vorbis quality must be {VORBIS_QUALITY[0]:g}-{VORBIS_QUALITY[1]:g} "
                            "(as oggenc -q)")
+    if name == "aac" and not AAC_KBPS[0] <= value <= AAC_KBPS[1]:
+        raise DegradeError(f"kind {spec!r}: AAC bit rate must be {AAC_KBPS[0]:g}-{AAC_KBPS[1]:g} kbit/s")
     if name == "level" and value > 0:
         raise DegradeError(f"kind {spec!r}: a level is at most 0 dBFS")
     if name == "reverb" and not REVERB_RT60_S[0] <= value <= REVERB_RT60_S[1]:
@@ -154,7 +164,7 @@ def vorbis_compression_level(quality: float) -> float:
 
 
 def encode(wav: np.ndarray, kind: Kind, sample_rate: int = SAMPLE_RATE) -> bytes:
-    """Encode with a codec kind (mp3, opus, vorbis).
+    """Encode with a codec kind (mp3, opus, vorbis, aac).
 
     Args:
         wav: float32 (samples,) in [-1, 1].
@@ -162,12 +172,17 @@ def encode(wav: np.ndarray, kind: Kind, sample_rate: int = SAMPLE_RATE) -> bytes
         sample_rate: rate of ``wav``.
 
     Returns:
-        the bytes of an .mp3, .opus or .ogg (Vorbis) file; Ogg stream serial numbers are random,
-        the audio is the same on every call.
+        the bytes of an .mp3, .opus, .ogg (Vorbis) or .m4a (AAC) file; Ogg stream serial numbers
+        are random, the audio is the same on every call.
 
     Raises:
-        DegradeError: libsndfile cannot write this codec.
+        DegradeError: libsndfile (FFmpeg for aac) cannot write this codec.
     """
+    if kind.name in FFMPEG_CODECS:
+        try:
+            return media.encode(wav, sample_rate, kind.value, kind.name)
+        except AudioError as e:
+            raise DegradeError(f"kind {kind.spec}: {e}") from None
     fmt, subtype, _ = CODECS[kind.name]
     if kind.name == "mp3":
         kw = {"compression_level": mp3_compression_level(kind.value, sample_rate), "bitrate_mode": "CONSTANT"}
@@ -185,9 +200,11 @@ def encode(wav: np.ndarray, kind: Kind, sample_rate: int = SAMPLE_RATE) -> bytes
 
 
 def decode(data: bytes) -> tuple[np.ndarray, int]:
-    """Decode file bytes: float32 (samples,) mono and its sample rate."""
-    wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    return wav.mean(axis=1), sr
+    """Decode file bytes (soundfile, or FFmpeg for what it cannot read): float32 (samples,) mono
+    and its sample rate."""
+    with open_audio(data) as f:
+        wav = f.read(frames=-1, dtype="float32", always_2d=True)
+        return wav.mean(axis=1), f.samplerate
 
 
 @functools.cache
@@ -198,6 +215,11 @@ def check_writable(kind: Kind) -> None:
         DegradeError: the libsndfile in use lacks the format, the subtype or the encoder.
     """
     if not kind.codec:
+        return
+    if kind.name in FFMPEG_CODECS:
+        if not media.available():
+            raise DegradeError(f"kind {kind.spec}: encoding {kind.name} needs FFmpeg; {media.INSTALL_HINT}")
+        encode(np.zeros(SAMPLE_RATE // 10, dtype=np.float32), kind)
         return
     fmt, subtype, _ = CODECS[kind.name]
     if fmt not in sf.available_formats() or subtype not in sf.available_subtypes(fmt):

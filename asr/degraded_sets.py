@@ -4,7 +4,7 @@
     OUT/<kind folder>/<id>.flac|.mp3|.opus
     OUT/<kind folder>/degrade.json       what was built (kind, seed, source, noise files)
 
-Codec kinds keep their codec's file (what a user brings; soundfile reads both), the others
+Codec kinds keep their codec's file (what a user brings; soundfile or FFmpeg reads it back), the others
 are written as 16-bit FLAC. Every utterance has its own generator seeded from (seed, kind,
 utterance id), so the result does not depend on the number of workers or their order. A
 kind whose manifest is newer than the input and was built with the same settings is not

@@ -10,15 +10,13 @@ the segments of concurrent requests.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from asr.audio import AudioError, _reason, resample
+from asr.audio import AudioError, _reason, open_audio, resample
 
 
 @dataclass(frozen=True)
@@ -74,10 +72,7 @@ def iter_segments(
         raise AudioError(f"{name}: file does not exist")
     if (len(source) if isinstance(source, (bytes, bytearray)) else Path(source).stat().st_size) == 0:
         raise AudioError(f"{name}: file is empty (0 bytes)")
-    try:
-        f = sf.SoundFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source))
-    except Exception as e:  # soundfile raises several types
-        raise AudioError(f"{name}: cannot decode audio ({_reason(e)})") from None
+    f = open_audio(source, name)  # soundfile, or FFmpeg (asr.media) for what it cannot read
     with f:
         yield from _cut(_file_blocks(f, name), f.samplerate, sample_rate, opts, name)
 
@@ -94,7 +89,7 @@ def _array_blocks(arr: np.ndarray) -> Callable[[int], np.ndarray]:
     return read
 
 
-def _file_blocks(f: sf.SoundFile, name: str) -> Callable[[int], np.ndarray]:
+def _file_blocks(f, name: str) -> Callable[[int], np.ndarray]:
     def read(n: int) -> np.ndarray:
         try:
             data = f.read(frames=n, dtype="float32", always_2d=True)

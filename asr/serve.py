@@ -28,7 +28,6 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import soundfile as sf
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
@@ -36,7 +35,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from asr.audio import AudioError, is_audio_file
+from asr.audio import AudioError, audio_info, is_audio_file
 from asr.serve_batch import Batcher, BatchOptions, transcribe_segments
 from asr.subtitles import cues, render
 from asr.transcribe import iter_segments
@@ -48,7 +47,10 @@ FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 # any other type that fails is a format we do not read (415).
 AUDIO_TYPES = {"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "audio/flac", "audio/x-flac",
                "audio/ogg", "audio/opus", "audio/mpeg", "audio/mp3", "audio/aiff", "audio/x-aiff",
-               "audio/basic", "application/ogg"}
+               "audio/basic", "application/ogg",
+               # read through FFmpeg (asr.media): AAC, video soundtracks, AMR, WMA
+               "audio/mp4", "audio/x-m4a", "audio/aac", "audio/webm", "video/mp4", "video/webm",
+               "video/quicktime", "video/x-matroska", "audio/amr", "audio/x-ms-wma"}
 
 
 @dataclass(frozen=True)
@@ -113,10 +115,10 @@ class BodyLimit:
 def _fail_unreadable(path: Path, upload: UploadFile) -> None:
     """Raise 400 (damaged audio) or 415 (not a format we read) for an upload soundfile cannot open."""
     try:
-        sf.info(str(path))
+        audio_info(path)
         return
-    except Exception as e:  # soundfile raises several types
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except AudioError as e:
+        reason = str(e).partition("cannot read audio header (")[2][:-1] or str(e)
     name = upload.filename or "file"
     ext = Path(name).suffix.lower().lstrip(".")
     ctype = (upload.content_type or "").split(";")[0].strip().lower()
@@ -124,7 +126,8 @@ def _fail_unreadable(path: Path, upload: UploadFile) -> None:
         raise ApiError(400, f"{name}: cannot decode audio ({reason.replace(str(path), name)}); "
                        f"the file is damaged or not audio", "file", "invalid_audio")
     raise ApiError(415, f"{name}: unsupported file type ({ctype or 'no content type'}); this server "
-                   f"reads WAV, FLAC, Ogg Vorbis/Opus, MP3 and AIFF: convert it first "
+                   f"reads WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF, M4A/AAC, AMR, WMA and the sound of MP4/MOV/"
+                   f"MKV/WebM videos: convert it first "
                    f"(e.g. ffmpeg -i {name} out.flac)", "file", "unsupported_file_type")
 
 
@@ -142,9 +145,8 @@ def _save_upload(upload: UploadFile, max_seconds: float) -> tuple[Path, float]:
         if path.stat().st_size == 0:
             raise ApiError(400, f"{name}: the file is empty (0 bytes)", "file", "empty_file")
         _fail_unreadable(path, upload)
-        info = sf.info(str(path))
-        seconds = info.frames / info.samplerate if info.samplerate > 0 else 0.0
-        if info.frames == 0:
+        seconds = audio_info(path)[0]
+        if seconds <= 0:
             raise ApiError(400, f"{name}: the audio is empty (0 samples)", "file", "empty_file")
         if seconds > max_seconds:
             raise ApiError(400, f"{name}: {seconds:.0f} s of audio is longer than this server's limit "

@@ -151,3 +151,27 @@ def chromium(profile: Path):
                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"):  # a test microphone
         o.add_argument(arg)
     return webdriver.Chrome(options=o, service=Service(driver))
+
+
+def write_video(path: Path, wav: np.ndarray, sr: int, kbps: int = 64) -> None:
+    """An MP4 as a phone films it: a (tiny) video stream first, the sound as AAC second (PyAV)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        video = c.add_stream("mpeg4", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = c.add_stream("aac", rate=sr, layout="mono")
+        audio.bit_rate = kbps * 1000
+        for i in range(int(wav.size / sr * 10) + 1):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), (i * 7) % 255, np.uint8), format="rgb24")
+            frame.pts = i
+            for p in video.encode(frame):
+                c.mux(p)
+        for p in video.encode(None):
+            c.mux(p)
+        frame = av.AudioFrame.from_ndarray(wav[None, :].astype(np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = sr, 0
+        for p in audio.encode(frame):
+            c.mux(p)
+        for p in audio.encode(None):
+            c.mux(p)
