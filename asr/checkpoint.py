@@ -9,6 +9,7 @@ a damaged copy is an error instead of a silently wrong model.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import os
 import pickle
 import random
@@ -340,8 +341,20 @@ def init_weights(obj: dict, path: str | Path, model: ASRModel) -> None:
     (``obj``, read from ``path``) into a fresh model; its optimizer and schedule are not used.
 
     Raises:
-        TrainingError: its model is not the one this config builds (layers, sizes, units, features).
+        TrainingError: its model is not the one this config builds (layers, sizes, units), or its
+            features were computed otherwise (any ``feature.*`` setting differs: the weights would
+            load, and silently see other features).
     """
+    theirs_f = (obj.get("config") or {}).get("feature") or {}
+    fields = dataclasses.fields(model.frontend.cfg)
+    ours_f = dataclasses.asdict(model.frontend.cfg)
+    diff = [(f.name, theirs_f.get(f.name, f.default), ours_f[f.name]) for f in fields
+            if theirs_f.get(f.name, f.default) != ours_f[f.name]]
+    if diff:
+        raise TrainingError(f"train.init_from={path}: its features were made with "
+                            f"{', '.join(f'feature.{k}={a}' for k, a, _ in diff)}, this config has "
+                            f"{', '.join(f'feature.{k}={b}' for k, _, b in diff)}; fine-tuning needs the same "
+                            f"features: give {' '.join(f'feature.{k}={a}' for k, a, _ in diff)}")
     try:
         model.frontend.load_state_dict(obj["frontend"])
         model.ctc.load_state_dict(obj["model"])

@@ -24,7 +24,7 @@ from asr.errors import AudioError
 # Extensions of files FFmpeg reads that soundfile does not (lower case, no dot).
 MEDIA_EXTENSIONS = frozenset({
     "m4a", "m4b", "aac", "mp4", "m4v", "mov", "3gp", "3g2", "mkv", "mka", "webm", "wma", "asf",
-    "wmv", "amr", "ac3", "eac3", "avi", "flv", "ts", "mts", "m2ts", "mpg", "mpeg", "ra"})
+    "wmv", "amr", "ac3", "eac3", "avi", "flv", "mts", "m2ts", "mpg", "mpeg", "ra"})  # not .ts: TypeScript too
 PREROLL_S = 0.2  # a seek lands this much early: a lapped-transform codec needs the frame before
 INSTALL_HINT = "install PyAV (`pip install av`; its wheels bundle FFmpeg)"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import ROOT, chromium, make_digit_utterance
+from conftest import ROOT, chromium, make_digit_utterance, write_video
 
 pytest.importorskip("fastapi", reason="asr serve needs the serve extra: pip install '.[serve]'")
 pytest.importorskip("multipart", reason="asr serve needs the serve extra: pip install '.[serve]'")
@@ -126,6 +126,19 @@ def test_openai_client_json_text_models(server, model, digits_wav):
     assert r.usage.seconds == pytest.approx(sf.info(str(path)).duration, abs=0.01)
     text = c.audio.transcriptions.create(file=("a.wav", path.read_bytes()), model="digits", response_format="text")
     assert text.strip() == expected
+
+
+def test_a_phone_video_upload_is_transcribed_from_its_sound_track(server, model, digits_wav, tmp_path):
+    """An MP4 (video stream first, AAC sound second) as a phone sends it: read through FFmpeg."""
+    path, _ = digits_wav
+    wav, sr = sf.read(path, dtype="float32")
+    video = tmp_path / "clip.mp4"
+    write_video(video, wav, sr)
+    expected = model.transcribe(str(path)).text
+    r = client(server).audio.transcriptions.create(file=("clip.mp4", video.read_bytes(), "video/mp4"),
+                                                   model="digits", response_format="verbose_json")
+    assert r.text == expected
+    assert r.duration == pytest.approx(wav.size / sr, abs=0.01)
 
 
 def test_word_times_in_verbose_json_srt_vtt(server, model, digits_wav):

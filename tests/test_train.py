@@ -215,7 +215,8 @@ def test_valid_subset_each_epoch_and_the_full_dev_set_at_the_end(tmp_path):
 def test_fine_tuning_starts_from_the_given_model(tmp_path):
     """train.init_from: a trained model's weights, units and CMVN with a fresh optimizer: the first
     fine-tuning epoch starts where that run ended, far below a fresh start; a model of another shape
-    is refused, naming the file, and so is one whose units are not the config's."""
+    is refused, naming the file, and so are one whose features were computed otherwise (the weights
+    would load and silently see other features) and one whose units are not the config's."""
     m = write_manifest(tmp_path, "train", [[1, 2], [3], [4, 5], [6, 7], [8, 9], [0]])
     common = ("model.hidden_size=64", "model.dropout=0", "augment.specaugment=false", "train.lr=5e-3",
               "train.warmup_steps=5", "train.scheduler=constant", "data.max_batch_seconds=20")
@@ -231,6 +232,10 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path):
     assert "fine-tuning: weights, units and CMVN from" in (tmp_path / "ft" / "train.log").read_text()
     with pytest.raises(TrainingError, match=r"train.init_from=.*base.*does not fit this config"):
         Trainer(config(tmp_path / "bad", m, "model.hidden_size=48", f"train.init_from={base}"), resume=False)
+    with pytest.raises(TrainingError, match=r"its features were made with feature.band_norm=none, this config has "
+                       r"feature.band_norm=mean; .*give feature.band_norm=none"):
+        Trainer(config(tmp_path / "bad3", m, *common, "feature.band_norm=mean", f"train.init_from={base}"),
+                resume=False)
     with pytest.raises(TrainingError, match=r"outputs char units but this config has tokenizer.kind=phone"):
         Trainer(config(tmp_path / "bad2", m, *common, "tokenizer.kind=phone", f"train.init_from={base}"),
                 resume=False)
