@@ -14,6 +14,7 @@ import torchaudio
 
 from asr import media
 from asr.errors import AudioError
+from asr.errors import first_line as _reason
 
 SAMPLE_RATE = 16000  # the toolkit's working rate
 
@@ -100,10 +101,6 @@ def audio_info(path: str | Path) -> tuple[float, int, int]:
         raise AudioError(f"{path}: invalid sample rate {info.samplerate}")
     return info.frames / info.samplerate, info.samplerate, info.channels
 
-
-def _reason(e: Exception) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return msg
 
 
 def load_audio(

@@ -22,6 +22,17 @@ This module imports nothing, so the CLI can catch errors without importing torch
 from __future__ import annotations
 
 
+def first_line(e: BaseException) -> str:
+    """An exception's message, first line only (its type name when it has none): the "why" in
+    ``<file>: cannot decode audio (<why>)``.
+
+    >>> first_line(ValueError("Format not recognised.\\nmore"))
+    'Format not recognised.'
+    """
+    msg = str(e).strip()
+    return msg.splitlines()[0] if msg else type(e).__name__
+
+
 class ASRError(Exception):
     """An expected failure: printed as one ``asr: error:`` line, exit code 1 (never a traceback)."""
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from asr.errors import AudioError
+from asr.errors import first_line as _reason
 
 # Extensions of files FFmpeg reads that soundfile does not (lower case, no dot).
 MEDIA_EXTENSIONS = frozenset({
@@ -49,10 +50,6 @@ def available() -> bool:
     """Whether PyAV (and so FFmpeg) is installed (found without importing it)."""
     return importlib.util.find_spec("av") is not None
 
-
-def _reason(e: Exception) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return msg
 
 
 class MediaFile:
