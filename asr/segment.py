@@ -90,9 +90,12 @@ def _array_blocks(arr: np.ndarray) -> Callable[[int], np.ndarray]:
 
 
 def _file_blocks(f, name: str) -> Callable[[int], np.ndarray]:
+    """Blocks of ``f`` (a soundfile.SoundFile or an asr.media.MediaFile), downmixed."""
     def read(n: int) -> np.ndarray:
         try:
             data = f.read(frames=n, dtype="float32", always_2d=True)
+        except AudioError:
+            raise
         except Exception as e:
             raise AudioError(f"{name}: cannot decode audio ({_reason(e)})") from None
         return data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
