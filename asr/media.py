@@ -74,14 +74,15 @@ class MediaFile:
         if not streams.audio:
             kinds = ", ".join(sorted({s.type for s in streams})) or "no streams"
             self.close()
-            raise AudioError(f"{self.name}: no audio stream in this file ({kinds}); give a file with sound")
+            why = f"no audio stream in this file ({kinds})"
+            raise MediaError(f"{self.name}: {why}; give a file with sound", why)
         self._stream = streams.audio[0]
         cc = self._stream.codec_context
         self.samplerate = int(cc.sample_rate or self._stream.rate or 0)
         self.channels = int(cc.layout.nb_channels) if cc.layout else int(getattr(cc, "channels", 1) or 1)
         if self.samplerate <= 0:
             self.close()
-            raise AudioError(f"{self.name}: the audio stream has no sample rate")
+            raise MediaError(f"{self.name}: the audio stream has no sample rate", "its audio stream has no sample rate")
         self._layout = cc.layout.name if cc.layout else None
         self.frames = self._header_frames()
         self._restart(0)
