@@ -102,7 +102,6 @@ def audio_info(path: str | Path) -> tuple[float, int, int]:
     return info.frames / info.samplerate, info.samplerate, info.channels
 
 
-
 def load_audio(
     path: str | Path | bytes,
     sample_rate: int = SAMPLE_RATE,

@@ -51,7 +51,6 @@ def available() -> bool:
     return importlib.util.find_spec("av") is not None
 
 
-
 class MediaFile:
     """A ``soundfile.SoundFile``-like reader of the first audio stream of any FFmpeg input.
 

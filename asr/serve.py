@@ -112,11 +112,11 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-def _fail_unreadable(path: Path, upload: UploadFile) -> None:
-    """Raise 400 (damaged audio) or 415 (not a format we read) for an upload soundfile cannot open."""
+def _fail_unreadable(path: Path, upload: UploadFile) -> float:
+    """The upload's duration in seconds; 400 (damaged audio) or 415 (not a format we read) for one
+    that neither soundfile nor FFmpeg can open."""
     try:
-        audio_info(path)
-        return
+        return audio_info(path)[0]
     except AudioError as e:
         reason = str(e).partition("cannot read audio header (")[2][:-1] or str(e)
     name = upload.filename or "file"
@@ -144,8 +144,7 @@ def _save_upload(upload: UploadFile, max_seconds: float) -> tuple[Path, float]:
         name = upload.filename or "file"
         if path.stat().st_size == 0:
             raise ApiError(400, f"{name}: the file is empty (0 bytes)", "file", "empty_file")
-        _fail_unreadable(path, upload)
-        seconds = audio_info(path)[0]
+        seconds = _fail_unreadable(path, upload)
         if seconds <= 0:
             raise ApiError(400, f"{name}: the audio is empty (0 samples)", "file", "empty_file")
         if seconds > max_seconds:
