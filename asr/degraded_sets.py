@@ -2,18 +2,19 @@
 
     OUT/<kind folder>/manifest.jsonl     same ids, texts and speakers; audio below
     OUT/<kind folder>/<id>.flac|.mp3|.opus
-    OUT/<kind folder>/degrade.json       what was built (kind, seed, source, noise files)
+    OUT/<kind folder>/degrade.json       what was built (kind, seed, source's SHA-256, noise files)
 
 Codec kinds keep their codec's file (what a user brings; soundfile or FFmpeg reads it back), the others
 are written as 16-bit FLAC. Every utterance has its own generator seeded from (seed, kind,
 utterance id), so the result does not depend on the number of workers or their order. A
-kind whose manifest is newer than the input and was built with the same settings is not
-built again. Files are written to a temporary name and renamed, so two runs on one folder
+kind built from a manifest of the same content with the same settings is not built again (an
+exp folder copied or moved keeps its sets). Files are written to a temporary name and renamed, so two runs on one folder
 (or a run killed half way) never leave a torn file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -156,13 +157,14 @@ def _one(u: Utterance, path: Path, kind: Kind, seed: int, noise: NoiseBank | Non
 
 
 def _stamp(kind: Kind, seed: int, manifest: Path, noise: NoiseBank | None) -> dict:
-    return {"kind": kind.spec, "seed": seed, "source": str(manifest.resolve()),
+    # the source by its content, not its path or time: a copied or moved exp folder keeps its sets
+    return {"kind": kind.spec, "seed": seed, "source_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
             "noise_files": noise.files if (noise is not None and kind.name == "noise") else None}
 
 
-def _cached(folder: Path, manifest: Path, stamp: dict) -> bool:
+def _cached(folder: Path, stamp: dict) -> bool:
     m, s = folder / "manifest.jsonl", folder / "degrade.json"
-    if not (m.is_file() and s.is_file()) or m.stat().st_mtime <= manifest.stat().st_mtime:
+    if not (m.is_file() and s.is_file()):
         return False
     try:
         old = json.loads(s.read_text())
@@ -206,7 +208,7 @@ def degrade_manifest(manifest: str | Path, kinds: list[str], out: str | Path, se
     for kind in parsed:
         folder = out / kind.folder
         stamp = _stamp(kind, seed, manifest, noise)
-        if not force and _cached(folder, manifest, stamp):
+        if not force and _cached(folder, stamp):
             lines.append(f"{kind.spec}: cached, {folder / 'manifest.jsonl'}")
             if on_kind:
                 on_kind(lines[-1])

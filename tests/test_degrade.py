@@ -221,14 +221,24 @@ def test_built_kinds_are_cached_until_input_or_settings_change(clips, tmp_path):
     m = tmp_path / "dev.jsonl"
     m.write_text(clips.read_text())
     out = tmp_path / "deg"
-    first = degrade_manifest(m, ["level:-20"], out, progress=False)
+    assert degrade_manifest(m, ["level:-20"], out, progress=False)[0].startswith("level:-20: 3 utterances")
     f = out / "level_-20" / "manifest.jsonl"
     stamp = f.stat().st_mtime_ns
     assert degrade_manifest(m, ["level:-20"], out, progress=False) == [f"level:-20: cached, {f}"]
     assert f.stat().st_mtime_ns == stamp
-    assert degrade_manifest(m, ["level:-20"], out, seed=3, progress=False) == first  # other seed: rebuilt
-    os.utime(m, ns=(f.stat().st_mtime_ns + 10**9,) * 2)  # the input is newer
-    assert degrade_manifest(m, ["level:-20"], out, progress=False) == first
+    os.utime(m, ns=(f.stat().st_mtime_ns + 10**9,) * 2)  # touched (copied), same content: kept
+    assert degrade_manifest(m, ["level:-20"], out, progress=False) == [f"level:-20: cached, {f}"]
+    moved = tmp_path / "moved"  # the exp folder moved: its sets are still the sets of that manifest
+    out.rename(moved)
+    m.rename(tmp_path / "dev2.jsonl")
+    f2 = moved / "level_-20" / "manifest.jsonl"
+    assert degrade_manifest(tmp_path / "dev2.jsonl", ["level:-20"], moved, progress=False) == \
+        [f"level:-20: cached, {f2}"]
+    (tmp_path / "dev2.jsonl").write_text("".join(clips.read_text().splitlines(True)[:2]))  # other content
+    assert degrade_manifest(tmp_path / "dev2.jsonl", ["level:-20"], moved, progress=False)[0].startswith(
+        "level:-20: 2 utterances")
+    assert degrade_manifest(tmp_path / "dev2.jsonl", ["level:-20"], moved, seed=3, progress=False)[0].startswith(
+        "level:-20: 2 utterances")  # another seed: rebuilt
 
 
 # ---------------------------------------------------------------- noise files and bad input
