@@ -77,3 +77,14 @@ def test_every_shipped_config_loads_and_round_trips(path, tmp_path):
     cfg = load_config(path)
     save_config(cfg, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == cfg
+
+
+def test_recipe_fine_tuning_config_extracts_the_features_of_the_base_config():
+    """run.sh stage 3 fine-tunes the stage-2 model with conf/mini_librispeech_cpu_robust_ft.yaml, and
+    ``train.init_from`` refuses a checkpoint whose feature settings differ: the two must agree, or the
+    default recipe stops after two hours of stage 2."""
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    base = load_config(conf / "mini_librispeech_cpu.yaml")
+    ft = load_config(conf / "mini_librispeech_cpu_robust_ft.yaml")
+    assert ft.feature == base.feature
+    assert (ft.model, ft.tokenizer) == (base.model, base.tokenizer)
