@@ -8,8 +8,8 @@ Codec kinds keep their codec's file (what a user brings; soundfile or FFmpeg rea
 are written as 16-bit FLAC. Every utterance has its own generator seeded from (seed, kind,
 utterance id), so the result does not depend on the number of workers or their order. A
 kind built from a manifest of the same content with the same settings is not built again (an
-exp folder copied or moved keeps its sets). Files are written to a temporary name and renamed, so two runs on one folder
-(or a run killed half way) never leave a torn file.
+exp folder copied or moved keeps its sets). Files are written to a temporary name and renamed,
+so two runs on one folder (or a run killed half way) never leave a torn file.
 """
 
 from __future__ import annotations
@@ -156,9 +156,9 @@ def _one(u: Utterance, path: Path, kind: Kind, seed: int, noise: NoiseBank | Non
     return Utterance(u.id, path.name, round(duration, 4), u.text, u.speaker), len(data)
 
 
-def _stamp(kind: Kind, seed: int, manifest: Path, noise: NoiseBank | None) -> dict:
+def _stamp(kind: Kind, seed: int, source_sha256: str, noise: NoiseBank | None) -> dict:
     # the source by its content, not its path or time: a copied or moved exp folder keeps its sets
-    return {"kind": kind.spec, "seed": seed, "source_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+    return {"kind": kind.spec, "seed": seed, "source_sha256": source_sha256,
             "noise_files": noise.files if (noise is not None and kind.name == "noise") else None}
 
 
@@ -204,10 +204,11 @@ def degrade_manifest(manifest: str | Path, kinds: list[str], out: str | Path, se
     if not utts:
         raise ManifestError(f"{manifest}: no utterances to degrade")
     noise = NoiseBank(noise_dir) if noise_dir and any(k.name == "noise" for k in parsed) else None
+    source_sha256 = hashlib.sha256(manifest.read_bytes()).hexdigest()
     lines = []
     for kind in parsed:
         folder = out / kind.folder
-        stamp = _stamp(kind, seed, manifest, noise)
+        stamp = _stamp(kind, seed, source_sha256, noise)
         if not force and _cached(folder, stamp):
             lines.append(f"{kind.spec}: cached, {folder / 'manifest.jsonl'}")
             if on_kind:

@@ -112,7 +112,7 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-def _fail_unreadable(path: Path, upload: UploadFile) -> float:
+def _upload_seconds(path: Path, upload: UploadFile) -> float:
     """The upload's duration in seconds; 400 (damaged audio) or 415 (not a format we read) for one
     that neither soundfile nor FFmpeg can open."""
     try:
@@ -144,7 +144,7 @@ def _save_upload(upload: UploadFile, max_seconds: float) -> tuple[Path, float]:
         name = upload.filename or "file"
         if path.stat().st_size == 0:
             raise ApiError(400, f"{name}: the file is empty (0 bytes)", "file", "empty_file")
-        seconds = _fail_unreadable(path, upload)
+        seconds = _upload_seconds(path, upload)
         if seconds <= 0:
             raise ApiError(400, f"{name}: the audio is empty (0 samples)", "file", "empty_file")
         if seconds > max_seconds:

@@ -15,6 +15,7 @@ from conftest import MINI_LIBRISPEECH, ROOT, shared_data, write_video
 from asr import media
 from asr.audio import AudioError, audio_info, is_audio_file, load_audio
 from asr.degrade import DegradeError, parse_kind
+from asr.metrics import word_errors
 from asr.transcribe import SegmentOptions, iter_segments
 
 UTT = "1088/134315/1088-134315-0000"
@@ -92,8 +93,6 @@ def test_a_video_and_an_m4a_transcribe_like_the_wav(tiny_digits_model, tmp_path)
     assert r.returncode == 0, r.stderr.decode()
     texts = [json.loads(line)["text"] for line in r.stdout.decode().splitlines() if line.strip()]
     assert len(texts) == 3
-    from asr.metrics import word_errors
-
     assert texts[1] == texts[0] and texts[2] == texts[0], texts  # the container and codec change nothing
     assert word_errors(" ".join(x["text"] for x in lines), texts[0]).errors <= 2, texts  # the spoken digits
 
