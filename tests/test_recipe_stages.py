@@ -1,4 +1,4 @@
-"""recipes/mini_librispeech/run.sh stages 2-3 (train, then channel fine-tuning) and 5 (degraded dev sets)
+"""recipes/mini_librispeech/run.sh stage 1 (the book LM's cache), stages 2-3 (train, then channel fine-tuning) and 5 (degraded dev sets)
 with a stand-in for Python that records each `asr` command and writes the model files: which folders, configs
 and overrides each stage uses, a finished fine-tuning kept, stale fine-tuning checkpoints refused, which
 decodings stage 5 runs and which clean report its table compares with."""
@@ -20,6 +20,12 @@ shift 2  # -m asr
 echo "$*" >> "$ASR_LOG"
 if [ "$1" = train ]; then
   for a in "$@"; do case "$a" in run_dir=*) d=${a#run_dir=}; mkdir -p "$d"; echo model > "$d/model.pt";; esac; done
+fi
+if [ "$1" = lm ] || [ "$1" = data ]; then  # lm build/mix, data split: write every -o output
+  while [ $# -gt 0 ]; do
+    if [ "$1" = -o ]; then shift; while [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; do echo x > "$1"; shift; done
+    else shift; fi
+  done
 fi
 """
 
@@ -111,3 +117,32 @@ def test_stage_5_decodes_each_set_and_compares_beam_lm_with_the_book_lm_row(tmp_
     assert all("--lexicon" not in c for c in evals)
     (tool,) = [c for c in calls if c.startswith("tool ")]
     assert "--clean beam-lm=eval-dev-beam-booklm " in tool + " "
+
+
+def test_stage_1_rebuilds_the_book_lm_when_its_threshold_or_source_changes(tmp_path):
+    exp = tmp_path / "exp"
+    (exp / "data").mkdir(parents=True)
+    (exp / "data" / "train.jsonl").write_text("x\n")
+    text, vocab, arpa = tmp_path / "books.txt", tmp_path / "vocab.txt", tmp_path / "other.arpa"
+    text.write_text("the cat\n")
+    vocab.write_text("THE\nCAT\n")
+    arpa.write_text("\\data\\\nNGRAM 1=1\n")
+    stage1 = ("--stage", "1", "--stop-stage", "1", "--vocab", str(vocab))
+
+    def book_builds(*args: str) -> list[str]:
+        p, calls = run(tmp_path, *stage1, *args)
+        assert p.returncode == 0, p.stderr
+        return [c for c in calls if c.startswith("lm build") and "book-3gram.arpa" in c]
+
+    (build,) = book_builds("--lm-text", str(text))
+    assert f"lm build {text} -o {exp}/lm/book-3gram.arpa" in build and "--prune 1e-7" in build
+    assert book_builds("--lm-text", str(text)) == []  # cached
+    (build,) = book_builds("--lm-prune", "1e-8", "--lm-text", str(text))  # another threshold: rebuilt
+    assert "--prune 1e-8" in build
+    assert book_builds("--lm-prune", "1e-8", "--lm-text", str(text)) == []
+    # an ARPA given with --lm-arpa replaces the built LM even though the built one is newer, and back
+    os.utime(arpa, (1_000_000, 1_000_000))
+    assert book_builds("--lm-arpa", str(arpa)) == []
+    assert (exp / "lm" / "book-3gram.arpa").read_text() == arpa.read_text().lower()
+    (build,) = book_builds("--lm-prune", "1e-8", "--lm-text", str(text))
+    assert "--prune 1e-8" in build

@@ -152,7 +152,8 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   book=$lmd/book-3gram.arpa
   if [ -n "$lm_arpa" ]; then
     [ -f "$lm_arpa" ] || { echo "run.sh: --lm-arpa $lm_arpa does not exist" >&2; exit 2; }
-    if up_to_date "$book" "$lm_arpa"; then
+    book_opts="arpa=$lm_arpa"  # $book.opts: how $book was made (another --lm-arpa, or a built LM, is replaced)
+    if up_to_date "$book" "$lm_arpa" && [ "$(cat "$book.opts" 2>/dev/null)" = "$book_opts" ]; then
       log "stage 1b: $book is up to date (from $lm_arpa)"
     else
       # OpenSLR's ARPA files are upper case; the tokenizer's text is lower case
@@ -160,16 +161,20 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
       { if [ "$(head -c2 "$lm_arpa" | od -An -tx1 | tr -d ' ')" = 1f8b ]; then gzip -dc "$lm_arpa"; else cat "$lm_arpa"; fi; } \
         | LC_ALL=C tr 'A-Z' 'a-z' > "$book.tmp"
       mv "$book.tmp" "$book"
+      echo "$book_opts" > "$book.opts"
     fi
   else
     for f in "${lm_text[@]}"; do
       [ -f "$f" ] || { echo "run.sh: LM text $f does not exist; pass --lm-text FILE... or --lm-arpa FILE" >&2; exit 2; }
     done
-    if up_to_date "$book" "${lm_text[@]}" "$lmd/vocab.txt"; then
-      log "stage 1b: $book is up to date"
+    # $book.opts records how it was built (text files, threshold): another --lm-text or --lm-prune rebuilds it
+    book_opts="prune=$lm_prune text=${lm_text[*]}"
+    if up_to_date "$book" "${lm_text[@]}" "$lmd/vocab.txt" && [ "$(cat "$book.opts" 2>/dev/null)" = "$book_opts" ]; then
+      log "stage 1b: $book is up to date ($book_opts)"
     else
       log "stage 1b: book 3-gram from ${lm_text[*]} (vocabulary $vocab_src, pruned at $lm_prune) -> $book"
       $ASR lm build "${lm_text[@]}" -o "$book" --order 3 --vocab "$lmd/vocab.txt" --prune "$lm_prune"
+      echo "$book_opts" > "$book.opts"
     fi
   fi
   # c) book + transcripts, interpolated; the weights come from a speaker-disjoint 10 % of the TRAINING
