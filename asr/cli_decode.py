@@ -88,6 +88,13 @@ def tuned_weights(model: str, out: dict) -> None:
               f"--lm-lookahead {out['lm_lookahead']}; tune again (asr tune-lm --lm-lookahead "
               f"{out['lm_lookahead']}) or drop the option", file=sys.stderr)
         return
+    try:  # an LM rebuilt since (another threshold or text) keeps its path: its best weights may have moved
+        stale = Path(out["lm_path"]).stat().st_mtime > path.stat().st_mtime
+    except OSError:
+        stale = False
+    if stale and not ("lm_weight" in out or "word_bonus" in out):
+        print(f"asr: warning: {out['lm_path']} was written after {path} was tuned; its weights are used, but tune "
+              f"again (asr decode --tune-lm) for this LM", file=sys.stderr)
     for key in ("lm_weight", "word_bonus"):
         out.setdefault(key, tuned[key])
     out.setdefault("lm_lookahead", mode)

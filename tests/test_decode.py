@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import random
 
 import numpy as np
@@ -360,6 +361,15 @@ def test_cli_uses_tuned_weights_for_the_same_lm(tmp_path, capsys):
                                                         "lm_lookahead": "context"}))
     assert _decode_overrides(args(lm_lookahead="context"))["lm_weight"] == 0.5
     assert "lm_weight" not in _decode_overrides(args(lm_lookahead="unigram"))
+    # the LM rewritten after the tuning (e.g. another pruning threshold): used, with a warning to tune again
+    capsys.readouterr()
+    lm_file.write_text("x")
+    os.utime(tmp_path / "model.lm.json", (1_000_000, 1_000_000))
+    assert _decode_overrides(args(lm_lookahead="context"))["lm_weight"] == 0.5
+    assert "tune again" in capsys.readouterr().err
+    os.utime(lm_file, (999_000, 999_000))
+    _decode_overrides(args(lm_lookahead="context"))
+    assert "tune again" not in capsys.readouterr().err
 
 
 # ---- LM look-ahead -------------------------------------------------------------------------
