@@ -1,4 +1,5 @@
-"""Typed, frozen configuration: dataclasses, YAML loading and checked dotted overrides.
+"""Typed, frozen configuration: the sections' dataclasses, YAML loading and checked dotted overrides
+(the typed conversion itself: asr.schema).
 
 A config file holds values only. ``load_config("conf/digits.yaml", ["train.lr=1e-3"])``
 reads the YAML, applies the overrides, and checks every key against the dataclass
@@ -8,16 +9,22 @@ fields, so a typo is an error that lists the valid keys instead of a silent no-o
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from asr.errors import ConfigError
+from asr.schema import (
+    check_choice,
+    check_range,
+    field_types,
+    from_dict,
+    renamed,
+    renamed_keys,
+    to_dict,
+)
 
 
 @dataclass(frozen=True)
@@ -36,8 +43,8 @@ class FeatureConfig:
     band_norm: str = "none"  # "mean": subtract each bin's mean over the utterance before CMVN (a missing or tilted band reads as its mean); "none"
 
     def __post_init__(self) -> None:
-        _check_choice("feature.band_norm", self.band_norm, ("none", "mean"))
-        _check_range("feature.floor_db", self.floor_db, 0.0)
+        check_choice("feature.band_norm", self.band_norm, ("none", "mean"))
+        check_range("feature.floor_db", self.floor_db, 0.0)
         if self.floor_db and self.kind != "fbank":
             raise ConfigError(f"feature.floor_db applies to fbank features only (feature.kind is "
                               f"{self.kind!r}); set feature.floor_db=0")
@@ -74,9 +81,9 @@ class ChannelAugmentConfig:
 
     def __post_init__(self) -> None:
         for name in ("codec_prob", "narrowband_prob", "lowpass_prob", "highpass_prob", "gain_prob", "reverb_prob"):
-            _check_range(f"augment.channel.{name}", getattr(self, name), 0.0, 1.0)
-        _check_range("augment.channel.codec_variants", self.codec_variants, 1)
-        _check_range("augment.channel.narrowband_rate", self.narrowband_rate, 1000)
+            check_range(f"augment.channel.{name}", getattr(self, name), 0.0, 1.0)
+        check_range("augment.channel.codec_variants", self.codec_variants, 1)
+        check_range("augment.channel.narrowband_rate", self.narrowband_rate, 1000)
         for name in ("lowpass_hz", "highpass_hz", "gain_db", "reverb_rt60", "reverb_drr_db"):
             lo_hi = getattr(self, name)
             if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
@@ -117,12 +124,12 @@ class ModelConfig:
     conv_channels: int = 32  # channels of the Conv2d subsampling front-end
 
     def __post_init__(self) -> None:
-        _check_choice("model.rnn_type", self.rnn_type, ("lstm", "gru", "lstm_peephole"))
-        _check_choice("model.subsampling", self.subsampling, tuple(SUBSAMPLING_FACTOR))
-        _check_range("model.num_layers", self.num_layers, 1)
-        _check_range("model.hidden_size", self.hidden_size, 1)
-        _check_range("model.conv_channels", self.conv_channels, 1)
-        _check_range("model.dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        check_choice("model.rnn_type", self.rnn_type, ("lstm", "gru", "lstm_peephole"))
+        check_choice("model.subsampling", self.subsampling, tuple(SUBSAMPLING_FACTOR))
+        check_range("model.num_layers", self.num_layers, 1)
+        check_range("model.hidden_size", self.hidden_size, 1)
+        check_range("model.conv_channels", self.conv_channels, 1)
+        check_range("model.dropout", self.dropout, 0.0, 1.0, hi_open=True)
         if self.proj_size < 0 or (self.proj_size and self.proj_size >= self.hidden_size):
             raise ConfigError(f"model.proj_size must be 0 (off) or below hidden_size "
                               f"({self.hidden_size}), got {self.proj_size}")
@@ -159,13 +166,16 @@ class DataConfig:
     cache_workers: int = -1  # processes (1 thread each) filling the cache before epoch 1 (decoded audio, speed and codec variants); -1: one per training thread, 0: each waveform at first use, in the training process
 
     def __post_init__(self) -> None:
-        _check_choice("data.cache", self.cache, ("off", "ram"))
-        _check_range("data.cache_max_gb", self.cache_max_gb, 0.0)
-        _check_range("data.cache_workers", self.cache_workers, -1)
+        check_choice("data.cache", self.cache, ("off", "ram"))
+        check_range("data.cache_max_gb", self.cache_max_gb, 0.0)
+        check_range("data.cache_workers", self.cache_workers, -1)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    # keys renamed since configs and checkpoints were first written (asr.schema reads the old ones with a warning)
+    RENAMED: ClassVar[tuple[str, dict[str, str]]] = ("train", {"average_last": "average_best"})  # it averaged the best
+
     epochs: int = 10  # passes over the training data
     optimizer: str = "adam"  # "adam", "adamw" or "sgd"
     lr: float = 1e-3  # peak learning rate
@@ -192,21 +202,21 @@ class TrainConfig:
     select_on: tuple[str, ...] = ("dev",)  # dev sets whose mean WER ranks epochs (best checkpoints, patience): "dev" (data.dev_manifest) and/or manifest paths, e.g. degraded copies of dev (asr.selection)
 
     def __post_init__(self) -> None:
-        _check_choice("train.optimizer", self.optimizer, ("adam", "adamw", "sgd"))
-        _check_choice("train.scheduler", self.scheduler, ("constant", "cosine", "noam", "plateau"))
-        _check_choice("train.amp", self.amp, ("auto", "off", "bf16", "fp16"))
-        _check_choice("train.direction_parallel", self.direction_parallel, ("auto", "on", "off"))
+        check_choice("train.optimizer", self.optimizer, ("adam", "adamw", "sgd"))
+        check_choice("train.scheduler", self.scheduler, ("constant", "cosine", "noam", "plateau"))
+        check_choice("train.amp", self.amp, ("auto", "off", "bf16", "fp16"))
+        check_choice("train.direction_parallel", self.direction_parallel, ("auto", "on", "off"))
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        _check_range("train.epochs", self.epochs, 1)
-        _check_range("train.lr", self.lr, 0.0, hi_open=True, lo_open=True)
-        _check_range("train.accum_steps", self.accum_steps, 1)
-        _check_range("train.log_every", self.log_every, 1)
+        check_range("train.epochs", self.epochs, 1)
+        check_range("train.lr", self.lr, 0.0, hi_open=True, lo_open=True)
+        check_range("train.accum_steps", self.accum_steps, 1)
+        check_range("train.log_every", self.log_every, 1)
         for name in ("warmup_steps", "threads", "keep_last", "keep_best", "patience", "eval_every", "valid_subset",
                      "average_best", "max_bad_steps"):
-            _check_range(f"train.{name}", getattr(self, name), 0)
-        _check_range("train.grad_clip", self.grad_clip, 0.0)
-        _check_range("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+            check_range(f"train.{name}", getattr(self, name), 0)
+        check_range("train.grad_clip", self.grad_clip, 0.0)
+        check_range("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -241,7 +251,7 @@ def lookahead_mode(value, name: str = "lm_lookahead") -> str:
         ConfigError: any other value.
     """
     mode = {"true": "unigram", "on": "unigram", "false": "off"}.get(str(value).lower(), value)
-    _check_choice(name, mode, LOOKAHEAD_MODES)
+    check_choice(name, mode, LOOKAHEAD_MODES)
     return mode
 
 
@@ -257,123 +267,6 @@ class Config:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _check_range(name: str, value: float, lo: float, hi: float | None = None,
-                 lo_open: bool = False, hi_open: bool = False) -> None:
-    bad = value <= lo if lo_open else value < lo
-    if hi is not None:
-        bad = bad or (value >= hi if hi_open else value > hi)
-    if bad:
-        lo_s = f"> {lo}" if lo_open else f">= {lo}"
-        hi_s = "" if hi is None else (f" and < {hi}" if hi_open else f" and <= {hi}")
-        raise ConfigError(f"{name} must be {lo_s}{hi_s}; got {value!r}")
-
-
-# Keys renamed since configs and checkpoints were first written: still read, with a warning.
-# class name -> (its section, {old key: new key})
-RENAMED = {"TrainConfig": ("train", {"average_last": "average_best"})}  # it averaged the best, not the last
-
-
-def _renamed(cls: type, data: dict, where: str) -> dict:
-    """``data`` with the old names of ``cls``'s keys replaced by the new ones (a FutureWarning each)."""
-    section, renames = RENAMED.get(cls.__name__, ("", {}))
-    if not any(k in data for k in renames):
-        return data
-    source = where.removesuffix(f".{section}")  # "conf/x.yaml", not "conf/x.yaml.train"
-    data = dict(data)
-    for old, new in renames.items():
-        if old in data:
-            if new in data:
-                raise ConfigError(f"{source}: both {section}.{old} and {section}.{new} are set; {old} is the "
-                                  f"old name of {new}: keep {new}")
-            warnings.warn(f"{source}: {section}.{old} is now called {section}.{new}; the old name still "
-                          "works but will go", FutureWarning, stacklevel=3)
-            data[new] = data.pop(old)
-    return data
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Convert a YAML/override value to the annotated type, or raise ConfigError."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(tp, value, where)
-    if origin is tuple:
-        if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip() else []
-        if value is None:
-            value = []
-        if not isinstance(value, (list, tuple)):
-            value = [value]
-        args = typing.get_args(tp)
-        item_tp = args[0] if args else Any
-        return tuple(_coerce(v, item_tp, where) for v in value)
-    if origin in (typing.Union, types.UnionType):
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        try:
-            f = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
-        if f != int(f):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return int(f)
-    if tp is float:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-    if tp is str:
-        if isinstance(value, bool):  # YAML 1.1 reads a bare off/on (train.amp=off) as a boolean
-            return "on" if value else "off"
-        return "" if value is None else str(value)
-    return value
-
-
-def from_dict(cls: type, data: dict, where: str = "config") -> Any:
-    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys."""
-    types_ = _field_types(cls)
-    data = _renamed(cls, data, where)
-    unknown = sorted(set(data) - set(types_))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; valid keys are: {', '.join(types_)}"
-        )
-    kwargs = {k: _coerce(v, types_[k], f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def to_dict(cfg: Any) -> dict:
-    """Nested plain dict (tuples become lists) suitable for YAML or a checkpoint."""
-
-    def conv(v: Any) -> Any:
-        if dataclasses.is_dataclass(v):
-            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
-        if isinstance(v, (tuple, list)):
-            return [conv(x) for x in v]
-        return v
-
-    return conv(cfg)
-
-
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """Apply ``section.key=value`` overrides; values are parsed as YAML scalars."""
     data = to_dict(cfg)
@@ -385,9 +278,9 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         node: Any = data
         cls: Any = Config
         for i, part in enumerate(parts):
-            valid = _field_types(cls)
-            if i == len(parts) - 1 and part in RENAMED.get(cls.__name__, ("", {}))[1]:
-                part = next(iter(_renamed(cls, {part: None}, f"override {item!r}")))
+            valid = field_types(cls)
+            if i == len(parts) - 1 and part in renamed_keys(cls)[1]:
+                part = next(iter(renamed(cls, {part: None}, f"override {item!r}")))
             if part not in valid:
                 prefix = ".".join(parts[:i]) or "config"
                 raise ConfigError(
