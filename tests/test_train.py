@@ -210,6 +210,12 @@ def test_valid_subset_each_epoch_and_the_full_dev_set_at_the_end(tmp_path):
     assert [h["dev_utts"] for h in history] == [2, 2]
     assert history[-1]["dev_full_utts"] == 4 and history[-1]["dev_full_wer"] >= 0.0
     assert "full dev set: loss" in (tmp_path / "run" / "train.log").read_text()
+    # which dev utterances are scored does not touch training: the full dev set every epoch trains the same
+    # weights (no random draw depends on the dev set's size), so a recipe can switch to a subset for speed
+    train(config(tmp_path / "full", m, "train.epochs=2", dev_m=dev), resume=False)
+    a, b = (read_checkpoint(tmp_path / r / "checkpoints" / "last.pt")["model"] for r in ("run", "full"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["dev_utts"] for h in json.loads((tmp_path / "full" / "history.json").read_text())] == [4, 4]
 
 
 def test_fine_tuning_starts_from_the_given_model(tmp_path):
