@@ -372,7 +372,12 @@ def train(cfg: Config, resume: bool = True, max_steps: int = 0, save_every_steps
     """
     try:
         trainer = Trainer(cfg, resume=resume, max_steps=max_steps, save_every_steps=save_every_steps)
-        return trainer.fit()
+        out = trainer.fit()
+        if dist.is_initialized():
+            # every rank is done with its collectives before any tears the group down: a rank that left
+            # first could make gloo abort another's process at exit ("terminate called", SIGABRT)
+            dist.barrier()
+        return out
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
