@@ -1,5 +1,5 @@
-"""recipes/mini_librispeech/run.sh stage 1 (the book LM's cache), stages 2-3 (train, then channel fine-tuning) and 5 (degraded dev sets)
-with a stand-in for Python that records each `asr` command and writes the model files: which folders, configs
+"""recipes/mini_librispeech/run.sh stage 1 (the book LM's cache), stages 2-3 (train, then channel
+fine-tuning) and 5 (degraded dev sets) with a stand-in for Python that records each `asr` command and writes the model files: which folders, configs
 and overrides each stage uses, a finished fine-tuning kept, stale fine-tuning checkpoints refused, which
 decodings stage 5 runs and which clean report its table compares with."""
 

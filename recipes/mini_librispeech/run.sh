@@ -123,6 +123,8 @@ fi
 
 # true when $1 exists and is newer than every other argument (a cached build)
 up_to_date() { local out=$1; shift; [ -s "$out" ] || return 1; local f; for f in "$@"; do [ "$f" -nt "$out" ] && return 1; done; return 0; }
+# true when $1.opts says $1 was made with options $2 (what file dates cannot tell: a threshold, another source)
+made_with() { [ "$(cat "$1.opts" 2>/dev/null)" = "$2" ]; }
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   src=$corpus/train-clean-5
@@ -152,8 +154,8 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   book=$lmd/book-3gram.arpa
   if [ -n "$lm_arpa" ]; then
     [ -f "$lm_arpa" ] || { echo "run.sh: --lm-arpa $lm_arpa does not exist" >&2; exit 2; }
-    book_opts="arpa=$lm_arpa"  # $book.opts: how $book was made (another --lm-arpa, or a built LM, is replaced)
-    if up_to_date "$book" "$lm_arpa" && [ "$(cat "$book.opts" 2>/dev/null)" = "$book_opts" ]; then
+    book_opts="arpa=$lm_arpa"  # another --lm-arpa, or a built LM, is replaced
+    if up_to_date "$book" "$lm_arpa" && made_with "$book" "$book_opts"; then
       log "stage 1b: $book is up to date (from $lm_arpa)"
     else
       # OpenSLR's ARPA files are upper case; the tokenizer's text is lower case
@@ -167,9 +169,8 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     for f in "${lm_text[@]}"; do
       [ -f "$f" ] || { echo "run.sh: LM text $f does not exist; pass --lm-text FILE... or --lm-arpa FILE" >&2; exit 2; }
     done
-    # $book.opts records how it was built (text files, threshold): another --lm-text or --lm-prune rebuilds it
-    book_opts="prune=$lm_prune text=${lm_text[*]}"
-    if up_to_date "$book" "${lm_text[@]}" "$lmd/vocab.txt" && [ "$(cat "$book.opts" 2>/dev/null)" = "$book_opts" ]; then
+    book_opts="prune=$lm_prune text=${lm_text[*]}"  # another --lm-text or --lm-prune rebuilds it
+    if up_to_date "$book" "${lm_text[@]}" "$lmd/vocab.txt" && made_with "$book" "$book_opts"; then
       log "stage 1b: $book is up to date ($book_opts)"
     else
       log "stage 1b: book 3-gram from ${lm_text[*]} (vocabulary $vocab_src, pruned at $lm_prune) -> $book"
