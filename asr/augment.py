@@ -76,7 +76,7 @@ class WaveAugment:
     def __call__(self, wav: np.ndarray, rng: np.random.Generator,
                  speed: Callable[[float], np.ndarray] | None = None,
                  cached: Callable[[tuple, Callable[[], np.ndarray]], np.ndarray] | None = None,
-                 uid: str = "") -> np.ndarray:
+                 uid: str = "", epoch: int = 0) -> np.ndarray:
         """Augment one utterance: (codec variant,) speed, (narrow band, low-pass, high-pass,)
         noise, (gain).
 
@@ -88,13 +88,16 @@ class WaveAugment:
             cached: ``(tag, make) -> make()``, kept per utterance and tag for the run (the wave
                 cache): codec variants are encoded through it once; None encodes at every draw.
             uid: the utterance id: chooses the codec of each of its codec variants.
+            epoch: the training epoch, from 0: noise and channels apply from ``cfg.channel_from_epoch``
+                (counted from 1) on, so a run can learn clean speech first (a curriculum).
 
         Returns:
             float32 (samples',) where samples' differs from samples under speed perturbation
             (and by a codec's decoder delay).
         """
         factor = float(rng.choice(self.cfg.speed_perturb)) if self.cfg.speed_perturb else 1.0
-        ch = self.channel.draw(rng) if self.channel.active else None
+        channels = epoch + 1 >= self.cfg.channel_from_epoch
+        ch = self.channel.draw(rng) if self.channel.active and channels else None
         if ch is not None and ch.codec_variant is not None:
             # a codec variant of the unperturbed audio (cached), then the speed factor (cheap:
             # it also moves the codec's cut-off by the factor, more variety for free)
@@ -103,7 +106,7 @@ class WaveAugment:
             wav = speed(factor) if speed is not None else speed_perturb(wav, factor, self.sample_rate)
         if ch is not None:
             wav = self.channel.filters(wav, ch)
-        if self.cfg.noise_prob > 0 and rng.random() < self.cfg.noise_prob:
+        if channels and self.cfg.noise_prob > 0 and rng.random() < self.cfg.noise_prob:
             lo, hi = self.cfg.noise_snr_db
             snr = float(rng.uniform(lo, hi))
             wav = add_noise(wav, self._noise(wav.size, rng), snr)

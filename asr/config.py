@@ -105,6 +105,10 @@ class AugmentConfig:
     noise_snr_db: tuple[float, float] = (10.0, 30.0)  # SNR range for added noise
     noise_manifest: str = ""  # manifest of noise recordings; empty means generated noise
     channel: ChannelAugmentConfig = field(default_factory=ChannelAugmentConfig)  # codecs, band limits, gain
+    channel_from_epoch: int = 1  # noise and channel augmentation from this epoch on (1: every epoch); speed every epoch
+
+    def __post_init__(self) -> None:
+        check_range("augment.channel_from_epoch", self.channel_from_epoch, 1)
 
 
 # model.subsampling kinds and the frame-rate reduction of each (the one list: config, model, transcribe)

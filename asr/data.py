@@ -185,7 +185,7 @@ class AudioDataset(Dataset):
         self.cache = cache  # asr.wavecache.WaveCache or None: decoded/perturbed waveforms kept
         self.tokenizer = tokenizer
         self.sample_rate = sample_rate
-        self.augment = augment  # callable(wav np.ndarray, rng, uid=utterance id) -> wav (with the cache: see __getitem__), or None
+        self.augment = augment  # callable(wav np.ndarray, rng, uid=utterance id, epoch=from 0) -> wav (with the cache: see __getitem__), or None
         self.epoch = 0  # set by the training loop so augmentation differs per epoch, reproducibly
         self.seed = 0
         self.failures: list[tuple[str, str]] = []
@@ -210,10 +210,11 @@ class AudioDataset(Dataset):
             if self.augment is not None:
                 rng = np.random.default_rng([zlib.crc32(u.id.encode()), self.epoch, self.seed])
                 if self.cache is None:
-                    wav = self.augment(wav, rng, uid=u.id)
+                    wav = self.augment(wav, rng, uid=u.id, epoch=self.epoch)
                 else:  # speed and codec variants from the cache (see asr.augment.WaveAugment)
                     wav = self.augment(wav, rng, lambda f: self.waveform(u, f),
-                                       lambda tag, make: self.cache.get(self.cache_key(u) + tag, make), u.id)
+                                       lambda tag, make: self.cache.get(self.cache_key(u) + tag, make), u.id,
+                                       epoch=self.epoch)
         except (AudioError, ValueError, RuntimeError, MemoryError) as e:
             # One bad utterance must never stop an epoch: report it with its id, count it, skip it.
             # Named once: a file that fails in epoch 1 fails again in every later epoch. (DataLoader

@@ -83,6 +83,24 @@ def test_off_by_default_and_seeded(speech):
     assert 3400 <= min(lows) and max(lows) <= 7500 and 0.4 < len(lows) / 200 < 0.6
 
 
+def test_channels_from_a_later_epoch_speed_only_before(speech):
+    """augment.channel_from_epoch: before it (epochs counted from 1) a draw is the speed perturbation
+    alone, the same as a config without channels or noise; from it on, the full augmentation."""
+    late = WaveAugment(dataclasses.replace(everything(), noise_prob=1.0, channel_from_epoch=3), SR)
+    speed_only = WaveAugment(AugmentConfig(speed_perturb=(0.9, 1.0, 1.1)), SR)
+    full = WaveAugment(dataclasses.replace(late.cfg, channel_from_epoch=1), SR)
+    for epoch in range(4):
+        rng = lambda e=epoch: np.random.default_rng([7, e])  # noqa: E731
+        out = late(speech, rng(), uid="u7", epoch=epoch)
+        if epoch < 2:
+            assert np.array_equal(out, speed_only(speech, rng(), uid="u7", epoch=epoch))
+        else:
+            assert np.array_equal(out, full(speech, rng(), uid="u7", epoch=epoch))
+            assert not np.array_equal(out, speed_only(speech, rng(), uid="u7", epoch=epoch))  # noise at p=1
+    with pytest.raises(ConfigError, match="channel_from_epoch"):
+        AugmentConfig(channel_from_epoch=0)
+
+
 def test_room_is_drawn_seeded_and_applied(speech):
     cfg = ChannelAugmentConfig(reverb_prob=0.5, reverb_rt60=(0.3, 0.9), reverb_drr_db=(0.0, 6.0))
     aug = WaveAugment(AugmentConfig(channel=cfg), SR)

@@ -164,7 +164,7 @@ def test_collate_pads_and_keeps_lengths():
 
 def test_augmentation_is_seeded_per_utterance_and_epoch(tmp_path):
     good = _good(tmp_path, 1)
-    noise = lambda w, rng, uid: w + rng.standard_normal(w.size).astype(np.float32)  # noqa: E731
+    noise = lambda w, rng, uid, epoch: w + rng.standard_normal(w.size).astype(np.float32)  # noqa: E731
     ds = AudioDataset(good, None, 16000, augment=noise)
     a, b = ds[0]["wav"], ds[0]["wav"]
     ds.epoch = 1
