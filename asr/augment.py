@@ -43,7 +43,8 @@ class WaveAugment:
         self._bad: set[str] = set()
         self.channel = ChannelAugment(cfg.channel, sample_rate)
         if self.channel.active:
-            log.info("channel augmentation: %s", self.channel.describe())
+            log.info("channel augmentation: %s%s", self.channel.describe(),
+                     f" (from epoch {cfg.channel_from_epoch}, with the noise)" if cfg.channel_from_epoch > 1 else "")
 
     @property
     def active(self) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from conftest import ROOT
@@ -14,7 +15,8 @@ from conftest import ROOT
 RUN = ROOT / "recipes" / "mini_librispeech" / "run.sh"
 FAKE_PY = """#!/usr/bin/env bash
 # stand-in for `python -m asr ...`: log the command, write model.pt into run_dir for `train`
-[ "$1" != -c ] || { echo "${FAKE_UNITS:-phone}"; exit 0; }  # run.sh's question: the model's units
+# run.sh's questions: a config's selection sets (answered by the real Python), the model's units
+[ "$1" != -c ] || { case "$2" in *load_config*) exec "$REAL_PY" "$@";; esac; echo "${FAKE_UNITS:-phone}"; exit 0; }
 case "$1" in *.py) echo "tool $*" >> "$ASR_LOG"; exit 0;; esac  # tools/robustness_table.py
 shift 2  # -m asr
 echo "$*" >> "$ASR_LOG"
@@ -36,7 +38,7 @@ def run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[s
     py.chmod(0o755)
     log = tmp_path / "asr.log"
     log.write_text("")
-    env = {**os.environ, "PY": str(py), "ASR_LOG": str(log)}
+    env = {**os.environ, "PY": str(py), "ASR_LOG": str(log), "REAL_PY": sys.executable}
     p = subprocess.run(["bash", str(RUN), "--exp", str(tmp_path / "exp"), *args], env=env, capture_output=True,
                        text=True, timeout=60)
     return p, log.read_text().splitlines()
@@ -83,6 +85,25 @@ def test_finetune_conf_none_trains_into_exp_alone(tmp_path):
     p, calls = run(tmp_path, "--stage", "2", "--stop-stage", "3", "--conf", "conf/mini_librispeech_gpu.yaml")
     train = [c for c in calls if c.startswith("train ")]
     assert p.returncode == 0 and len(train) == 1 and "init_from" not in train[0]
+
+
+def test_a_config_selecting_on_degraded_copies_reads_them_from_this_runs_data(tmp_path):
+    """The curriculum config names its own run folder's copies; run.sh builds them under --exp and points
+    train.select_on there, keeping the config's list of sets."""
+    exp = tmp_path / "exp"
+    p, calls = run(tmp_path, "--stage", "2", "--stop-stage", "2", "--conf", "conf/mini_librispeech_cpu_curriculum.yaml")
+    assert p.returncode == 0, p.stderr
+    train = [c for c in calls if c.startswith("train ")]
+    assert len(train) == 1 and f"run_dir={exp} " in train[0]
+    sets = ", ".join(f"{exp}/data/degraded/{k}/manifest.jsonl" for k in ("mp3_24", "phone", "noise_10"))
+    assert f"train.select_on=[dev, {sets}]" in train[0]
+    degrade = calls.index(next(c for c in calls if c.startswith("data degrade")))
+    assert degrade < calls.index(train[0])
+    # a select_on given on the command line is the user's: passed as given, not rewritten
+    mine = f"train.select_on=[dev, {exp}/data/degraded/phone/manifest.jsonl]"
+    p, calls = run(tmp_path, "--stage", "2", "--stop-stage", "2", "--finetune-conf", "none", mine)
+    train = [c for c in calls if c.startswith("train ")]
+    assert p.returncode == 0 and train[-1].count("train.select_on=") == 1 and mine in train[-1]
 
 
 def test_stage_5_decodes_each_set_and_compares_beam_lm_with_the_book_lm_row(tmp_path, monkeypatch):
