@@ -88,3 +88,18 @@ def test_recipe_fine_tuning_config_extracts_the_features_of_the_base_config():
     ft = load_config(conf / "mini_librispeech_cpu_robust_ft.yaml")
     assert ft.feature == base.feature
     assert (ft.model, ft.tokenizer) == (base.model, base.tokenizer)
+
+
+def test_curriculum_config_is_the_cpu_model_with_stage_3s_channels_from_a_later_epoch():
+    """conf/mini_librispeech_cpu_curriculum.yaml is the one-stage form of the two-stage recipe: the CPU
+    config's features, model and units, stage 3's channel augmentation and selection sets, channels from
+    an epoch inside the run."""
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    base = load_config(conf / "mini_librispeech_cpu.yaml")
+    ft = load_config(conf / "mini_librispeech_cpu_robust_ft.yaml")
+    cur = load_config(conf / "mini_librispeech_cpu_curriculum.yaml")
+    assert (cur.feature, cur.model, cur.tokenizer) == (base.feature, base.model, base.tokenizer)
+    assert cur.augment.channel == ft.augment.channel and cur.augment.channel.codec_prob > 0
+    assert (cur.augment.noise_prob, cur.augment.noise_snr_db) == (ft.augment.noise_prob, ft.augment.noise_snr_db)
+    assert 1 < cur.augment.channel_from_epoch <= cur.train.epochs and base.augment.channel_from_epoch == 1
+    assert [s.split("degraded/")[-1] for s in cur.train.select_on] == [s.split("degraded/")[-1] for s in ft.train.select_on]
