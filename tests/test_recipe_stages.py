@@ -46,7 +46,8 @@ def run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[s
 
 def test_stage_2_trains_base_and_stage_3_fine_tunes_it_into_exp(tmp_path):
     exp = tmp_path / "exp"
-    p, calls = run(tmp_path, "--stage", "2", "--stop-stage", "3", "model.hidden_size=256", "train.epochs=3")
+    two = ("--conf", "conf/mini_librispeech_cpu.yaml")  # the clean-audio config: stage 3 fine-tunes it
+    p, calls = run(tmp_path, *two, "--stage", "2", "--stop-stage", "3", "model.hidden_size=256", "train.epochs=3")
     assert p.returncode == 0, p.stderr
     train = [c for c in calls if c.startswith("train ")]
     assert len(train) == 2
@@ -62,7 +63,7 @@ def test_stage_2_trains_base_and_stage_3_fine_tunes_it_into_exp(tmp_path):
     assert (exp / "model.pt").is_file() and (exp / "base" / "model.pt").is_file()
 
     # again: the fine-tuned model is newer than the base, so nothing is trained
-    p, calls = run(tmp_path, "--stage", "3", "--stop-stage", "3")
+    p, calls = run(tmp_path, *two, "--stage", "3", "--stop-stage", "3")
     assert p.returncode == 0 and "kept" in p.stdout and not [c for c in calls if c.startswith("train ")]
 
     # a new base with the old fine-tuning's checkpoints still there: refused, saying what to do
@@ -70,14 +71,28 @@ def test_stage_2_trains_base_and_stage_3_fine_tunes_it_into_exp(tmp_path):
     (exp / "checkpoints" / "last.pt").write_text("old")
     for i, f in enumerate([exp / "model.pt", exp / "checkpoints" / "last.pt", exp / "base" / "model.pt"]):
         os.utime(f, (1_000_000 + i, 1_000_000 + i))
-    p, calls = run(tmp_path, "--stage", "3", "--stop-stage", "3")
+    p, calls = run(tmp_path, *two, "--stage", "3", "--stop-stage", "3")
     assert p.returncode == 2 and "move" in p.stderr and "checkpoints" in p.stderr
     assert not [c for c in calls if c.startswith("train ")]
 
 
-def test_finetune_conf_none_trains_into_exp_alone(tmp_path):
+def test_the_default_trains_one_stage_and_finetune_conf_none_trains_into_exp_alone(tmp_path):
     exp = tmp_path / "exp"
-    p, calls = run(tmp_path, "--stage", "2", "--stop-stage", "3", "--finetune-conf", "none")
+    p, calls = run(tmp_path, "--stage", "2", "--stop-stage", "3")  # the default: the curriculum config, one stage
+    train = [c for c in calls if c.startswith("train ")]
+    assert p.returncode == 0 and len(train) == 1, p.stderr
+    assert "-c conf/mini_librispeech_cpu_curriculum.yaml" in train[0] and f"run_dir={exp} " in train[0]
+    assert "init_from" not in train[0] and not (exp / "base").exists()
+    # a folder of the two-stage recipe (base/, stage 3's checkpoints): not resumed as if it were this run's
+    old = tmp_path / "old"
+    (old / "base").mkdir(parents=True)
+    (old / "checkpoints").mkdir()
+    (old / "checkpoints" / "last.pt").write_text("stage 3")
+    p, calls = run(tmp_path, "--stage", "2", "--stop-stage", "3", "--exp", str(old))
+    assert p.returncode == 2 and "two-stage" in p.stderr and "--exp" in p.stderr
+    assert not [c for c in calls if c.startswith("train ")]
+    p, calls = run(tmp_path, "--conf", "conf/mini_librispeech_cpu.yaml", "--stage", "2", "--stop-stage", "3",
+                   "--finetune-conf", "none")
     assert p.returncode == 0, p.stderr
     train = [c for c in calls if c.startswith("train ")]
     assert len(train) == 1 and f"run_dir={exp} " in train[0] and not (exp / "base").exists()

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Mini LibriSpeech (train-clean-5) BiLSTM-CTC recipe, in stages.
 #
-#   bash recipes/mini_librispeech/run.sh                      # everything (sets up .venv first), CPU budget config
+#   bash recipes/mini_librispeech/run.sh                      # everything (sets up .venv first), CPU budget config:
+#                                                             # one stage, clean epochs then channels (about 70 min of training)
+#   bash recipes/mini_librispeech/run.sh --conf conf/mini_librispeech_cpu.yaml   # two stages: clean, then channel fine-tuning
 #   bash recipes/mini_librispeech/run.sh --stage 4            # only decoding + reports
 #   bash recipes/mini_librispeech/run.sh --conf conf/mini_librispeech_gpu.yaml --exp exp/mls_gpu
 #   bash recipes/mini_librispeech/run.sh --download --corpus /data/LibriSpeech   # fetch OpenSLR 31 (+ OpenSLR 11 LM text)
 #   bash recipes/mini_librispeech/run.sh --stage 1 --stop-stage 1 --lm-text my-books.txt.gz more.txt   # your own LM text
 #   bash recipes/mini_librispeech/run.sh --lm-arpa /data/3-gram.pruned.1e-7.arpa.gz   # an existing book ARPA
-#   bash recipes/mini_librispeech/run.sh --finetune-conf none   # without stage 3's channel fine-tuning
+#   bash recipes/mini_librispeech/run.sh --conf conf/mini_librispeech_cpu.yaml --finetune-conf none   # clean audio only
 #
 # Stages:
 #   0  data: import the LibriSpeech-layout folder (any audio extension) -> manifest; fixed speaker-disjoint
@@ -22,7 +24,8 @@
 #      else into $exp; a config whose train.select_on names degraded dev copies (conf/mini_librispeech_cpu_robust.yaml)
 #      gets them built first (as in stage 5)
 #   3  average the best checkpoints into model.pt when training did not (train.average_best); then channel
-#      fine-tuning (--finetune-conf; on by default with the CPU config): the stage-2 model trained a few more
+#      fine-tuning (--finetune-conf; on by default with conf/mini_librispeech_cpu.yaml, which trains on clean
+#      audio; the default config already trains its last epochs with channels): the stage-2 model trained a few more
 #      epochs with codec round trips, rooms, band limits, 8 kHz round trips and noise, epochs ranked on clean dev
 #      and its MP3 24 / telephone / 10 dB-noise copies -> $exp/model.pt, the model stages 4-5 decode
 #      (--finetune-conf none: no fine-tuning, stage 2 trains $exp/model.pt itself)
@@ -38,7 +41,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 stage=0; stop_stage=5
-conf=conf/mini_librispeech_cpu.yaml
+conf=conf/mini_librispeech_cpu_curriculum.yaml  # one stage: 7 clean epochs, then 6 with channels (issues 13, 15)
 exp=exp/mini_librispeech
 corpus=../shared/data/mini_librispeech/LibriSpeech
 download=false
@@ -55,7 +58,7 @@ vocab_src=$books/librispeech-vocab.txt # the book LM's vocabulary and the lexico
 lm_prune=1e-7                          # entropy pruning threshold of the book LM (SRILM/KenLM style)
 lm_download=text                       # with --download: OpenSLR 11 LM text (text) or pruned 3-gram (arpa)
 lm_modes="trans book mix"              # LMs decoded in stage 4
-finetune_conf=auto  # stage 3: auto = conf/mini_librispeech_cpu_robust_ft.yaml with the default CPU config, else none
+finetune_conf=auto  # stage 3: auto = conf/mini_librispeech_cpu_robust_ft.yaml with conf/mini_librispeech_cpu.yaml, else none
 overrides=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -214,6 +217,13 @@ build_degraded() {
 }
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  if [ "$finetune_conf" = none ] && [ -d "$exp/base" ] && [ -f "$exp/checkpoints/last.pt" ]; then
+    # $exp holds a two-stage run (the default before 2026-12-04): its checkpoints are stage 3's, which a
+    # one-stage run would resume as if they were its own
+    echo "run.sh: $exp holds a two-stage run (base/ and stage 3's checkpoints/); train this one-stage config" \
+         "into another folder (--exp exp/NEW), or continue that run with --conf conf/mini_librispeech_cpu.yaml" >&2
+    exit 2
+  fi
   select_arg=()
   if [[ " ${overrides[*]:-} " == *"train.select_on="*"degraded/"* ]]; then
     log "stage 2: train.select_on names degraded dev copies: building them first ($robust_kinds)"
