@@ -225,14 +225,12 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     exit 2
   fi
   select_arg=()
-  if [[ " ${overrides[*]:-} " == *"train.select_on="*"degraded/"* ]]; then
-    log "stage 2: train.select_on names degraded dev copies: building them first ($robust_kinds)"
+  if grep -q "^[^#]*degraded/" "$conf" || [[ " ${overrides[*]:-} " == *"train.select_on="*"degraded/"* ]]; then
+    log "stage 2: epochs are ranked on degraded dev copies: building them first ($robust_kinds)"
     build_degraded
-  elif grep -q "^[^#]*degraded/" "$conf"; then
-    log "stage 2: the config selects epochs on degraded dev copies: building them first ($robust_kinds)"
-    build_degraded
-    # the config's copies, read from this run's data folder (its paths name the config's own run_dir)
-    select_arg=("train.select_on=$($PY -c 'import sys
+    # unless the command line names the sets, the config's copies are read from this run's data folder
+    # (its paths name the config's own run_dir)
+    [[ " ${overrides[*]:-} " == *"train.select_on="* ]] || select_arg=("train.select_on=$($PY -c 'import sys
 from asr.config import load_config
 sets = load_config(sys.argv[1]).train.select_on
 print("[" + ", ".join(s if "degraded/" not in s else sys.argv[2] + "/degraded/" + s.split("degraded/", 1)[1] for s in sets) + "]")' "$conf" "$data")")
