@@ -40,7 +40,10 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   done
 fi
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  wav=$(ls "$data"/test/*.flac | head -1)
+  # the first test file by the glob, not `ls | head -1`: head exits after one line, ls then dies of SIGPIPE
+  # on a long listing, and with pipefail the demo failed (exit 141) after its results were already printed
+  flacs=("$data"/test/*.flac)
+  wav=${flacs[0]}
   log "stage 3: asr transcribe $exp/model.pt $wav (reference: $(grep -F "$(basename "$wav" .flac)\"" "$data/test.jsonl" | sed 's/.*"text": "\([^"]*\)".*/\1/'))"
   $PY -m asr transcribe "$exp/model.pt" "$wav"
 fi
