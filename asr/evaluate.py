@@ -19,7 +19,7 @@ from asr.audio import AudioError
 from asr.data import BucketBatchSampler, Utterance, load_utterance
 from asr.decoding import DecodingOptions
 from asr.errors import one_line
-from asr.metrics import ErrorCounts, char_errors, word_errors
+from asr.metrics import ErrorCounts, char_errors, word_alignment, word_errors
 from asr.transcribe import Model
 
 log = logging.getLogger("asr.evaluate")
@@ -44,6 +44,8 @@ class EvalResult:
     words: ErrorCounts = field(default_factory=ErrorCounts)
     chars: ErrorCounts = field(default_factory=ErrorCounts)
     phones: ErrorCounts = field(default_factory=ErrorCounts)  # phone models only
+    # phone models: per reference phone {"ref", "sub", "del"} and per hypothesis phone "ins" (greedy phones)
+    phone_units: dict[str, dict[str, int]] = field(default_factory=dict)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (utterance id, reason): skipped
     audio_seconds: float = 0.0
     decode_seconds: float = 0.0
@@ -125,9 +127,11 @@ def _warn_missing_words(model: Model, utts: list[Utterance]) -> None:
                     sum(missing.values()), len(missing), examples)
 
 
-def _phone_errors(model: Model, ref: str, hyp_phones: str, utt_id: str) -> ErrorCounts | None:
+def _phone_errors(model: Model, ref: str, hyp_phones: str, utt_id: str,
+                  units: dict[str, dict[str, int]] | None = None) -> ErrorCounts | None:
     """Phone edit operations of a phone model's greedy phones against the reference's
-    pronunciation; None for other models (or a reference the tokenizer cannot encode)."""
+    pronunciation; None for other models (or a reference the tokenizer cannot encode).
+    With ``units``, also adds each phone's share to it (see :func:`count_phone_units`)."""
     if not getattr(model, "is_phone", False):
         return None
     try:
@@ -135,7 +139,36 @@ def _phone_errors(model: Model, ref: str, hyp_phones: str, utt_id: str) -> Error
     except ValueError as e:
         log.warning("utterance %s: no PER (the reference cannot be turned into phones: %s)", utt_id, e)
         return None
-    return word_errors(model._phones(ids), hyp_phones)
+    ref_phones = model._phones(ids)
+    if units is not None:
+        count_phone_units(ref_phones, hyp_phones, units)
+    return word_errors(ref_phones, hyp_phones)
+
+
+def count_phone_units(ref: str, hyp: str, units: dict[str, dict[str, int]]) -> None:
+    """Add one utterance's phone errors to ``units``, per phone: how often the reference has it
+    ("ref"), and of those how often it was substituted ("sub") or deleted ("del"); insertions
+    count for the inserted phone ("ins"). Which sounds a channel takes away (a telephone band's
+    fricatives and nasals) shows here, where a PER cannot tell.
+
+    >>> u = {}
+    >>> count_phone_units("S IY N", "F IY", u)
+    >>> u["S"], u["N"], u["IY"]["ref"]
+    ({'ref': 1, 'sub': 1, 'del': 0, 'ins': 0}, {'ref': 1, 'sub': 0, 'del': 1, 'ins': 0}, 1)
+    """
+    def unit(p: str) -> dict[str, int]:
+        return units.setdefault(p, {"ref": 0, "sub": 0, "del": 0, "ins": 0})
+
+    for op, r, h in word_alignment(ref, hyp):
+        if op == "insert":
+            unit(h)["ins"] += 1
+            continue
+        c = unit(r)
+        c["ref"] += 1
+        if op == "substitute":
+            c["sub"] += 1
+        elif op == "delete":
+            c["del"] += 1
 
 
 def _transcribe_or_isolate(model: Model, utts: list[Utterance], wavs: list, res: EvalResult):
@@ -181,7 +214,7 @@ def _score(model: Model, u: Utterance, out, seconds: float, res: EvalResult) -> 
     res.words += we
     res.chars += ce
     res.audio_seconds += seconds
-    pe = _phone_errors(model, ref, out.phones, u.id)
+    pe = _phone_errors(model, ref, out.phones, u.id, res.phone_units)
     if pe is not None:
         res.phones += pe
     alts = [[t, round(s, 3)] for t, s in out.alternatives] if model.options.nbest > 1 else None

@@ -82,6 +82,14 @@ def error_tables(utts: list[dict], top: int = TOP_N) -> dict:
     }
 
 
+def phone_unit_table(units: dict[str, dict[str, int]]) -> list[dict]:
+    """A phone model's errors per phone (``EvalResult.phone_units``) as rows, most errors first:
+    {"phone", "ref", "sub", "del", "ins", "errors" (sub + del + ins), "rate" (sub + del over ref)}."""
+    rows = [{"phone": p, **c, "errors": c["sub"] + c["del"] + c["ins"], "rate": _rate(c["sub"] + c["del"], c["ref"])}
+            for p, c in units.items()]
+    return sorted(rows, key=lambda r: (-r["errors"], r["phone"]))
+
+
 def report_dict(res: EvalResult, meta: dict, sources: list | None = None) -> dict:
     """Everything the report shows, as plain data (what report.json holds).
 
@@ -120,6 +128,7 @@ def report_dict(res: EvalResult, meta: dict, sources: list | None = None) -> dic
         "speakers": speakers,
         "duration_buckets": buckets,
         "errors": error_tables(utts),
+        **({"phone_units": phone_unit_table(res.phone_units)} if res.phone_units else {}),
         "failed": [{"id": i, "reason": r} for i, r in res.failed],
         "utterances": utts,
     }
@@ -206,6 +215,12 @@ def markdown(rep: dict) -> str:
     ]
     for u in _worst(rep):
         lines.append(f"| {u['id']} | {100 * u['wer']['rate']:.0f}% | {u['ref']} | {u['hyp']} |")
+    if rep.get("phone_units"):
+        lines += ["", f"## Phone errors per phone (greedy phones; PER {100 * s['per']:.2f}%), most errors first", "",
+                  "| phone | in reference | substituted | deleted | inserted | error rate (sub + del) |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for r in rep["phone_units"]:
+            lines.append(f"| {r['phone']} | {r['ref']} | {r['sub']} | {r['del']} | {r['ins']} | {100 * r['rate']:.1f}% |")
     return "\n".join(lines) + "\n"
 
 

@@ -343,6 +343,19 @@ def test_robustness_table_from_reports(tmp_path, capsys):
     rows = out.read_text().splitlines()
     assert rows[0] == "| dev set | greedy PER % | x clean | greedy WER % | x clean | greedy CER % | x clean |"
     assert rows[3] == "| mp3:24 | 45.00 | 1.50 | 50.00 | 1.00 | 20.00 | 1.00 |"
+    assert "Phones each set costs most" not in out.read_text()  # no per-phone errors in these reports
+    # with per-phone errors (asr.evaluate's phone_units): the phones the set costs most, most first
+    units = {"eval-dev-greedy": {"S": (10, 1, 0), "N": (10, 2, 0), "AA": (10, 3, 1)},
+             "eval-dev-mp3_24-greedy": {"S": (10, 5, 2), "N": (10, 3, 1), "AA": (10, 2, 1)}}
+    for name, u in units.items():
+        rep = json.loads((tmp_path / name / "report.json").read_text())
+        rep["phone_units"] = [{"phone": p, "ref": n, "sub": s, "del": d, "ins": 0, "rate": (s + d) / n}
+                              for p, (n, s, d) in u.items()]
+        (tmp_path / name / "report.json").write_text(json.dumps(rep))
+    assert tool.main([str(tmp_path), "--kinds", "mp3_24", "-o", str(out)]) == 0
+    text = out.read_text()
+    # S: 1 -> 7 errors (+6), N: 2 -> 4 (+2), AA: 4 -> 3 (fewer: not listed); shares of the 8 extra
+    assert "| mp3:24 | S 10 -> 70 % (75 %), N 20 -> 40 % (25 %) |" in text
     # the recipe's beam-lm clean row is stage 4's book-LM report, named with --clean MODE=FOLDER
     for name, wer in [("eval-dev-beam-booklm-lex", 0.25), ("eval-dev-mp3_24-beam-lm", 0.30)]:
         (tmp_path / name).mkdir()

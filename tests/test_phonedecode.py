@@ -337,6 +337,16 @@ def test_phone_model_greedy_prints_phones_and_beam_prints_words(tmp_path):
     # phones: T UW AH vs T UW AH (3, no error); T UW T UW vs T UW AH (4: 1 substitution, 1 deletion)
     assert (res.phones.ref, res.phones.errors) == (7, 2) and res.per == pytest.approx(2 / 7)
     assert [u.per["ref"] for u in res.utts] == [3, 4]
+    # ...and per phone: the same 7 reference phones and 2 errors, each on a phone of u2's second "to"
+    units = res.phone_units
+    assert {p: c["ref"] for p, c in units.items()} == {"T": 3, "UW": 3, "AH": 1}
+    assert sum(c["sub"] + c["del"] for c in units.values()) == 2 and sum(c["ins"] for c in units.values()) == 0
+    assert units["AH"]["sub"] == units["AH"]["del"] == 0
+    from asr.report import markdown, report_dict
+
+    rep = report_dict(res, {})
+    assert [r["phone"] for r in rep["phone_units"]][-1] == "AH" and rep["phone_units"][0]["errors"] >= 1
+    assert "| AH | 1 | 0 | 0 | 0 | 0.0% |" in markdown(rep)
 
 
 def test_evaluate_names_reference_words_the_lexicon_lacks(tmp_path, caplog):

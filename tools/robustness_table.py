@@ -9,7 +9,9 @@ Reads the report.json files a recipe's evaluation stages write into its exp fold
 book-LM decoding, ``eval-dev-beam-booklm-lex`` for a phone model.)
 
 where <kind> is a folder of ``asr data degrade`` (mp3_24, phone, ...) and <mode> is e.g.
-greedy or beam-lm. A missing report is shown as "-".
+greedy or beam-lm. A missing report is shown as "-". For a phone model whose reports carry
+per-phone errors (``phone_units``, asr.evaluate), a second table names the phones each degraded
+set costs most (the telephone band: nasals and fricatives).
 
     .venv/bin/python tools/robustness_table.py exp/mini_librispeech --kinds mp3_24 phone \\
         --modes greedy beam-lm -o exp/mini_librispeech/robustness.md
@@ -24,11 +26,46 @@ import sys
 from pathlib import Path
 
 
-def _summary(path: Path) -> dict | None:
+def _report(path: Path) -> dict | None:
     try:
-        return json.loads((path / "report.json").read_text())["summary"]
-    except (OSError, json.JSONDecodeError, KeyError):
+        rep = json.loads((path / "report.json").read_text())
+    except (OSError, json.JSONDecodeError):
         return None
+    return rep if isinstance(rep, dict) and "summary" in rep else None
+
+
+def _summary(path: Path) -> dict | None:
+    rep = _report(path)
+    return rep["summary"] if rep else None
+
+
+def phone_losses(exp: Path, kinds: list[str], mode: str, clean_dir: str, top: int = 6) -> str:
+    """For a phone model: which phones each degraded set costs most, from the per-phone errors
+    of the reports (``phone_units``, greedy phones): the ``top`` phones with the most extra errors
+    (substitutions + deletions) over clean dev, each with its error rate clean -> degraded and
+    its share of the set's extra errors. '' when the clean report has no per-phone errors.
+    """
+    clean = _report(exp / clean_dir)
+    if not clean or not clean.get("phone_units"):
+        return ""
+    base = {r["phone"]: r for r in clean["phone_units"]}
+    lines = ["Phones each set costs most (greedy phones: error rate on clean dev -> on the set, and share of the "
+             "set's extra phone errors):", "", "| dev set | phones |", "|---|---|"]
+    for kind in kinds:
+        rep = _report(exp / f"eval-dev-{kind}-{mode}")
+        if not rep or not rep.get("phone_units"):
+            continue
+        extra = []
+        for r in rep["phone_units"]:
+            b = base.get(r["phone"])
+            if b and r["ref"]:
+                extra.append((r["sub"] + r["del"] - b["sub"] - b["del"], r["phone"], b["rate"], r["rate"]))
+        total = sum(e for e, *_ in extra if e > 0)
+        extra.sort(key=lambda x: (-x[0], x[1]))
+        cells = [f"{p} {100 * a:.0f} -> {100 * b:.0f} % ({100 * e / total:.0f} %)" for e, p, a, b in extra[:top]
+                 if e > 0 and total]
+        lines.append(f"| {kind.replace('_', ':', 1)} | {', '.join(cells) or '-'} |")
+    return "\n".join(lines) + "\n" if len(lines) > 4 else ""
 
 
 def table(exp: Path, kinds: list[str], modes: list[str], clean_dirs: dict[str, str] | None = None) -> str:
@@ -87,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robustness_table: warning: no clean report {', '.join(missing)} (the recipe's stage 4 writes "
               "it); those columns have no 'x clean'", file=sys.stderr)
     text = table(a.exp, kinds, a.modes, clean_dirs)
+    losses = phone_losses(a.exp, kinds, a.modes[0], clean_dirs[a.modes[0]])
+    text += f"\n{losses}" if losses else ""
     sys.stdout.write(text)
     if a.out:
         tmp = a.out.with_name(f".{a.out.name}.{os.getpid()}.tmp")
