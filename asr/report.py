@@ -342,7 +342,8 @@ def to_html(rep: dict, clips: Clips | None = None) -> str:
         "<table><tr><th></th><th>reference</th><th>substitutions</th><th>deletions</th><th>insertions</th>"
         "<th>errors</th><th>rate</th></tr>",
     ]
-    for name, c in (("words", w), ("characters", s["chars"])):
+    rates = [("words", w), ("characters", s["chars"])] + ([("phones (greedy)", s["phones"])] if "phones" in s else [])
+    for name, c in rates:
         parts.append(f"<tr><td>{name}</td><td class=n>{c['ref']}</td><td class=n>{c['sub']}</td>"
                      f"<td class=n>{c['del']}</td><td class=n>{c['ins']}</td><td class=n>{c['errors']}</td>"
                      f"<td class=n>{_pct(c['rate'])}</td></tr>")
@@ -360,6 +361,12 @@ def to_html(rep: dict, clips: Clips | None = None) -> str:
         parts.append(f"<table><tr><th>{name}</th><th>count</th></tr>" + "".join(
             f"<tr><td>{_e(x)}</td><td class=n>{n}</td></tr>" for x, n in rows) + "</table>")
     parts.append("</div>")
+    if rep.get("phone_units"):
+        parts.append("<h2>Phone errors per phone (greedy phones), most errors first</h2><table><tr><th>phone</th>"
+                     "<th>in reference</th><th>substituted</th><th>deleted</th><th>inserted</th><th>rate</th></tr>"
+                     + "".join(f"<tr><td>{_e(r['phone'])}</td><td class=n>{r['ref']}</td><td class=n>{r['sub']}</td>"
+                               f"<td class=n>{r['del']}</td><td class=n>{r['ins']}</td><td class=n>{_pct(r['rate'])}</td>"
+                               "</tr>" for r in rep["phone_units"]) + "</table>")
     parts.append(_utterance_table(rep, clips))
     if rep.get("failed"):
         parts.append("<h2>Failed utterances</h2><table><tr><th>id</th><th>reason</th></tr>" + "".join(

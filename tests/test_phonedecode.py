@@ -347,6 +347,11 @@ def test_phone_model_greedy_prints_phones_and_beam_prints_words(tmp_path):
     rep = report_dict(res, {})
     assert [r["phone"] for r in rep["phone_units"]][-1] == "AH" and rep["phone_units"][0]["errors"] >= 1
     assert "| AH | 1 | 0 | 0 | 0 | 0.0% |" in markdown(rep)
+    from asr.report import to_html
+
+    page = to_html(rep)
+    assert "<td>phones (greedy)</td><td class=n>7</td>" in page and "Phone errors per phone" in page
+    assert "<tr><td>AH</td><td class=n>1</td><td class=n>0</td>" in page
 
 
 def test_evaluate_names_reference_words_the_lexicon_lacks(tmp_path, caplog):
