@@ -128,10 +128,10 @@ def _warn_missing_words(model: Model, utts: list[Utterance]) -> None:
 
 
 def _phone_errors(model: Model, ref: str, hyp_phones: str, utt_id: str,
-                  units: dict[str, dict[str, int]] | None = None) -> ErrorCounts | None:
+                  units: dict[str, dict[str, int]]) -> ErrorCounts | None:
     """Phone edit operations of a phone model's greedy phones against the reference's
-    pronunciation; None for other models (or a reference the tokenizer cannot encode).
-    With ``units``, also adds each phone's share to it (see :func:`count_phone_units`)."""
+    pronunciation, each phone's share added to ``units`` (see :func:`count_phone_units`); None
+    for other models (or a reference the tokenizer cannot encode)."""
     if not getattr(model, "is_phone", False):
         return None
     try:
@@ -139,36 +139,41 @@ def _phone_errors(model: Model, ref: str, hyp_phones: str, utt_id: str,
     except ValueError as e:
         log.warning("utterance %s: no PER (the reference cannot be turned into phones: %s)", utt_id, e)
         return None
-    ref_phones = model._phones(ids)
-    if units is not None:
-        count_phone_units(ref_phones, hyp_phones, units)
-    return word_errors(ref_phones, hyp_phones)
+    return count_phone_units(model._phones(ids), hyp_phones, units)
 
 
-def count_phone_units(ref: str, hyp: str, units: dict[str, dict[str, int]]) -> None:
-    """Add one utterance's phone errors to ``units``, per phone: how often the reference has it
+def count_phone_units(ref: str, hyp: str, units: dict[str, dict[str, int]]) -> ErrorCounts:
+    """One utterance's phone edit operations (as :func:`asr.metrics.word_errors` counts them, from
+    the same single alignment), each added to ``units`` per phone: how often the reference has it
     ("ref"), and of those how often it was substituted ("sub") or deleted ("del"); insertions
     count for the inserted phone ("ins"). Which sounds a channel takes away (a telephone band's
     fricatives and nasals) shows here, where a PER cannot tell.
 
     >>> u = {}
     >>> count_phone_units("S IY N", "F IY", u)
+    ErrorCounts(sub=1, dele=1, ins=0, ref=3)
     >>> u["S"], u["N"], u["IY"]["ref"]
     ({'ref': 1, 'sub': 1, 'del': 0, 'ins': 0}, {'ref': 1, 'sub': 0, 'del': 1, 'ins': 0}, 1)
     """
     def unit(p: str) -> dict[str, int]:
         return units.setdefault(p, {"ref": 0, "sub": 0, "del": 0, "ins": 0})
 
+    total = ErrorCounts()
     for op, r, h in word_alignment(ref, hyp):
         if op == "insert":
             unit(h)["ins"] += 1
+            total.ins += 1
             continue
         c = unit(r)
         c["ref"] += 1
+        total.ref += 1
         if op == "substitute":
             c["sub"] += 1
+            total.sub += 1
         elif op == "delete":
             c["del"] += 1
+            total.dele += 1
+    return total
 
 
 def _transcribe_or_isolate(model: Model, utts: list[Utterance], wavs: list, res: EvalResult):
