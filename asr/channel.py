@@ -2,7 +2,9 @@
 
 The audio people bring went through channels the training audio did not: MP3s and Opus at low
 bit rates (which low-pass at 4-7 kHz), telephone lines (8 kHz sampling, 300-3400 Hz), small
-microphones (no low end), clipping recorders. ``ChannelAugment`` draws such a channel per
+microphones (no low end), clipping recorders. A phone line is one draw of its own (``telephone_prob``):
+the band edges of a handset and exchange, 8 kHz sampling and G.711 mu-law together, where the
+separate narrow-band and high-pass draws meet in the full 300-3400 Hz band only by chance. ``ChannelAugment`` draws such a channel per
 training utterance from a seeded generator (``augment.channel``; every probability is 0 by
 default) and never runs at evaluation (only the training loader has an augmentation).
 
@@ -60,6 +62,7 @@ class ChannelDraw:
     highpass_hz: float | None = None
     gain_db: float | None = None
     reverb: tuple[float, float, int] | None = None  # a room: (RT60 s, DRR dB, seed of its response)
+    telephone: tuple[float, float] | None = None  # a phone line: its band (low Hz, high Hz)
 
 
 @functools.lru_cache(maxsize=256)
@@ -132,6 +135,39 @@ def narrowband(wav: np.ndarray, rate: int, sample_rate: int = 16000) -> np.ndarr
     return np.pad(back, (0, max(0, wav.size - back.size)))[: wav.size]
 
 
+def mulaw(wav: np.ndarray, mu: int = 255) -> np.ndarray:
+    """G.711 mu-law: companded, rounded to 8 bits and expanded (what a digital phone line keeps).
+
+    Args:
+        wav: float32 (samples,) in [-1, 1] (clipped there).
+
+    Returns:
+        float32 (samples,): one of 256 levels, spaced finely near 0 and coarsely near full scale.
+    """
+    x = np.clip(wav.astype(np.float64), -1.0, 1.0)
+    code = np.rint(np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu) * 127.5 - 0.5) + 0.5  # 256 levels
+    y = code / 127.5
+    return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu).astype(np.float32)
+
+
+def telephone_line(wav: np.ndarray, band_hz: tuple[float, float], rate: int = 8000,
+                   sample_rate: int = 16000) -> np.ndarray:
+    """A phone call: band-passed to ``band_hz``, sampled at ``rate``, mu-law coded, back at ``sample_rate``.
+
+    Args:
+        wav: float32 (samples,).
+        band_hz: (low, high) edges of the handset and line (a high-pass and a steep low-pass).
+        rate: the line's sample rate (below ``sample_rate``).
+
+    Returns:
+        float32 (samples,) at ``sample_rate``.
+    """
+    low, high = band_hz
+    narrow = resample(lowpass(highpass(wav, low, sample_rate), high, sample_rate), sample_rate, rate)
+    back = lowpass(resample(mulaw(narrow), rate, sample_rate), 0.95 * rate / 2, sample_rate)
+    return np.pad(back, (0, max(0, wav.size - back.size)))[: wav.size]
+
+
 def apply_gain(wav: np.ndarray, gain_db: float) -> np.ndarray:
     """Scale by ``gain_db``, clip at full scale and round to 16 bits, as a recorder would."""
     out = np.clip(wav * np.float32(10 ** (gain_db / 20)), -1.0, 1.0)
@@ -165,7 +201,7 @@ class ChannelAugment:
     def active(self) -> bool:
         c = self.cfg
         return any(p > 0 for p in (c.codec_prob, c.narrowband_prob, c.lowpass_prob, c.highpass_prob, c.gain_prob,
-                                   c.reverb_prob))
+                                   c.reverb_prob, c.telephone_prob))
 
     def draw(self, rng: np.random.Generator) -> ChannelDraw:
         """The channel of one utterance: a fixed sequence of draws for a given config."""
@@ -186,7 +222,10 @@ class ChannelAugment:
         if c.reverb_prob > 0 and rng.random() < c.reverb_prob:
             reverb = (float(rng.uniform(*c.reverb_rt60)), float(rng.uniform(*c.reverb_drr_db)),
                       int(rng.integers(2**31)))
-        return ChannelDraw(variant, nb, low, high, gain, reverb)
+        phone = None  # after the room, likewise
+        if c.telephone_prob > 0 and rng.random() < c.telephone_prob:
+            phone = (float(rng.uniform(*c.telephone_low_hz)), float(rng.uniform(*c.telephone_high_hz)))
+        return ChannelDraw(variant, nb, low, high, gain, reverb, phone)
 
     def variant_kind(self, uid: str, k: int) -> Kind:
         """The codec of variant ``k`` of utterance ``uid`` (the same in every run and epoch)."""
@@ -216,11 +255,13 @@ class ChannelAugment:
         return make() if cached is None else cached(variant_tag(k, kind.spec), make)
 
     def filters(self, wav: np.ndarray, d: ChannelDraw) -> np.ndarray:
-        """Room, narrow-band round trip, low-pass and high-pass, as drawn (float32 in, float32 out)."""
+        """Room, phone line, narrow-band round trip, low-pass and high-pass, as drawn (float32 in, float32 out)."""
         if d.reverb is not None:
             rt60, drr, seed = d.reverb
             wav = reverberate(wav, room_impulse_response(rt60, drr, np.random.default_rng(seed), self.sample_rate))
-        if d.narrowband:
+        if d.telephone is not None:
+            wav = telephone_line(wav, d.telephone, self.cfg.narrowband_rate, self.sample_rate)
+        elif d.narrowband:  # a phone line is narrow-band already
             wav = narrowband(wav, self.cfg.narrowband_rate, self.sample_rate)
         if d.lowpass_hz is not None:
             wav = lowpass(wav, d.lowpass_hz, self.sample_rate)
@@ -242,6 +283,9 @@ class ChannelAugment:
         if c.reverb_prob:
             parts.append(f"room RT60 {c.reverb_rt60[0]:g}-{c.reverb_rt60[1]:g} s, DRR {c.reverb_drr_db[0]:g}-"
                          f"{c.reverb_drr_db[1]:g} dB p={c.reverb_prob:g}")
+        if c.telephone_prob:
+            parts.append(f"phone line {c.telephone_low_hz[0]:g}-{c.telephone_low_hz[1]:g} to {c.telephone_high_hz[0]:g}-"
+                         f"{c.telephone_high_hz[1]:g} Hz, {c.narrowband_rate} Hz mu-law p={c.telephone_prob:g}")
         if c.gain_prob:
             parts.append(f"gain {c.gain_db[0]:g}..{c.gain_db[1]:g} dB p={c.gain_prob:g}")
         return "; ".join(parts) or "off"
@@ -261,5 +305,5 @@ def encode_variant(wav: np.ndarray, spec: str, sample_rate: int = 16000) -> np.n
     return degrade(wav, parse_kind(spec), np.random.default_rng(0), None, sample_rate)
 
 
-__all__ = ["ChannelAugment", "ChannelDraw", "apply_gain", "encode_variant", "highpass", "lowpass", "narrowband",
-           "variant_tag"]
+__all__ = ["ChannelAugment", "ChannelDraw", "apply_gain", "encode_variant", "highpass", "lowpass", "mulaw",
+           "narrowband", "telephone_line", "variant_tag"]

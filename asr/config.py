@@ -78,18 +78,28 @@ class ChannelAugmentConfig:
     reverb_prob: float = 0.0  # probability of a synthetic room (asr.room.room_impulse_response)
     reverb_rt60: tuple[float, float] = (0.2, 1.0)  # its reverberation time, seconds, drawn uniformly
     reverb_drr_db: tuple[float, float] = (0.0, 12.0)  # its direct-to-reverberant ratio, dB, drawn uniformly
+    telephone_prob: float = 0.0  # probability of a whole phone line: band-pass, 8 kHz, G.711 mu-law (asr.channel)
+    telephone_low_hz: tuple[float, float] = (200.0, 400.0)  # its lower band edge, drawn uniformly
+    telephone_high_hz: tuple[float, float] = (3000.0, 3600.0)  # its upper band edge, drawn uniformly
 
     def __post_init__(self) -> None:
-        for name in ("codec_prob", "narrowband_prob", "lowpass_prob", "highpass_prob", "gain_prob", "reverb_prob"):
+        for name in ("codec_prob", "narrowband_prob", "lowpass_prob", "highpass_prob", "gain_prob", "reverb_prob",
+                     "telephone_prob"):
             check_range(f"augment.channel.{name}", getattr(self, name), 0.0, 1.0)
         check_range("augment.channel.codec_variants", self.codec_variants, 1)
         check_range("augment.channel.narrowband_rate", self.narrowband_rate, 1000)
-        for name in ("lowpass_hz", "highpass_hz", "gain_db", "reverb_rt60", "reverb_drr_db"):
+        for name in ("lowpass_hz", "highpass_hz", "gain_db", "reverb_rt60", "reverb_drr_db", "telephone_low_hz",
+                     "telephone_high_hz"):
             lo_hi = getattr(self, name)
             if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
                 raise ConfigError(f"augment.channel.{name} must be [low, high] with low <= high; got {list(lo_hi)}")
         if min(self.lowpass_hz + self.highpass_hz) <= 0:
             raise ConfigError("augment.channel.lowpass_hz and highpass_hz must be above 0 Hz")
+        if self.telephone_prob > 0 and not (0 < self.telephone_low_hz[0] and self.telephone_low_hz[1] < self.telephone_high_hz[0]
+                and self.telephone_high_hz[1] < self.narrowband_rate / 2):
+            raise ConfigError("augment.channel.telephone_low_hz and telephone_high_hz must be bands 0 < low < high < "
+                              f"narrowband_rate / 2 = {self.narrowband_rate / 2:g} Hz; got "
+                              f"{list(self.telephone_low_hz)} and {list(self.telephone_high_hz)}")
         if not (0.05 <= self.reverb_rt60[0] and self.reverb_rt60[1] <= 3.0):
             raise ConfigError(f"augment.channel.reverb_rt60 must lie in 0.05-3.0 s; got {list(self.reverb_rt60)}")
         if self.codec_prob > 0 and not self.codecs:

@@ -18,7 +18,7 @@ from test_train import config, write_manifest
 import asr.channel
 from asr.audio import load_audio
 from asr.augment import WaveAugment
-from asr.channel import apply_gain, highpass, lowpass, narrowband
+from asr.channel import apply_gain, highpass, lowpass, mulaw, narrowband, telephone_line
 from asr.config import AugmentConfig, ChannelAugmentConfig, load_config
 from asr.degrade import check_writable
 from asr.errors import ConfigError
@@ -118,6 +118,32 @@ def test_room_is_drawn_seeded_and_applied(speech):
     roomy = WaveAugment(everything(reverb_prob=1e-9), SR)
     a, b = plain.channel.draw(np.random.default_rng(7)), roomy.channel.draw(np.random.default_rng(7))
     assert a == dataclasses.replace(b, reverb=None)
+
+
+def test_phone_line_is_one_draw_band_8khz_and_mulaw(speech):
+    """augment.channel.telephone_prob: the whole 300-3400 Hz line in one draw, measured on real speech."""
+    line = telephone_line(speech, (300.0, 3400.0), 8000, SR)
+    assert line.shape == speech.shape and line.dtype == np.float32
+    assert band_db(line, 20, 150, share=False) < band_db(speech, 20, 150, share=False) - 25  # the handset's low cut
+    assert band_db(line, 3900, 8000, share=False) < band_db(speech, 3900, 8000, share=False) - 40  # 8 kHz, steep
+    assert abs(band_db(line, 600, 3000, share=False) - band_db(speech, 600, 3000, share=False)) < 1.0  # speech kept
+    levels = mulaw(np.linspace(-1, 1, 20001, dtype=np.float32))
+    assert len(np.unique(levels)) == 256 and levels.min() == -1.0 and levels.max() == 1.0  # G.711: 8 bits
+    err = mulaw(speech) - speech  # companding: about 38 dB SNR at any level
+    assert 30 < 10 * np.log10(np.mean(speech**2) / np.mean(err**2)) < 45
+    cfg = ChannelAugmentConfig(telephone_prob=0.5)
+    aug = WaveAugment(AugmentConfig(channel=cfg), SR)
+    assert aug.channel.active and "phone line 200-400 to 3000-3600 Hz, 8000 Hz mu-law p=0.5" in aug.channel.describe()
+    draws = [aug.channel.draw(np.random.default_rng([4, e])) for e in range(200)]
+    lines = [d.telephone for d in draws if d.telephone is not None]
+    assert 0.4 < len(lines) / 200 < 0.6 and all(200 <= lo <= 400 and 3000 <= hi <= 3600 for lo, hi in lines)
+    e = next(e for e, d in enumerate(draws) if d.telephone is not None)
+    out = aug(speech, np.random.default_rng([4, e]))
+    assert np.array_equal(out, telephone_line(speech, draws[e].telephone, 8000, SR))
+    # a config without phone lines draws exactly what it drew before they existed
+    a = WaveAugment(everything(reverb_prob=0.5), SR).channel.draw(np.random.default_rng(9))
+    b = WaveAugment(everything(reverb_prob=0.5, telephone_prob=1e-9), SR).channel.draw(np.random.default_rng(9))
+    assert a == dataclasses.replace(b, telephone=None)
 
 
 def test_codec_variant_is_band_limited(speech):
@@ -287,9 +313,11 @@ def test_bad_channel_settings_are_rejected():
     for over, msg in [("augment.channel.lowpass_prob=1.5", "lowpass_prob"),
                       ("augment.channel.lowpass_hz=[5000,4000]", "low <= high"),
                       ("augment.channel.codec_variants=0", "codec_variants"),
-                      ("augment.channel.codecs=[]", "needs augment.channel.codecs")]:
+                      ("augment.channel.codecs=[]", "needs augment.channel.codecs"),
+                      ("augment.channel.telephone_high_hz=[3000,4500]", "narrowband_rate / 2 = 4000"),
+                      ("augment.channel.telephone_prob=2", "telephone_prob")]:
         with pytest.raises(ConfigError, match=msg):
-            load_config(None, [over, "augment.channel.codec_prob=0.5"])
+            load_config(None, ["augment.channel.codec_prob=0.5", "augment.channel.telephone_prob=0.5", over])
 
 
 def test_empty_and_corrupt_noise_files_are_reported_and_skipped(tmp_path, speech, caplog):

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from asr.augment import WaveAugment  # noqa: E402
-from asr.channel import apply_gain, highpass, lowpass, narrowband  # noqa: E402
+from asr.channel import apply_gain, highpass, lowpass, narrowband, telephone_line  # noqa: E402
 from asr.config import load_config  # noqa: E402
 from asr.data import AudioDataset, load_utterance  # noqa: E402
 from asr.degrade import degrade, generated_noise  # noqa: E402
@@ -59,6 +59,7 @@ def pieces(aug: WaveAugment, wavs: list[np.ndarray]) -> None:
     rows += [("low-pass 3.4-7.5 kHz (elliptic, 6th order)", lambda w: lowpass(w, rng.uniform(3400, 7500))),
              ("high-pass 50-300 Hz (Butterworth, 4th order)", lambda w: highpass(w, rng.uniform(50, 300))),
              ("8 kHz round trip", lambda w: narrowband(w, 8000)),
+             ("phone line (band-pass, 8 kHz, mu-law)", lambda w: telephone_line(w, (300.0, 3400.0))),
              ("gain + clip + 16-bit", lambda w: apply_gain(w, 6.0)),
              ("generated noise", lambda w: generated_noise(w.size, rng))]
     for name, fn in rows:
