@@ -277,11 +277,13 @@ def test_tiny_training_with_channel_augmentation_learns(tmp_path):
                  "data.max_batch_seconds=20", "data.cache=ram", "augment.channel.codec_prob=0.5",
                  "augment.channel.codecs=[mp3:16,opus:8]", "augment.channel.lowpass_prob=0.5",
                  "augment.channel.lowpass_hz=[2500,3500]", "augment.channel.highpass_prob=0.5",
-                 "augment.channel.gain_prob=0.5")
+                 "augment.channel.gain_prob=0.5", "augment.channel.telephone_prob=0.3")
     Trainer(cfg, resume=False).fit()
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history[-1]["train_loss"] < 0.3 * history[0]["train_loss"], [h["train_loss"] for h in history]
-    assert "channel augmentation: codec p=0.5" in (tmp_path / "run" / "train.log").read_text()
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "channel augmentation: codec p=0.5" in log and "phone line 200-400 to 3000-3600 Hz" in log
+    assert "skipping utterance" not in log  # every draw (phone lines included) ran; a failing one is skipped
 
 
 @pytest.mark.parametrize("codecs,msg", [(("mp3:24", "phone"), "'phone' is not a codec"),
