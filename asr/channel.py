@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torchaudio.functional import mu_law_decoding, mu_law_encoding
 
 from asr.audio import resample
 from asr.config import ChannelAugmentConfig
@@ -135,8 +137,9 @@ def narrowband(wav: np.ndarray, rate: int, sample_rate: int = 16000) -> np.ndarr
     return np.pad(back, (0, max(0, wav.size - back.size)))[: wav.size]
 
 
-def mulaw(wav: np.ndarray, mu: int = 255) -> np.ndarray:
-    """G.711 mu-law: companded, rounded to 8 bits and expanded (what a digital phone line keeps).
+def mulaw(wav: np.ndarray) -> np.ndarray:
+    """G.711 mu-law (mu = 255): companded, rounded to 8 bits and expanded (what a digital phone line
+    keeps), by torchaudio's ``mu_law_encoding`` / ``mu_law_decoding``.
 
     Args:
         wav: float32 (samples,) in [-1, 1] (clipped there).
@@ -144,10 +147,8 @@ def mulaw(wav: np.ndarray, mu: int = 255) -> np.ndarray:
     Returns:
         float32 (samples,): one of 256 levels, spaced finely near 0 and coarsely near full scale.
     """
-    x = np.clip(wav.astype(np.float64), -1.0, 1.0)
-    code = np.rint(np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu) * 127.5 - 0.5) + 0.5  # 256 levels
-    y = code / 127.5
-    return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu).astype(np.float32)
+    x = torch.from_numpy(np.clip(wav, -1.0, 1.0).astype(np.float32, copy=False))
+    return mu_law_decoding(mu_law_encoding(x, 256), 256).numpy()
 
 
 def telephone_line(wav: np.ndarray, band_hz: tuple[float, float], rate: int = 8000,
