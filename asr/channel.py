@@ -2,11 +2,12 @@
 
 The audio people bring went through channels the training audio did not: MP3s and Opus at low
 bit rates (which low-pass at 4-7 kHz), telephone lines (8 kHz sampling, 300-3400 Hz), small
-microphones (no low end), clipping recorders. A phone line is one draw of its own (``telephone_prob``):
-the band edges of a handset and exchange, 8 kHz sampling and G.711 mu-law together, where the
-separate narrow-band and high-pass draws meet in the full 300-3400 Hz band only by chance. ``ChannelAugment`` draws such a channel per
-training utterance from a seeded generator (``augment.channel``; every probability is 0 by
-default) and never runs at evaluation (only the training loader has an augmentation).
+microphones (no low end), clipping recorders. A phone line is one draw of its own
+(``telephone_prob``): the band edges of a handset and exchange, 8 kHz sampling and G.711 mu-law
+together, where the separate narrow-band and high-pass draws meet in the full 300-3400 Hz band
+only by chance. ``ChannelAugment`` draws such a channel per training utterance from a seeded
+generator (``augment.channel``; every probability is 0 by default) and never runs at evaluation
+(only the training loader has an augmentation).
 
 Cost. An encoder is slow (measured on one core: LAME ~80x real time, libopus ~17x, libvorbis
 ~200x), so a codec is never run per draw: each utterance has ``codec_variants`` variants, variant

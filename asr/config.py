@@ -95,8 +95,8 @@ class ChannelAugmentConfig:
                 raise ConfigError(f"augment.channel.{name} must be [low, high] with low <= high; got {list(lo_hi)}")
         if min(self.lowpass_hz + self.highpass_hz) <= 0:
             raise ConfigError("augment.channel.lowpass_hz and highpass_hz must be above 0 Hz")
-        if self.telephone_prob > 0 and not (0 < self.telephone_low_hz[0] and self.telephone_low_hz[1] < self.telephone_high_hz[0]
-                and self.telephone_high_hz[1] < self.narrowband_rate / 2):
+        (lo, lo_top), (hi_bottom, hi) = self.telephone_low_hz, self.telephone_high_hz
+        if self.telephone_prob > 0 and not (0 < lo and lo_top < hi_bottom and hi < self.narrowband_rate / 2):
             raise ConfigError("augment.channel.telephone_low_hz and telephone_high_hz must be bands 0 < low < high < "
                               f"narrowband_rate / 2 = {self.narrowband_rate / 2:g} Hz; got "
                               f"{list(self.telephone_low_hz)} and {list(self.telephone_high_hz)}")
