@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import time
 from collections.abc import Iterator
 
 import torch
@@ -128,11 +130,54 @@ def _make_rnn(cfg: ModelConfig, input_size: int) -> nn.Module:
     raise ValueError(f"model.rnn_type must be lstm, gru or lstm_peephole, got {cfg.rnn_type!r}")
 
 
-# Below this batch size, inference (no gradients) on the CPU runs the LSTM with PyTorch's
-# native kernel instead of oneDNN: oneDNN's inference primitive is slow for small batches
-# (measured, 1 thread, 256 units, 300 frames, 512 inputs: 15.6 ms against 5.9 ms per
-# utterance at batch 2, 7.9 against 5.0 at batch 4; at batch 16 oneDNN is ~10% faster).
+# Below this batch size, CPU inference (no gradients) may run the LSTM with PyTorch's native
+# kernel instead of oneDNN, when a probe on this machine finds native faster for that layer
+# shape (native_lstm_faster). It differs by CPU: on the 2-core AMX Xeon (1 thread, 256 units,
+# 300 frames, batch 2) oneDNN took 15.6 ms per utterance against native 5.9; on the 2-core
+# AMD EPYC Zen 4 (2 threads, 320 units, 400 frames) oneDNN was 1.8-2.8x faster at batches 1-16.
 NATIVE_LSTM_BELOW_BATCH = 8
+
+
+def _kernel_seconds(rnn: nn.Module, x: torch.Tensor, onednn: bool, repeats: int = 3) -> float:
+    """Fastest of ``repeats`` timed inference calls of ``rnn`` on ``x`` with oneDNN on or off
+    (after one untimed warm-up call)."""
+    prev = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = onednn
+    try:
+        rnn(x)
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            rnn(x)
+            best = min(best, time.perf_counter() - t0)
+        return best
+    finally:
+        torch.backends.mkldnn.enabled = prev
+
+
+@functools.cache
+def native_lstm_faster(input_size: int, hidden_size: int, proj_size: int, threads: int,
+                       autocast_dtype: torch.dtype | None) -> bool:
+    """Whether PyTorch's native LSTM kernel beats oneDNN for small-batch CPU inference of this
+    layer shape here: timed once per process and shape on a random (2, 100, input_size) batch
+    (a few ms), under the caller's autocast dtype and thread count. Native must be 10 % faster."""
+    log = logging.getLogger("asr.model")
+    rnn = nn.LSTM(input_size, hidden_size, batch_first=True, proj_size=proj_size)
+    x = torch.randn(2, 100, input_size)
+    with torch.no_grad():
+        onednn = _kernel_seconds(rnn, x, True)
+        native = _kernel_seconds(rnn, x, False)
+    faster = native < 0.9 * onednn
+    log.debug("CPU LSTM inference below batch %d, %d -> %d units, %d threads: oneDNN %.2f ms, native %.2f ms: %s",
+              NATIVE_LSTM_BELOW_BATCH, input_size, hidden_size, threads, 1e3 * onednn, 1e3 * native,
+              "native" if faster else "oneDNN")
+    return faster
+
+
+def _native_for_small_inference(rnn: nn.Module) -> bool:
+    """native_lstm_faster for ``rnn``'s shape in the current thread count and autocast."""
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+    return native_lstm_faster(rnn.input_size, rnn.hidden_size, rnn.proj_size, torch.get_num_threads(), dtype)
 
 
 @functools.cache
@@ -176,7 +221,7 @@ class RNNLayer(nn.Module):
         if x.is_cuda:
             return contextlib.nullcontext()
         small_inference = (not torch.is_grad_enabled() and isinstance(self.fwd, nn.LSTM)
-                           and x.shape[0] < NATIVE_LSTM_BELOW_BATCH)
+                           and x.shape[0] < NATIVE_LSTM_BELOW_BATCH and _native_for_small_inference(self.fwd))
         # bf16 forced (train.amp=bf16) on a CPU where oneDNN has no bf16 LSTM: PyTorch's native
         # kernel runs the recurrence in fp32 (autocast does not cast it; ~10x slower to train than
         # oneDNN, measured on an AVX2 CPU); the rest stays bf16. Only for tests and comparisons.

@@ -158,19 +158,55 @@ def test_waveform_batch_equals_single_through_frontend_and_model():
             torch.testing.assert_close(out[b, : out_lens[b]], single[0], atol=1e-5, rtol=1e-5)
 
 
-def test_large_inference_batch_uses_onednn_and_still_equals_single_utterances():
-    """Batches of >= NATIVE_LSTM_BELOW_BATCH run oneDNN, single utterances the native kernel."""
-    from asr.model import NATIVE_LSTM_BELOW_BATCH
+@pytest.mark.parametrize("native_faster", [True, False])
+def test_inference_kernel_follows_the_probe_and_every_batch_size_gives_the_same_output(monkeypatch, native_faster):
+    """Batches below NATIVE_LSTM_BELOW_BATCH run the native kernel only where the probe measured
+    it faster; larger batches always run oneDNN; every batch size gives the same output."""
+    import asr.model as M
 
+    monkeypatch.setattr(M, "native_lstm_faster", lambda *shape: native_faster)
+    seen = []  # (batch size, oneDNN enabled) of every LSTM call
     torch.manual_seed(0)
     model = CTCModel(ModelConfig(num_layers=2, hidden_size=8, subsampling="stack2"), 12, 5).eval()
-    lengths = [30 - 2 * i for i in range(NATIVE_LSTM_BELOW_BATCH + 1)]
+    for m in model.modules():
+        if isinstance(m, nn.LSTM):
+            m.register_forward_hook(lambda mod, inp, out: seen.append((inp[0].shape[0],
+                                                                        torch.backends.mkldnn.enabled)))
+    lengths = [30 - 2 * i for i in range(M.NATIVE_LSTM_BELOW_BATCH + 1)]
     x, lens = _batch(lengths)
     with torch.no_grad():
         out, out_lens = model(x, lens)
         for b in (0, len(lengths) - 1):
             single, _ = model(x[b : b + 1, : lens[b]], lens[b : b + 1])
             torch.testing.assert_close(out[b, : out_lens[b]], single[0], atol=1e-5, rtol=1e-5)
+    assert {on for n, on in seen if n == len(lengths)} == {True}
+    assert {on for n, on in seen if n == 1} == {not native_faster}
+    assert torch.backends.mkldnn.enabled  # restored
+
+
+def test_kernel_probe_picks_the_faster_kernel_once_per_shape(monkeypatch):
+    import asr.model as M
+
+    calls = []
+
+    def fake_seconds(rnn, x, onednn, repeats=3):
+        calls.append((rnn.input_size, rnn.hidden_size, tuple(x.shape), onednn))
+        return speed[onednn]
+
+    monkeypatch.setattr(M, "_kernel_seconds", fake_seconds)
+    M.native_lstm_faster.cache_clear()
+    try:
+        speed = {True: 0.010, False: 0.004}  # native 2.5x faster
+        assert M.native_lstm_faster(12, 8, 0, 2, None) is True
+        assert M.native_lstm_faster(12, 8, 0, 2, None) is True and len(calls) == 2  # cached
+        speed = {True: 0.010, False: 0.0095}  # within 10 %: oneDNN stays
+        assert M.native_lstm_faster(16, 8, 0, 2, None) is False
+        assert calls[-1] == (16, 8, (2, 100, 16), False)
+    finally:
+        M.native_lstm_faster.cache_clear()
+    monkeypatch.undo()  # the real timing runs both kernels and leaves oneDNN as it was
+    assert isinstance(M.native_lstm_faster.__wrapped__(12, 8, 0, 1, None), bool)
+    assert torch.backends.mkldnn.enabled
 
 
 def test_cheap_dropout_drops_p_scales_the_rest_and_backpropagates_through_the_mask():
