@@ -2,7 +2,7 @@
 # Mini LibriSpeech (train-clean-5) BiLSTM-CTC recipe, in stages.
 #
 #   bash recipes/mini_librispeech/run.sh                      # everything (sets up .venv first), CPU budget config:
-#                                                             # one stage, clean epochs then channels (about 70 min of training)
+#                                                             # one stage, clean epochs then channels (about 75 min of training)
 #   bash recipes/mini_librispeech/run.sh --conf conf/mini_librispeech_cpu.yaml   # two stages: clean, then channel fine-tuning
 #   bash recipes/mini_librispeech/run.sh --stage 4            # only decoding + reports
 #   bash recipes/mini_librispeech/run.sh --conf conf/mini_librispeech_gpu.yaml --exp exp/mls_gpu
@@ -41,7 +41,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 stage=0; stop_stage=5
-conf=conf/mini_librispeech_cpu_curriculum.yaml  # one stage: 7 clean epochs, then 6 with channels (issues 13, 15)
+conf=conf/mini_librispeech_cpu_curriculum.yaml  # one stage: 8 clean epochs, then 7 with channels (issues 13, 15)
 exp=exp/mini_librispeech
 corpus=../shared/data/mini_librispeech/LibriSpeech
 download=false
