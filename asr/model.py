@@ -160,11 +160,12 @@ def native_lstm_faster(input_size: int, hidden_size: int, proj_size: int, thread
                        autocast_dtype: torch.dtype | None) -> bool:
     """Whether PyTorch's native LSTM kernel beats oneDNN for small-batch CPU inference of this
     layer shape here: timed once per process and shape on a random (2, 100, input_size) batch
-    (a few ms), under the caller's autocast dtype and thread count. Native must be 10 % faster."""
+    (a few ms), under the caller's autocast dtype and thread count. Native must be 10 % faster.
+    The global random state is left untouched (a resumed run draws what the first run drew)."""
     log = logging.getLogger("asr.model")
-    rnn = nn.LSTM(input_size, hidden_size, batch_first=True, proj_size=proj_size)
-    x = torch.randn(2, 100, input_size)
-    with torch.no_grad():
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # leaves the caller's random draws as they were
+        rnn = nn.LSTM(input_size, hidden_size, batch_first=True, proj_size=proj_size)
+        x = torch.randn(2, 100, input_size)
         onednn = _kernel_seconds(rnn, x, True)
         native = _kernel_seconds(rnn, x, False)
     faster = native < 0.9 * onednn

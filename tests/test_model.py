@@ -204,9 +204,13 @@ def test_kernel_probe_picks_the_faster_kernel_once_per_shape(monkeypatch):
         assert calls[-1] == (16, 8, (2, 100, 16), False)
     finally:
         M.native_lstm_faster.cache_clear()
-    monkeypatch.undo()  # the real timing runs both kernels and leaves oneDNN as it was
+    monkeypatch.undo()  # the real timing runs both kernels, leaves oneDNN and the random state as they were
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
     assert isinstance(M.native_lstm_faster.__wrapped__(12, 8, 0, 1, None), bool)
     assert torch.backends.mkldnn.enabled
+    assert torch.equal(torch.rand(4), expected)
 
 
 def test_cheap_dropout_drops_p_scales_the_rest_and_backpropagates_through_the_mask():
