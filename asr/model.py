@@ -141,18 +141,14 @@ NATIVE_LSTM_BELOW_BATCH = 8
 def _kernel_seconds(rnn: nn.Module, x: torch.Tensor, onednn: bool, repeats: int = 3) -> float:
     """Fastest of ``repeats`` timed inference calls of ``rnn`` on ``x`` with oneDNN on or off
     (after one untimed warm-up call)."""
-    prev = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = onednn
-    try:
+    with _onednn(onednn):
         rnn(x)
         best = float("inf")
         for _ in range(repeats):
             t0 = time.perf_counter()
             rnn(x)
             best = min(best, time.perf_counter() - t0)
-        return best
-    finally:
-        torch.backends.mkldnn.enabled = prev
+    return best
 
 
 @functools.cache
@@ -195,9 +191,10 @@ def _cpu_bf16_autocast() -> bool:
 
 
 @contextlib.contextmanager
-def _without_onednn() -> Iterator[None]:
+def _onednn(enabled: bool) -> Iterator[None]:
+    """oneDNN on or off (process-wide) for the block, then as it was."""
     prev = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
+    torch.backends.mkldnn.enabled = enabled
     try:
         yield
     finally:
@@ -227,7 +224,7 @@ class RNNLayer(nn.Module):
         # kernel runs the recurrence in fp32 (autocast does not cast it; ~10x slower to train than
         # oneDNN, measured on an AVX2 CPU); the rest stays bf16. Only for tests and comparisons.
         no_bf16_lstm = _cpu_bf16_autocast() and not onednn_bf16_lstm()
-        return _without_onednn() if (small_inference or no_bf16_lstm) else contextlib.nullcontext()
+        return _onednn(False) if (small_inference or no_bf16_lstm) else contextlib.nullcontext()
 
     def _run(self, rnn: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if x.is_cuda and self.packed:

@@ -50,14 +50,12 @@ def wer_of(refs: list[str], hyps: list[str]) -> float:
     return total.rate
 
 
-def greedy_rate(model, refs: list[str], hyps: list[str]) -> float:
-    """WER of the greedy texts; for a phone model the PER (its greedy output is phones, not
-    words: "DH AH | K AE T"), against the reference's pronunciation."""
+def greedy_rate(model, refs: list[str], greedy: list) -> float:
+    """WER of the greedy transcripts; for a phone model (its greedy output is phones, not words)
+    the PER of their ``phones`` against the reference's pronunciation, as ``asr evaluate`` scores it."""
     if getattr(model, "is_phone", False):
-        tok = model.tokenizer
-        refs = [tok.phones(tok.encode(r)) for r in refs]
-        hyps = [" ".join(p for p in h.split() if p != "|") for h in hyps]
-    return wer_of(refs, hyps)
+        return wer_of([model._phones(model.tokenizer.encode(r)) for r in refs], [t.phones for t in greedy])
+    return wer_of(refs, [t.text for t in greedy])
 
 
 def time_variant(name: str, model, wavs: list[np.ndarray], refs: list[str], audio_s: float,
@@ -73,7 +71,7 @@ def time_variant(name: str, model, wavs: list[np.ndarray], refs: list[str], audi
             t_am = min(t_am, time.perf_counter() - t0)
     model = model.with_decoding(method="greedy", lm_path="")
     t0 = time.perf_counter()
-    greedy = [model.decode(lp, lens)[0].text for lp, lens in outs]
+    greedy = [model.decode(lp, lens)[0] for lp, lens in outs]
     t_greedy = time.perf_counter() - t0
     row = {"variant": name, "am_s": t_am, "greedy_s": t_greedy, "rtf_greedy": (t_am + t_greedy) / audio_s,
            "wer_greedy": greedy_rate(model, refs, greedy)}
