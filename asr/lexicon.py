@@ -195,9 +195,20 @@ def lexicon_token_ids(lex: Mapping[str, Iterable[Iterable[str]]], token_strings:
 
 
 def pronunciation_pairs(lex: Mapping[str, Iterable[Iterable[int]]]) -> list[tuple[str, tuple[int, ...]]]:
-    """The distinct non-empty (word, token ids) pairs of a pronunciation lexicon, sorted: the
-    order in which the decoders number homophones (the same in C++ and Python)."""
-    return sorted({(w, tuple(int(i) for i in p)) for w, prons in lex.items() for p in prons if len(p)})
+    """The distinct non-empty (word, token ids) pairs of a pronunciation lexicon, words in the
+    mapping's order, each word's pronunciations in order: the order in which the decoders (C++
+    and Python alike) number the words of a pronunciation (homophones). The mapping's order is its
+    preference among homophones: without an LM the search keeps only the first (a phone
+    tokenizer's lexicon lists its training words most frequent first)."""
+    seen: set[tuple[str, tuple[int, ...]]] = set()
+    out = []
+    for w, prons in lex.items():
+        for p in prons:
+            pair = (w, tuple(int(i) for i in p))
+            if pair[1] and pair not in seen:
+                seen.add(pair)
+                out.append(pair)
+    return out
 
 
 def decoding_lexicon(tokenizer, path: str | Path = "", model: str = "the model"):

@@ -4,7 +4,9 @@ Units: id 0 = blank, id 1 = the word boundary " " (as the char tokenizer's space
 beam search's word-end logic is unchanged), then the 39 ARPAbet phonemes in sorted order
 (stress removed by default; with stress, vowels carry 0/1/2: 69 phonemes). A word's
 pronunciation comes from the tokenizer's lexicon (CMUdict, or a user file, for every
-training word); a word it lacks goes through G2P (asr.g2p), counted and logged.
+training word); a word it lacks goes through G2P (asr.g2p), counted and logged. The lexicon
+lists the training words most frequent first (since 2026-12-05; by spelling before): the
+decoders' preference among homophones, the only one kept when decoding without an LM.
 
 Lexicon files (CMUdict's and Kaldi's lexicon.txt format) are read by asr.lexicon, the one
 reader, with :func:`phone_lexicon_args`.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterable
 
 from asr.errors import (
@@ -126,7 +129,8 @@ class PhoneTokenizer:
         """Lexicon = the pronunciations of every word of ``texts``: the user's lexicon file or
         CMUdict first, G2P for the rest (logged with a count and examples)."""
         base = read_lexicon(lexicon_path, **phone_lexicon_args(stress)) if lexicon_path else load_cmudict(stress)
-        words = {w for t in texts for w in normalize_text(t, lowercase, keep_chars, strip_accents).split()}
+        counts = Counter(w for t in texts for w in normalize_text(t, lowercase, keep_chars, strip_accents).split())
+        words = set(counts)
         if stress:  # G2P gives no stress: words the lexicon lacks are not pronounced
             lex, missing = {w: base[w] for w in words if w in base}, sorted(words - set(base))
         else:
@@ -138,6 +142,8 @@ class PhoneTokenizer:
                      ", ".join(f"{w} /{' '.join(lex.get(w, [()])[0])}/" for w in missing[:5]))
         else:
             log.info("phone lexicon: all %d training words are in %s", len(words), lexicon_path or "CMUdict")
+        # most frequent first: the decoders' preference among homophones (without an LM, the only one kept)
+        lex = {w: lex[w] for w in sorted(lex, key=lambda w: (-counts[w], w))}
         return cls(lex, stress, lowercase, keep_chars, strip_accents)
 
     def __len__(self) -> int:

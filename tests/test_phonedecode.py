@@ -78,10 +78,31 @@ ngram 1=5
 def test_phone_trie_hand_worked_without_lm(impl):
     free = beam_search(HAND, [2], opts(impl, word_bonus=0.0), PHONES)[0]
     assert free[0].tokens == [T, IY]  # no lexicon: the best phones
-    hyps = beam_search(HAND, [2], opts(impl, word_bonus=0.0, nbest=4), PHONES, lexicon=LEX_IDS)[0]
-    assert [(h.words, h.tokens) for h in hyps] == [(["to"], [T, UW]), (["two"], [T, UW]), (["to"], [T, AH]),
-                                                   (["a"], [AH])]
-    assert [h.score for h in hyps] == pytest.approx([math.log(p) for p in (.27, .27, .18, .02)], abs=1e-6)
+    # without an LM "to" and "two" (T UW) score alike: the lexicon's first word stands for both,
+    # and the n-best list (the beam) holds distinct phone strings, not copies of one
+    hyps = beam_search(HAND, [2], opts(impl, word_bonus=0.0, nbest=3), PHONES, lexicon=LEX_IDS)[0]
+    assert [(h.words, h.tokens) for h in hyps] == [(["to"], [T, UW]), (["to"], [T, AH]), (["a"], [AH])]
+    assert [h.score for h in hyps] == pytest.approx([math.log(p) for p in (.27, .18, .02)], abs=1e-6)
+    # the lexicon's order is its preference: "two" listed first is the one chosen
+    two_first = lexicon_token_ids({"two": [("T", "UW")], "to": [("T", "UW"), ("T", "AH")], "a": [("AH",)]}, PHONES)
+    hyps = beam_search(HAND, [2], opts(impl, word_bonus=0.0, nbest=2), PHONES, lexicon=two_first)[0]
+    assert [h.words for h in hyps] == [["two"], ["to"]]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_homophones_do_not_crowd_the_beam_without_lm(impl):
+    # "T UW | T UW | T UW | AH": each T UW is to/two/too, so 27 word sequences share one phone
+    # string and tie without an LM. They used to fill the whole beam of 4 (one phone string, four
+    # copies), leaving no room for any other hypothesis: on real dev audio, at beam 16, whole
+    # utterances ended stranded in a partial word. Now the beam holds distinct phone strings.
+    lex = lexicon_token_ids({"to": [("T", "UW")], "two": [("T", "UW")], "too": [("T", "UW")], "a": [("AH",)]},
+                            PHONES)
+    word = [{T: 1.0}, {UW: 1.0}, {SP: .6, BLANK: .4}]
+    lp = frames(*word, *word, *word, {AH: 1.0})
+    hyps = beam_search(lp, [10], opts(impl, word_bonus=0.0, beam_size=4, nbest=4), PHONES, lexicon=lex)[0]
+    assert hyps[0].words == ["to", "to", "to", "a"]
+    assert hyps[0].score == pytest.approx(3 * math.log(.6))
+    assert len({tuple(h.tokens) for h in hyps if h.score > -math.inf}) == sum(h.score > -math.inf for h in hyps)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

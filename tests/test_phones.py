@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_train import config, write_manifest
 
+from asr.decode import BeamOptions, beam_search
 from asr.g2p import evaluate_g2p, is_held_out, load_g2p
-from asr.lexicon import LexiconError, parse_lexicon, read_lexicon
+from asr.lexicon import LexiconError, decoding_lexicon, parse_lexicon, read_lexicon
 from asr.phones import PHONES, PhoneTokenizer, load_cmudict, phone_lexicon_args, spell_phones
 from asr.text import load_tokenizer, save_tokenizer, tokenizer_from_dict
 from asr.train import train
@@ -119,6 +120,20 @@ def test_training_lexicon_has_every_word(tmp_path):
     tok = PhoneTokenizer.train(["The cat", "the quorbleflax"], str(lex_file))
     assert tok.lexicon["cat"] == [("K", "AE", "T")] and tok.lexicon["quorbleflax"]  # G2P
     assert spell_phones("x'y") == ("K", "S", "Y")  # G2P's last resort: a phone per letter
+
+
+def test_training_lexicon_lists_the_most_frequent_words_first(tmp_path):
+    """The order is the decoders' preference among homophones (without an LM the first is kept),
+    and it survives the checkpoint."""
+    tok = PhoneTokenizer.train(["I saw the ay", "I said I", "the ay"])
+    assert list(tok.lexicon) == ["i", "ay", "the", "said", "saw"]  # 3, 2, 2 (by spelling), 1, 1
+    back = tokenizer_from_dict(tok.to_dict())
+    assert list(back.lexicon) == list(tok.lexicon)
+    strings = tok.token_strings()
+    lp = torch.full((1, 1, len(strings)), -30.0)
+    lp[0, 0, strings.index("AY")] = 0.0  # one frame: AY
+    hyp = beam_search(lp, [1], BeamOptions(word_bonus=0.0), strings, lexicon=decoding_lexicon(back))[0][0]
+    assert hyp.words == ["i"]  # "ay" (AY, EY) and "i" (AY) are homophones; "i" is more frequent
 
 
 def test_g2p_on_words_it_never_saw():

@@ -512,7 +512,8 @@ struct Decoder {
     bool use_words = false;
     bool oov_mode = false;  // LM without lexicon: count words outside the LM's vocabulary
     // Pronunciation lexicon (phone models): the trie's symbols are token ids, a node may end
-    // several words (homophones), and completing a word branches into each of them.
+    // several words (homophones), and completing a word branches into each of them (with an LM;
+    // without one they tie, and the first in the lexicon's order stands for them all).
     bool pron = false;
     std::vector<std::string> lex_words;            // pronunciation lexicon: word strings
     std::vector<int32_t> lex_lm;                   // ... and their LM ids (or unk)
@@ -1009,6 +1010,9 @@ class Search {
             const WordState w = nodes_[node].w;
             int n = 1;
             if (w.partial) n = w.trie >= 0 ? static_cast<int>(d_.node_words[w.trie].size()) : 0;
+            // without an LM homophones score alike: the first (the lexicon's preferred) stands for
+            // them all, instead of filling the beam with copies of one prefix
+            if (!d_.lm && n > 1) n = 1;
             nodes_[node].done_at = static_cast<int32_t>(pool_.size());
             nodes_[node].done_n = n;
             for (int v = 0; v < n; ++v) {

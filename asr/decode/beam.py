@@ -14,6 +14,8 @@ tokens (spelling = pronunciation). For phone models it is a pronunciation lexico
 ``{word: [token ids, ...]}``: the tokens between two word boundaries must be a pronunciation,
 and at the boundary the hypothesis branches into every word with that pronunciation
 (homophones), which the LM then tells apart; ``Hypothesis.words`` holds the chosen words.
+Without an LM homophones tie, so only the lexicon's first is kept (a phone model's own lexicon
+lists its training words most frequent first): copies of one phone string would fill the beam.
 
 Implementation choice. The search runs in C++ (``_ctcdecode.cpp``), compiled by pip
 when the package is installed (setuptools ``ext_modules`` in setup.py). It needs only

@@ -19,8 +19,9 @@ word's tokens spell it) or a pronunciation lexicon, a mapping ``word -> [token i
 words). With the latter, a hypothesis is a token prefix plus the word chosen at each word
 end: completing a pronunciation of k words (homophones: to/two/too) makes k hypotheses,
 kept apart by their LM history. A prefix element is then ``token + V * variant`` (variant =
-the word's rank among the pronunciation's words, sorted), which is ``token`` when there is
-no choice, so spelled vocabularies see plain token prefixes.
+the word's rank among the pronunciation's words, in the lexicon's order), which is ``token``
+when there is no choice, so spelled vocabularies see plain token prefixes. Without an LM the k
+would tie and fill the beam with copies of one prefix: the lexicon's first word stands for them.
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ def reference_search(
         raise ValueError("tokens are required for LM fusion or a lexicon")
     kinds, chars = token_kinds(tokens, blank) if tokens is not None else ([0] * V, [""] * V)
     pron = isinstance(lexicon, Mapping)
-    homophones: dict[tuple[int, ...], list[str]] = {}  # pronunciation -> its words, sorted
+    homophones: dict[tuple[int, ...], list[str]] = {}  # pronunciation -> its words, lexicon order
     if pron:
         for w, ids in pronunciation_pairs(lexicon):
             homophones.setdefault(ids, []).append(w)
@@ -228,7 +229,8 @@ def reference_search(
         """Words the partial word can complete as (pronunciation lexicon), else 1."""
         if not pron or not w.partial:
             return 1
-        return len(homophones.get(w.partial, ()))
+        n = len(homophones.get(w.partial, ()))
+        return min(n, 1) if lm is None else n  # without an LM, the first homophone stands for all
 
     def add_chars(w: _Words, piece: str) -> _Words | None:
         partial = w.partial + piece
