@@ -136,6 +136,31 @@ def test_training_lexicon_lists_the_most_frequent_words_first(tmp_path):
     assert hyp.words == ["i"]  # "ay" (AY, EY) and "i" (AY) are homophones; "i" is more frequent
 
 
+def test_order_lexicon_tool_reorders_an_older_checkpoint(tmp_path):
+    """tools/order_lexicon.py: a checkpoint whose lexicon is in spelling order (before 2026-12-05)
+    gets the training order, weights untouched; the wrong manifest is refused, nothing written."""
+    texts = ["I saw the ay", "I said I", "the ay"]
+    old = PhoneTokenizer(dict(sorted(PhoneTokenizer.train(texts).lexicon.items())))
+    assert list(old.lexicon)[:2] == ["ay", "i"]
+    path = tmp_path / "model.pt"
+    torch.save({"tokenizer": old.to_dict(), "model": {"w": torch.arange(3.0)}}, path)
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text("".join(json.dumps({"id": f"u{i}", "audio": "x.wav", "duration": 1.0, "text": t}) + "\n"
+                                for i, t in enumerate(texts)))
+    tool = [sys.executable, str(ROOT / "tools" / "order_lexicon.py"), str(path)]
+    wrong = tmp_path / "other.jsonl"
+    wrong.write_text(json.dumps({"id": "v", "audio": "x.wav", "duration": 1.0, "text": "I saw"}) + "\n")
+    r = subprocess.run([*tool, str(wrong)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1 and "not in the transcripts" in r.stderr
+    assert list(torch.load(path, weights_only=True)["tokenizer"]["lexicon"])[:2] == ["ay", "i"]
+    r = subprocess.run([*tool, str(manifest)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    ckpt = torch.load(path, weights_only=True)
+    assert list(ckpt["tokenizer"]["lexicon"]) == ["i", "ay", "the", "said", "saw"]
+    assert tokenizer_from_dict(ckpt["tokenizer"]).lexicon == old.lexicon  # same words and pronunciations
+    assert torch.equal(ckpt["model"]["w"], torch.arange(3.0))
+
+
 def test_g2p_on_words_it_never_saw():
     """The shipped G2P on held-out CMUdict words (never in its training): on this fifth of them
     (471 words) the first shipped model measured word accuracy 41.4 %, PER 15.3 % (44.0 %,
